@@ -1,0 +1,181 @@
+"""The desired state: what the manifest asks for, frozen, defaults applied, paths resolved."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class GuestMode(StrEnum):
+    IMAGELESS = "imageless"
+    DISK = "disk"
+
+
+class Accel(StrEnum):
+    KVM = "kvm"
+    QEMU = "qemu"
+
+
+class GuestState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class RestartPolicy(StrEnum):
+    ON_CHANGE = "on-change"
+    NEVER = "never"
+
+
+class DiskUpdate(StrEnum):
+    SWITCH = "switch"
+    RECREATE = "recreate"
+
+
+class Activation(StrEnum):
+    SWITCH = "switch"
+    BOOT = "boot"
+    TEST = "test"
+
+
+class GitOpsApply(StrEnum):
+    AUTO = "auto"
+    PLAN_ONLY = "plan-only"
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    flake: str
+    state_dir: Path
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    name: str
+    uri: str
+    accel: Accel
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    """A kernel built by reconcile from a source tree."""
+
+    source: Path
+    ref: str | None
+    config: str
+    fragments: tuple[Path, ...]
+    options: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class PrebuiltKernel:
+    """A kernel image used as it is; `modules` None means `/lib/modules/<release of image>`."""
+
+    image: Path
+    modules: Path | None
+    initrd_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    source: KernelBuild | PrebuiltKernel
+
+
+@dataclass(frozen=True)
+class Share:
+    tag: str
+    source: Path
+    writable: bool
+
+
+@dataclass(frozen=True)
+class Network:
+    libvirt: str
+    mac: str | None
+
+
+@dataclass(frozen=True)
+class Disk:
+    size_bytes: int
+    image: str | None
+
+
+@dataclass(frozen=True)
+class Ssh:
+    user: str
+    host: str
+    port: int
+    host_key: str | None
+    known_hosts: Path | None
+    identity: Path | None
+    connect_timeout_s: float
+    command_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Guest:
+    name: str
+    mode: GuestMode
+    system: str
+    hypervisor: str
+    kernel: str | None
+    kernel_params: tuple[str, ...]
+    memory_mib: int
+    vcpus: int
+    tags: tuple[str, ...]
+    shares: tuple[Share, ...]
+    network: Network | None
+    disk: Disk | None
+    update: DiskUpdate
+    ssh: Ssh | None
+    restart: RestartPolicy
+    state: GuestState
+    boot_timeout_s: float
+    shutdown_timeout_s: float
+    protect: bool
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    kind: str  # "systemd", "tcp" or "command"
+    value: str | int | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    system: str
+    ssh: Ssh
+    activation: Activation
+    reboot: bool
+    health: tuple[HealthCheck, ...]
+    health_timeout_s: float
+    tags: tuple[str, ...]
+    protect: bool
+
+
+@dataclass(frozen=True)
+class GitOps:
+    repo: str
+    branch: str
+    manifest: str
+    interval_s: float
+    apply: GitOpsApply
+    allow_rewrites: bool
+    require_signed: bool
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    digest: str  # sha256 of the manifest's bytes
+    lab: Lab
+    hypervisors: Mapping[str, Hypervisor] = field(default_factory=dict)
+    kernels: Mapping[str, Kernel] = field(default_factory=dict)
+    guests: Mapping[str, Guest] = field(default_factory=dict)
+    hosts: Mapping[str, Host] = field(default_factory=dict)
+    gitops: GitOps | None = None

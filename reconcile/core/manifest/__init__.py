@@ -1,0 +1,114 @@
+"""The manifest language: TOML text in, frozen desired state or every problem out.
+
+parse_manifest is pure (bytes in, values out): syntax (tomlkit), shape (the JSON Schema),
+then meaning (semantics.check), each located as FILE:LINE: key.path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import tomlkit
+from tomlkit.exceptions import ParseError, TOMLKitError
+
+from reconcile.core.desired import Manifest
+from reconcile.core.errors import ManifestError, Problem
+from reconcile.core.manifest import locate, schema, semantics
+from reconcile.core.manifest.build import build
+
+MAX_BYTES = 1 << 20  # a lab of thousands of guests fits; anything larger is a mistake
+
+
+def format_path(path: locate.Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = str(part)
+            bare = text and all(c.isalnum() or c in "_-" for c in text)
+            out += ("." if out else "") + (text if bare else f'"{text}"')
+    return out
+
+
+def _fail(
+    file: Path,
+    message: str,
+    *,
+    line: int | None = None,
+    column: int | None = None,
+    hint: str | None = None,
+) -> ManifestError:
+    return ManifestError([Problem(str(file), line, column, "", message, hint)])
+
+
+def _decode(data: bytes, file: Path) -> str:
+    if len(data) > MAX_BYTES:
+        raise _fail(
+            file,
+            f"the file is {len(data)} bytes; manifests are capped at {MAX_BYTES}",
+            hint="split the lab, or check that this is the right file",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise _fail(
+            file,
+            "not valid UTF-8 (TOML files are UTF-8)",
+            line=line,
+            column=column,
+            hint="re-save the file as UTF-8",
+        ) from None
+
+
+def parse_manifest(data: bytes, file: Path) -> Manifest:
+    """Parse and validate a manifest; raise ManifestError listing every problem."""
+    text = _decode(data, file)
+    if not text.strip():
+        raise _fail(
+            file,
+            "the manifest is empty",
+            hint='start with [lab] name = "..." (see manifests/lab.toml)',
+        )
+    try:
+        document = tomlkit.parse(text).unwrap()
+    except ParseError as exc:
+        message = str(exc).split(" at line ")[0]
+        raise _fail(
+            file, f"TOML syntax error: {message}", line=exc.line, column=exc.col + 1
+        ) from None
+    except TOMLKitError as exc:  # some duplicate keys are found late and carry no position
+        dup = locate.first_duplicate(text)
+        raise _fail(
+            file,
+            f"TOML error: {exc}" if dup is None else f"duplicate key {format_path(dup[0])}",
+            line=None if dup is None else dup[1],
+            hint="each key may appear once in a table",
+        ) from None
+    except RecursionError:
+        raise _fail(file, "TOML error: nested too deeply") from None
+    lines = locate.key_lines(text)
+
+    def located(findings: list[schema.Finding]) -> ManifestError:
+        problems = [
+            Problem(
+                str(file),
+                locate.line_of(lines, f.path),
+                None,
+                format_path(f.path),
+                f.message,
+                f.hint,
+            )
+            for f in findings
+        ]
+        return ManifestError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
+
+    if findings := schema.validate(document):
+        raise located(findings)
+    defaulted = schema.apply_defaults(document)
+    if findings := semantics.check(defaulted, document):
+        raise located(findings)
+    return build(defaulted, file, hashlib.sha256(data).hexdigest())

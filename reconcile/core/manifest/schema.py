@@ -1,0 +1,192 @@
+"""The manifest's JSON Schema: loading it, validating against it, and its defaults.
+
+The schema file (schema/manifest.schema.json, shipped inside the package) is the single
+source of truth for the manifest's shape, defaults and documentation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from reconcile.core.manifest.locate import Path
+
+Json = Any
+
+_TYPE_NAMES = {
+    "object": "a table",
+    "array": "an array",
+    "string": "a string",
+    "integer": "an integer",
+    "boolean": "a boolean (true or false)",
+    "number": "a number",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: Path
+    message: str
+    hint: str | None = None
+
+
+@functools.cache
+def manifest_schema() -> dict[str, Json]:
+    text = resources.files("reconcile.core.manifest").joinpath("manifest.schema.json").read_text()
+    schema: dict[str, Json] = json.loads(text)
+    return schema
+
+
+def resolve(node: dict[str, Json]) -> dict[str, Json]:
+    """Follow local `$ref`s (the schema uses only `#/$defs/...`); local keys win."""
+    root = manifest_schema()
+    while "$ref" in node:
+        target: Json = root
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def subschema_at(path: Path) -> dict[str, Json] | None:
+    """The schema of the value at `path` in a document, or None if the path leaves it."""
+    node = resolve(manifest_schema())
+    for part in path:
+        if isinstance(part, int):
+            items = node.get("items")
+            if not isinstance(items, dict):
+                return None
+            node = resolve(items)
+        elif part in node.get("properties", {}):
+            node = resolve(node["properties"][part])
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = resolve(node["additionalProperties"])
+        else:
+            return None
+    return node
+
+
+def type_name(value: Json) -> str:
+    match value:
+        case bool():
+            return "a boolean"
+        case int():
+            return "an integer"
+        case float():
+            return "a float"
+        case str():
+            return "a string"
+        case list():
+            return "an array"
+        case dict():
+            return "a table"
+        case _:
+            return f"a {type(value).__name__}"
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _describe(error: jsonschema.ValidationError) -> Iterator[Finding]:
+    path: Path = tuple(error.absolute_path)
+    schema: dict[str, Json] = resolve(error.schema) if isinstance(error.schema, dict) else {}
+    value: Any = error.instance
+    expected: Any = error.validator_value
+    match error.validator:
+        case "additionalProperties":
+            known = sorted(schema.get("properties", {}))
+            for key in sorted(set(value) - set(known)):
+                hint = _did_you_mean(key, known) or (
+                    f"known keys here: {', '.join(known)}" if known else None
+                )
+                yield Finding((*path, key), "unknown key", hint)
+        case "required":
+            yield Finding(
+                path,
+                f"missing required key '{expected[0]}'" if len(expected) == 1 else error.message,
+            )
+        case "propertyNames":
+            name_schema = resolve(expected)
+            bad = next((k for k in value if not _matches(k, name_schema)), None)
+            yield Finding(
+                (*path, bad) if bad is not None else path,
+                f"invalid name {bad!r}",
+                name_schema.get("description"),
+            )
+        case "type":
+            names = [expected] if isinstance(expected, str) else list(expected)
+            wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+            yield Finding(path, f"expected {wanted}, got {type_name(value)}")
+        case "enum":
+            options = ", ".join(repr(o) for o in expected)
+            yield Finding(path, f"expected one of {options}, got {value!r}")
+        case "const":
+            yield Finding(path, f"must be {expected!r}, got {value!r}")
+        case "pattern" if "propertyNames" in error.absolute_schema_path:
+            yield Finding((*path, value), "invalid name", schema.get("description"))
+        case "pattern":
+            yield Finding(path, f"invalid value {value!r}", schema.get("description"))
+        case "minimum" | "exclusiveMinimum":
+            yield Finding(path, f"must be at least {expected}, got {value}")
+        case "maximum" | "exclusiveMaximum":
+            yield Finding(path, f"must be at most {expected}, got {value}")
+        case "minLength":
+            yield Finding(path, "must not be empty")
+        case "minItems":
+            yield Finding(path, f"needs at least {expected} item(s)")
+        case "uniqueItems":
+            yield Finding(path, "items must be unique")
+        case "minProperties" | "maxProperties":
+            keys = ", ".join(sorted(schema.get("properties", {})))
+            yield Finding(path, f"give exactly one of: {keys}")
+        case _:
+            yield Finding(path, error.message)
+
+
+def _matches(name: str, schema: dict[str, Json]) -> bool:
+    return jsonschema.Draft202012Validator(schema).is_valid(name)
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(manifest_schema())
+
+
+def validate(document: dict[str, Json]) -> list[Finding]:
+    """Every schema violation in `document`, in document order, described for people."""
+    errors = list(_validator().iter_errors(document))
+    # A value of the wrong type fails its other keywords too; say only what matters.
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    errors = [e for e in errors if e.validator == "type" or tuple(e.absolute_path) not in mistyped]
+    return [problem for error in errors for problem in _describe(error)]
+
+
+def apply_defaults(value: Json, schema: dict[str, Json] | None = None) -> Json:
+    """A copy of a schema-valid `value` with every object's missing defaults filled in."""
+    node = resolve(schema if schema is not None else manifest_schema())
+    if isinstance(value, dict):
+        props: dict[str, Json] = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        filled = {
+            key: apply_defaults(
+                item, props[key] if key in props else extra if isinstance(extra, dict) else {}
+            )
+            for key, item in value.items()
+        }
+        for key, raw in props.items():
+            prop = resolve(raw)
+            if key not in filled and "default" in prop:
+                filled[key] = apply_defaults(prop["default"], prop)
+        return filled
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [apply_defaults(item, node["items"]) for item in value]
+    return value

@@ -1,0 +1,176 @@
+"""Checks the schema cannot express: references, uniqueness, combinations.
+
+One pure function over a schema-valid document with defaults applied; it returns every
+finding at once so that a user fixes a manifest in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from typing import Any
+
+from reconcile.core.manifest.schema import Finding
+from reconcile.core.units import parse_duration
+
+Json = Any
+
+RESERVED_SHARE_TAGS = ("store", "modules")
+BUILD_KEYS = ("ref", "config", "fragments", "set")
+PREBUILT_KEYS = ("image", "modules", "initrd_modules")
+DISK_ONLY_KEYS = ("disk", "ssh")
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    if not known:
+        return f"no {kind} is defined: add a [{kind}.{name}] table"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else f"defined {kind}: {', '.join(known)}"
+
+
+def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
+    """Findings over `doc` (defaults applied); keys' presence is judged on `raw`."""
+    return [
+        *_check_kernels(raw),
+        *_check_guests(doc),
+        *_check_hosts(doc),
+        *_check_durations(doc),
+    ]
+
+
+def _check_kernels(doc: dict[str, Json]) -> Iterator[Finding]:
+    for name, kernel in doc.get("kernels", {}).items():
+        path = ("kernels", name)
+        if "source" in kernel and "image" in kernel:
+            yield Finding(path, "give either `source` (build it) or `image` (prebuilt), not both")
+        elif "source" not in kernel and "image" not in kernel:
+            yield Finding(
+                path,
+                "a kernel needs `source` (a tree to build) or `image` (a prebuilt bzImage)",
+                'e.g. source = "/srv/linux" or image = "/vmlinuz"',
+            )
+        elif "image" in kernel:
+            for key in BUILD_KEYS:
+                if key in kernel:
+                    yield Finding((*path, key), "only kernels built from `source` take this key")
+        else:
+            for key in PREBUILT_KEYS:
+                if key in kernel:
+                    yield Finding((*path, key), "only prebuilt kernels (`image`) take this key")
+
+
+def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
+    hypervisors = sorted(doc.get("hypervisors", {}))
+    kernels = sorted(doc.get("kernels", {}))
+    macs: dict[str, str] = {}
+    for name, guest in doc.get("guests", {}).items():
+        path = ("guests", name)
+        hypervisor = guest.get("hypervisor")
+        if hypervisor is None and len(hypervisors) != 1:
+            yield Finding(
+                path,
+                "no `hypervisor` given and the lab has "
+                + ("no hypervisors" if not hypervisors else f"{len(hypervisors)} of them"),
+                'add [hypervisors.local] with uri = "qemu:///system"'
+                if not hypervisors
+                else f"set hypervisor to one of: {', '.join(hypervisors)}",
+            )
+        elif hypervisor is not None and hypervisor not in hypervisors:
+            yield Finding(
+                (*path, "hypervisor"),
+                f"unknown hypervisor '{hypervisor}'",
+                _unknown("hypervisors", hypervisor, hypervisors),
+            )
+        kernel = guest.get("kernel")
+        if guest["mode"] == "imageless":
+            if kernel is None:
+                yield Finding(path, "an imageless guest needs a `kernel`", _kernel_hint(kernels))
+            elif kernel not in kernels:
+                yield Finding(
+                    (*path, "kernel"),
+                    f"unknown kernel '{kernel}'",
+                    _unknown("kernels", kernel, kernels),
+                )
+            for key in DISK_ONLY_KEYS:
+                if key in guest:
+                    yield Finding((*path, key), 'only disk guests (mode = "disk") take this key')
+        elif kernel is not None:
+            yield Finding(
+                (*path, "kernel"),
+                "only imageless guests boot an external kernel",
+                "a disk guest boots the kernel of its own image; remove `kernel`",
+            )
+        tags: set[str] = set()
+        for index, share in enumerate(guest.get("shares", [])):
+            tag = share["tag"]
+            if tag in RESERVED_SHARE_TAGS:
+                yield Finding(
+                    (*path, "shares", index, "tag"),
+                    f"tag '{tag}' is reserved",
+                    "reconcile shares the Nix store as `store` and kernel modules as `modules`",
+                )
+            elif tag in tags:
+                yield Finding((*path, "shares", index, "tag"), f"duplicate share tag '{tag}'")
+            tags.add(tag)
+        mac = guest.get("network", {}).get("mac")
+        if mac is not None:
+            if mac in macs:
+                yield Finding(
+                    (*path, "network", "mac"),
+                    f"MAC address {mac} is already guest '{macs[mac]}''s",
+                )
+            macs[mac] = name
+            if int(mac[:2], 16) & 1:
+                yield Finding(
+                    (*path, "network", "mac"),
+                    "a multicast MAC address cannot be a NIC's",
+                    "the first octet must be even, e.g. 52:54:00:...",
+                )
+
+
+def _kernel_hint(kernels: list[str]) -> str:
+    if kernels:
+        return f"set kernel to one of: {', '.join(kernels)}"
+    return 'define one, e.g. [kernels.host] image = "/vmlinuz", and set kernel = "host"'
+
+
+def _check_hosts(doc: dict[str, Json]) -> Iterator[Finding]:
+    guests = doc.get("guests", {})
+    for name, host in doc.get("hosts", {}).items():
+        path = ("hosts", name)
+        if name in guests:
+            yield Finding(
+                path,
+                f"'{name}' is also a guest's name",
+                "names must be unique across guests and hosts",
+            )
+        ssh = host["ssh"]
+        if "host_key" in ssh and "known_hosts" in ssh:
+            yield Finding((*path, "ssh"), "give either `host_key` or `known_hosts`, not both")
+        elif "host_key" not in ssh and "known_hosts" not in ssh:
+            yield Finding(
+                (*path, "ssh"),
+                "the host key must be pinned: unknown keys are refused",
+                'add host_key = "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`) '
+                'or known_hosts = "path/to/known_hosts"',
+            )
+
+
+def _check_durations(doc: dict[str, Json]) -> Iterator[Finding]:
+    """Durations that must be positive (the schema's pattern admits `0s`)."""
+    candidates: list[tuple[tuple[str | int, ...], str]] = []
+    for name, guest in doc.get("guests", {}).items():
+        candidates.append((("guests", name, "boot_timeout"), guest["boot_timeout"]))
+        if "ssh" in guest:
+            ssh = guest["ssh"]
+            candidates.append((("guests", name, "ssh", "connect_timeout"), ssh["connect_timeout"]))
+            candidates.append((("guests", name, "ssh", "command_timeout"), ssh["command_timeout"]))
+    for name, host in doc.get("hosts", {}).items():
+        ssh = host["ssh"]
+        candidates.append((("hosts", name, "ssh", "connect_timeout"), ssh["connect_timeout"]))
+        candidates.append((("hosts", name, "ssh", "command_timeout"), ssh["command_timeout"]))
+    if "gitops" in doc:
+        candidates.append((("gitops", "interval"), doc["gitops"]["interval"]))
+    for path, text in candidates:
+        if parse_duration(text) <= 0:
+            yield Finding(path, f"must be longer than zero, got {text!r}")

@@ -1,0 +1,1 @@
+"""Orchestration: one observation per run across backends, and walking a plan."""

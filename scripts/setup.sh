@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Brings a fresh Debian 12 machine (root, no systemd) to where `reconcile` and its tests
+# run against the real stack. Idempotent and quick when everything is in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+  qemu-system-x86 qemu-utils openssh-server busybox-static nix-bin
+  linux-image-amd64 git iproute2 cpio gzip
+)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  say "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Nix without network: flakes on, no substituters, builds as root, sandboxed.
+mkdir -p /etc/nix
+if ! grep -q '^# reconcile' /etc/nix/nix.conf 2>/dev/null; then
+  say "writing /etc/nix/nix.conf"
+  cat >/etc/nix/nix.conf <<'CONF'
+# reconcile: offline Nix for the demo lab and the tests
+experimental-features = nix-command flakes
+substituters =
+build-users-group =
+sandbox = true
+CONF
+fi
+
+# No systemd here: start the libvirt daemons by hand when they are not answering.
+if ! virsh -c qemu:///system list >/dev/null 2>&1; then
+  say "starting virtlogd and libvirtd"
+  pgrep -x virtlogd >/dev/null || virtlogd -d
+  pgrep -x libvirtd >/dev/null || libvirtd -d
+  for _ in $(seq 50); do virsh -c qemu:///system list >/dev/null 2>&1 && break; sleep 0.2; done
+  virsh -c qemu:///system list >/dev/null
+fi
+
+# The demo flake's builder: a static busybox, copied in at build time, never committed.
+if ! cmp -s /bin/busybox nix/bb 2>/dev/null; then
+  install -m 0755 /bin/busybox nix/bb
+fi
+
+# The venv, rebuilt when pyproject.toml changes.
+stamp=.venv/.pyproject.sha256
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  say "installing the Python environment in .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q -U pip
+  .venv/bin/pip install -q -e '.[test]'
+  echo "$want" >"$stamp"
+fi
