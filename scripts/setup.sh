@@ -46,7 +46,7 @@ if ! virsh -c qemu:///system list >/dev/null 2>&1; then
 fi
 
 # The demo flake's builder: a static busybox, copied in at build time, never committed.
-if ! cmp -s /bin/busybox nix/bb 2>/dev/null; then
+if [[ -d nix ]] && ! cmp -s /bin/busybox nix/bb 2>/dev/null; then
   install -m 0755 /bin/busybox nix/bb
 fi
 
