@@ -8,6 +8,7 @@ unless --debug is given.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,10 @@ from reconcile import __version__
 from reconcile.adapters import files
 from reconcile.core.errors import ManifestError, ReconcileError
 from reconcile.core.manifest import parse_manifest
+from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
+from reconcile.orchestration import runs
+from reconcile.orchestration.executor import Outcome, Result
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -40,6 +44,129 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{len(manifest.hosts)} host(s))"
     )
     return EXIT_OK
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 5min)") from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1: {text!r}")
+    return int(text)
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME|tag:TAG",
+        help="limit to this guest, or to guests with this tag (repeatable)",
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="destroy guests of this lab that the manifest no longer has (never protected ones)",
+    )
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    outcome = runs.plan(
+        args.manifest, runs.PlanOptions(tuple(args.target), args.prune), saved=args.out
+    )
+    print(outcome.rendered(json_output=args.json), end="")
+    if args.out:
+        print(
+            f"Saved the plan to {args.out}; apply it with: reconcile apply {args.out}",
+            file=sys.stderr,
+        )
+    if args.detailed_exitcode and outcome.plan.has_changes():
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def _confirm() -> bool:
+    if not sys.stdin.isatty():
+        raise ReconcileError(
+            "refusing to apply without confirmation (standard input is not a terminal)",
+            hint="pass --yes to apply without asking",
+        )
+    answer = input("Apply these changes? Only 'yes' is accepted: ")
+    return answer.strip() == "yes"
+
+
+def _print_result(result: Result) -> None:
+    if result.outcome is not Outcome.DONE:
+        return
+    print(f"  {result.action.describe()}: done in {result.seconds:.1f}s", file=sys.stderr)
+
+
+def _summary(results: list[Result]) -> tuple[str, bool]:
+    by_subject: dict[str, list[Result]] = {}
+    for result in results:
+        by_subject.setdefault(result.action.subject, []).append(result)
+    lines = ["", "Apply results:"]
+    width = max((len(s) for s in by_subject), default=0)
+    for subject, items in sorted(by_subject.items()):
+        bad = [r for r in items if not r.outcome.ok()]
+        steps = ", ".join(
+            f"{r.action.kind.value} {r.outcome.value} {r.seconds:.1f}s" for r in items
+        )
+        lines.append(f"  {subject.ljust(width)}  {'FAILED' if bad else 'ok':6}  {steps}")
+        for r in bad:
+            message = r.message.replace("\n", "\n      ")
+            lines.append(f"      {r.action.kind.value} {r.outcome.value}: {message}")
+    counts = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
+    ok = all(r.outcome.ok() for r in results)
+    lines.append(
+        ("Apply complete: " if ok else "Apply FAILED: ")
+        + ", ".join(f"{n} {o.value}" for o, n in counts.items() if n)
+        + "."
+    )
+    return "\n".join(lines) + "\n", ok
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    plan_options = runs.PlanOptions(tuple(args.target), args.prune)
+    options = runs.ApplyOptions(
+        yes=args.yes,
+        parallel=args.parallel,
+        lock_timeout_s=args.lock_timeout,
+        json_output=args.json,
+    )
+    with runs.session(args.manifest, plan_options, options) as session:
+        print(session.planned.rendered(json_output=args.json), end="")
+        if not session.planned.plan.actions():
+            return EXIT_OK
+        if not args.yes and not _confirm():
+            print("Apply cancelled.", file=sys.stderr)
+            return EXIT_ERROR
+        results = session.apply(options, _print_result)
+    text, ok = _summary(results)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "results": [
+                        {
+                            "key": r.action.key,
+                            "outcome": r.outcome.value,
+                            "seconds": round(r.seconds, 3),
+                            "message": r.message,
+                        }
+                        for r in results
+                    ]
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(text, end="")
+    return EXIT_OK if ok else EXIT_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +197,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
     validate.set_defaults(func=_cmd_validate)
+
+    plan = sub.add_parser(
+        "plan",
+        help="show what apply would change, and why; touches nothing",
+        description="Evaluate the lab's systems (cached by the flake's narHash), observe the "
+        "hypervisors, and show what apply would do to each guest, field by field. Builds "
+        "nothing, defines nothing, takes no lock.",
+        epilog="exit codes: 0 success (with --detailed-exitcode: no changes), 1 error, "
+        "2 changes present (only with --detailed-exitcode)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plan.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
+    _add_selection(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="save the plan; `reconcile apply FILE` applies exactly it",
+    )
+    plan.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 2 when there are changes, 0 when none",
+    )
+    plan.set_defaults(func=_cmd_plan)
+
+    apply = sub.add_parser(
+        "apply",
+        help="make the lab match the manifest",
+        description="Plan, show the plan, ask for confirmation, then build closures, define, "
+        "start and restart guests in dependency order, in parallel where possible. Running "
+        "it twice changes nothing the second time. Given a saved plan (from `plan --out`), "
+        "applies exactly that plan, or refuses it when the manifest or the lab changed.",
+        epilog="exit codes: 0 success, 1 error or a failed action (the summary names it)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    apply.add_argument(
+        "manifest",
+        type=Path,
+        metavar="MANIFEST|PLAN",
+        help="the lab's .toml file, or a plan saved by `plan --out`",
+    )
+    _add_selection(apply)
+    apply.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    apply.add_argument(
+        "--parallel",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="run at most N actions at once (default: 4)",
+    )
+    apply.add_argument(
+        "--lock-timeout",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="wait this long for the lab's lock (default: fail at once)",
+    )
+    apply.add_argument("--json", action="store_true", help="print the plan and results as JSON")
+    apply.set_defaults(func=_cmd_apply)
     return parser
 
 

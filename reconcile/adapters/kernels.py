@@ -1,0 +1,45 @@
+"""Kernels on the controller: a prebuilt image resolved to the facts a guest boots with."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from reconcile.adapters.initrd import early_module_files
+from reconcile.core.desired import Kernel, PrebuiltKernel
+from reconcile.core.errors import ReconcileError
+from reconcile.core.intent import KernelInputs
+from reconcile.core.kmod import bzimage_release
+
+
+def resolve_prebuilt(kernel: Kernel) -> KernelInputs:
+    source = kernel.source
+    assert isinstance(source, PrebuiltKernel)
+    try:
+        image = source.image.resolve(strict=True)
+        data = image.read_bytes()
+    except OSError as exc:
+        raise ReconcileError(
+            f"kernel '{kernel.name}': cannot read image {source.image}: {exc.strerror}",
+            hint=f"check kernels.{kernel.name}.image in the manifest: ls -l {source.image}",
+        ) from None
+    release = bzimage_release(data[:65536])
+    if release is None:
+        raise ReconcileError(
+            f"kernel '{kernel.name}': {image} is not a bzImage (no x86 boot header)",
+            hint="`image` must be a kernel image such as /boot/vmlinuz-<release>",
+        )
+    modules = source.modules or Path("/lib/modules") / release
+    if not modules.is_dir():
+        raise ReconcileError(
+            f"kernel '{kernel.name}': modules directory {modules} does not exist",
+            hint=f"set kernels.{kernel.name}.modules to the directory of release {release}",
+        )
+    return KernelInputs(
+        name=kernel.name,
+        image=image,
+        digest=hashlib.sha256(data).hexdigest(),
+        release=release,
+        modules=modules.resolve(),
+        early_modules=early_module_files(modules, source.initrd_modules),
+    )

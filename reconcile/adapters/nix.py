@@ -1,0 +1,156 @@
+"""Nix: one small function per Nix command, each an argv run through `process.run`.
+
+Evaluation is cached by the flake's locked narHash: an unchanged flake costs one
+`nix flake metadata` call and no evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconcile.adapters import process
+from reconcile.core.errors import CommandError, ReconcileError
+
+log = structlog.get_logger(__name__)
+
+NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
+GCROOTS_AUTO = Path("/nix/var/nix/gcroots/auto")
+
+
+def _json(argv: Sequence[str], hint: str) -> Any:
+    done = process.run(argv, hint=hint)
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise ReconcileError(f"unexpected output from {argv[0]}: {exc}") from None
+
+
+def flake_narhash(flake: str) -> str:
+    """The locked narHash of a flake: what identifies its inputs and its own source."""
+    meta = _json(
+        [*NIX, "flake", "metadata", "--json", flake],
+        hint=f"check that the lab's flake exists and evaluates: nix flake metadata {flake}",
+    )
+    locked = meta.get("locked", {})
+    return str(locked.get("narHash") or meta.get("url") or flake)
+
+
+def evaluate(installables: Sequence[str]) -> dict[str, str]:
+    """Out paths of each installable's derivation, evaluated (not built) in one call."""
+    if not installables:
+        return {}
+    result = _json(
+        [*NIX, "build", "--dry-run", "--json", "--no-link", *installables],
+        hint="evaluate it yourself to see the full error: nix build --dry-run " + installables[0],
+    )
+    return {
+        inst: str(item["outputs"]["out"]) for inst, item in zip(installables, result, strict=True)
+    }
+
+
+def build(installables: Sequence[str]) -> dict[str, str]:
+    """Realise every installable in one `nix build` call; returns their out paths."""
+    argv = [*NIX, "build", "--no-link", "--json", "--print-build-logs", *installables]
+    try:
+        result = _json(argv, hint="rerun the build by hand to see its log")
+    except CommandError as error:
+        raise CommandError(
+            error.argv,
+            error.returncode,
+            error.output_tail,
+            hint="the Nix build failed; rerun the command above to see the whole log",
+        ) from None
+    return {
+        inst: str(item["outputs"]["out"]) for inst, item in zip(installables, result, strict=True)
+    }
+
+
+class EvalCache:
+    """installable -> out path, valid for one flake narHash, in the lab's state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, narhash: str) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("narHash") != narhash:
+            return {}
+        paths = data.get("paths", {})
+        return {str(k): str(v) for k, v in paths.items()} if isinstance(paths, dict) else {}
+
+    def store(self, narhash: str, paths: dict[str, str]) -> None:
+        """Write atomically; a cache that cannot be written only costs an evaluation."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"narHash": narhash, "paths": paths}, sort_keys=True))
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.warning("eval cache not written", path=str(self.path), error=str(exc))
+
+
+def resolve_systems(flake: str, installables: Sequence[str], cache: EvalCache) -> dict[str, str]:
+    """Out paths for the installables; evaluates only what the cache does not hold.
+
+    Installables outside the lab's flake are evaluated every time (their inputs are not
+    covered by the lab flake's narHash).
+    """
+    narhash = flake_narhash(flake)
+    cached = cache.load(narhash)
+    ours = [i for i in installables if i.startswith(flake + "#")]
+    missing = sorted({i for i in ours if i not in cached})
+    foreign = sorted({i for i in installables if i not in ours})
+    fresh = evaluate([*missing, *foreign])
+    if missing:
+        cache.store(narhash, {**cached, **{i: fresh[i] for i in missing}})
+    log.debug("systems resolved", cached=len(ours) - len(missing), evaluated=len(fresh))
+    return {i: cached.get(i) or fresh[i] for i in installables}
+
+
+def is_built(store_path: str) -> bool:
+    """Whether a store path is present. A stat, not a Nix call: cheap per guest."""
+    return os.path.exists(store_path)
+
+
+def add_gc_root(link: Path, target: str) -> None:
+    """An indirect GC root, as `nix-store --add-root --indirect` makes: our symlink under the
+    lab's state directory, registered in Nix's gcroots/auto."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    tmp.replace(link)
+    GCROOTS_AUTO.mkdir(parents=True, exist_ok=True)
+    auto = GCROOTS_AUTO / hashlib.sha256(str(link).encode()).hexdigest()[:32]
+    if not auto.is_symlink() or os.readlink(auto) != str(link):
+        auto.unlink(missing_ok=True)
+        auto.symlink_to(link)
+
+
+def remove_gc_root(link: Path) -> None:
+    link.unlink(missing_ok=True)
+    (GCROOTS_AUTO / hashlib.sha256(str(link).encode()).hexdigest()[:32]).unlink(missing_ok=True)
+
+
+def read_bootspec(toplevel: str) -> dict[str, Any]:
+    """The closure's NixOS bootspec v1 (boot.json)."""
+    path = Path(toplevel) / "boot.json"
+    try:
+        doc = json.loads(path.read_text())
+        spec: dict[str, Any] = doc["org.nixos.bootspec.v1"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReconcileError(
+            f"{path}: not a NixOS bootspec v1 ({exc})",
+            hint="the system must be a NixOS toplevel (config.system.build.toplevel)",
+        ) from None
+    return spec

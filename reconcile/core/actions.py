@@ -1,0 +1,39 @@
+"""Actions: the nodes of a plan. Keys come from manifest names, never from call order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconcile.core.intent import GuestIntent
+
+
+class ActionKind(StrEnum):
+    BUILD = "build"  # realise every closure the plan needs, in one `nix build`
+    DEFINE = "define"  # write the domain definition (and its initrd, GC root, log dir)
+    SHUTDOWN = "shutdown"  # ACPI shutdown, then destroy after the timeout
+    START = "start"
+    WAIT_READY = "wait-ready"  # the system's readiness line on the serial console
+    DESTROY = "destroy"  # stop at once
+    UNDEFINE = "undefine"  # remove the definition and release the GC root
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    subject: str  # guest name, or "closures" for the build
+    hypervisor: str = ""
+    domain: str = ""
+    intent: GuestIntent | None = None
+    installables: tuple[str, ...] = ()  # BUILD only
+    graceful: bool = True  # SHUTDOWN: try ACPI first
+    timeout_s: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.subject}/{self.kind.value}" if self.kind is not ActionKind.BUILD else "build"
+
+    def describe(self) -> str:
+        if self.kind is ActionKind.BUILD:
+            return f"build {len(self.installables)} closure(s)"
+        return f"{self.kind.value} {self.subject}"

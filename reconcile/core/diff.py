@@ -1,0 +1,210 @@
+"""Desired against observed: one `GuestChange` per guest, with the reason field by field.
+
+Pure. Three states stay apart: absent (create), present but different (update), and
+unknown (the probe failed: never create, destroy or restart). A domain without our mark is
+never ours, whatever its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from reconcile.core.desired import GuestState, RestartPolicy
+from reconcile.core.domain import DomainFacts
+from reconcile.core.intent import GuestIntent
+from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
+
+
+class ChangeKind(StrEnum):
+    CREATE = "create"
+    START = "start"
+    REDEFINE = "redefine"
+    RESTART = "restart"
+    STOP = "stop"
+    DESTROY = "destroy"
+    NOOP = "no-op"
+    KEEP = "keep"  # in the lab but not in the manifest, and not pruned
+    UNKNOWN = "unknown"
+    CONFLICT = "conflict"
+
+    def is_change(self) -> bool:
+        """Whether applying it changes the world."""
+        return self in _CHANGES
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+
+_CHANGES = frozenset(
+    {
+        ChangeKind.CREATE,
+        ChangeKind.START,
+        ChangeKind.REDEFINE,
+        ChangeKind.RESTART,
+        ChangeKind.STOP,
+        ChangeKind.DESTROY,
+    }
+)
+_SYMBOLS = {
+    ChangeKind.CREATE: "+",
+    ChangeKind.START: "~",
+    ChangeKind.REDEFINE: "~",
+    ChangeKind.RESTART: "-/+",
+    ChangeKind.STOP: "~",
+    ChangeKind.DESTROY: "-",
+    ChangeKind.NOOP: " ",
+    ChangeKind.KEEP: "!",
+    ChangeKind.UNKNOWN: "?",
+    ChangeKind.CONFLICT: "!",
+}
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class GuestChange:
+    name: str
+    domain: str
+    hypervisor: str
+    kind: ChangeKind
+    reasons: tuple[FieldChange, ...] = ()
+    note: str = ""
+    intent: GuestIntent | None = None
+    redefine: bool = False  # the persistent definition must be written
+    running: bool = False  # observed running (so a restart or stop shuts it down)
+
+
+def kernel_identity(intent: GuestIntent) -> str:
+    return f"{intent.kernel.image} sha256:{intent.kernel.digest[:12]}"
+
+
+def _field_changes(intent: GuestIntent, facts: DomainFacts) -> tuple[FieldChange, ...]:
+    mark = facts.mark
+    assert mark is not None
+    want_shares = {s.tag: s.source for s in intent.shares}
+    have_shares = dict(facts.shares)
+    pairs = [
+        ("system", mark.toplevel, intent.toplevel),
+        ("kernel", mark.kernel, kernel_identity(intent)),
+        ("memory", f"{facts.memory_mib} MiB", f"{intent.guest.memory_mib} MiB"),
+        ("vcpus", str(facts.vcpus), str(intent.guest.vcpus)),
+        # the init= path follows the system: name the system, not the command line too
+        ("cmdline", facts.cmdline.replace(mark.toplevel, intent.toplevel), intent.cmdline),
+        ("shares", _shares(have_shares), _shares(want_shares)),
+    ]
+    changes = tuple(FieldChange(f, b, a) for f, b, a in pairs if b != a)
+    if not changes and mark.spec_hash != intent.spec_hash:
+        changes = (FieldChange("definition", mark.spec_hash[:12], intent.spec_hash[:12]),)
+    return changes
+
+
+def _shares(shares: Mapping[str, str]) -> str:
+    return ", ".join(f"{tag}={source}" for tag, source in sorted(shares.items()))
+
+
+def diff_guest(intent: GuestIntent, observation: HypervisorObservation, lab: str) -> GuestChange:
+    base = GuestChange(intent.name, intent.domain, intent.guest.hypervisor, ChangeKind.NOOP)
+    if observation.domains is None:
+        return replace(base, kind=ChangeKind.UNKNOWN, note=observation.error or "unknown")
+    if intent.domain in observation.unknown:
+        return replace(base, kind=ChangeKind.UNKNOWN, note=observation.unknown[intent.domain])
+    domain = observation.domains.get(intent.domain)
+    if domain is None:
+        return replace(base, kind=ChangeKind.CREATE, intent=intent, redefine=True)
+    mark = domain.config.mark
+    if mark is None or mark.lab != lab or mark.name != intent.name:
+        owner = "no reconcile mark" if mark is None else f"the mark of {mark.lab}/{mark.name}"
+        return replace(
+            base,
+            kind=ChangeKind.CONFLICT,
+            note=f"domain '{intent.domain}' exists with {owner}; it is never touched",
+        )
+    config_changes = _field_changes(intent, domain.config)
+    running = domain.state in (DomainState.RUNNING, DomainState.PAUSED)
+    known = replace(base, intent=intent, redefine=bool(config_changes), running=running)
+    if intent.guest.state is GuestState.STOPPED:
+        if running:
+            return replace(
+                known, kind=ChangeKind.STOP, reasons=config_changes, note="running -> stopped"
+            )
+        if config_changes:
+            return replace(known, kind=ChangeKind.REDEFINE, reasons=config_changes)
+        return known
+    if not running:
+        return replace(
+            known,
+            kind=ChangeKind.START,
+            reasons=config_changes,
+            note=f"{domain.state} -> running",
+        )
+    live = domain.live if domain.live is not None and domain.live.mark is not None else None
+    live_changes = _field_changes(intent, live) if live is not None else config_changes
+    if not live_changes:
+        return known
+    if intent.guest.restart is RestartPolicy.NEVER:
+        note = 'restart = "never": takes effect at the next start'
+        if config_changes:
+            return replace(known, kind=ChangeKind.REDEFINE, reasons=config_changes, note=note)
+        return replace(known, note="defined anew; " + note)
+    return replace(known, kind=ChangeKind.RESTART, reasons=live_changes)
+
+
+def diff_orphan(
+    domain: ObservedDomain, hypervisor: str, *, prune: bool, protected: bool
+) -> GuestChange:
+    """A domain marked as ours whose guest left the manifest."""
+    mark = domain.config.mark
+    assert mark is not None
+    running = domain.state in (DomainState.RUNNING, DomainState.PAUSED)
+    base = GuestChange(mark.name, domain.name, hypervisor, ChangeKind.KEEP, running=running)
+    if protected:
+        return replace(base, note="not in the manifest, but it was defined with protect = true")
+    if not prune:
+        return replace(base, note="not in the manifest; --prune destroys it")
+    return replace(base, kind=ChangeKind.DESTROY, note="not in the manifest (--prune)")
+
+
+@dataclass(frozen=True)
+class Diff:
+    lab: str
+    changes: tuple[GuestChange, ...]
+    unmanaged: tuple[tuple[str, str], ...]  # (hypervisor, domain) not ours: listed, never touched
+
+    def has_changes(self) -> bool:
+        return any(c.kind.is_change() for c in self.changes)
+
+
+def diff_lab(
+    lab: str,
+    intents: Iterable[GuestIntent],
+    observations: Mapping[str, HypervisorObservation],
+    *,
+    prune: bool,
+    scope: frozenset[str] | None = None,
+    unresolved: Iterable[GuestChange] = (),
+) -> Diff:
+    """The whole lab's diff. `scope` limits orphans to targeted names (None: all)."""
+    changes = [diff_guest(i, observations[i.guest.hypervisor], lab) for i in intents]
+    changes.extend(unresolved)
+    wanted = {c.domain for c in changes}
+    unmanaged: list[tuple[str, str]] = []
+    for hypervisor, observation in sorted(observations.items()):
+        for name, domain in sorted((observation.domains or {}).items()):
+            mark = domain.config.mark
+            if mark is None or mark.lab != lab:
+                if name not in wanted:
+                    unmanaged.append((hypervisor, name))
+                continue
+            if name in wanted or (scope is not None and mark.name not in scope):
+                continue
+            changes.append(diff_orphan(domain, hypervisor, prune=prune, protected=mark.protect))
+    changes.sort(key=lambda c: c.name)
+    return Diff(lab=lab, changes=tuple(changes), unmanaged=tuple(unmanaged))

@@ -1,0 +1,464 @@
+"""The libvirt definition of an imageless guest, as a value: render it, parse it back.
+
+Pure: no libvirt import, no I/O. The adapter sends `render_domain_xml(spec)` to libvirt and
+hands what libvirt returns to `parse_domain_xml`, which reads only what decisions need and
+tolerates libvirt's rewriting (added defaults, reordered elements, memory in KiB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+from reconcile.core.desired import Accel, GuestMode, Share
+from reconcile.core.errors import ProbeError
+
+__all__ = [
+    "MARK_NAMESPACE",
+    "MODULES_TAG",
+    "STORE_TAG",
+    "DomainFacts",
+    "DomainSpec",
+    "Mark",
+    "NicFacts",
+    "Share",
+    "ShareFacts",
+    "build_domain_spec",
+    "domain_name",
+    "domain_uuid",
+    "mac_address",
+    "parse_domain_xml",
+    "render_domain_xml",
+    "spec_hash",
+]
+
+# Our ownership mark lives in <metadata> under this namespace; libvirt keeps one element per
+# namespace. Bump the version only with a migration: domains marked with another URI are
+# unmanaged to this code.
+MARK_NAMESPACE = "urn:reconcile:domain:1"
+MARK_PREFIX = "reconcile"
+STORE_TAG = "store"
+MODULES_TAG = "modules"
+NIX_STORE = Path("/nix/store")
+
+# Part of every spec hash: a change to what render_domain_xml emits must redefine domains.
+RENDER_VERSION = 1
+
+_NS = f"{{{MARK_NAMESPACE}}}"
+_MARK_FIELDS = ("lab", "name", "mode", "spec-hash", "toplevel", "kernel")
+_PROTECT = "protect"  # optional in a mark: absent reads as false
+_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, MARK_NAMESPACE)
+
+# libvirt's scaled-integer units (docs: formatdomain "memory"); "KB" and friends are powers of
+# 1000, "k"/"KiB" powers of 1024.
+_UNIT_BYTES = {
+    "b": 1,
+    "bytes": 1,
+    "KB": 10**3,
+    "k": 2**10,
+    "KiB": 2**10,
+    "MB": 10**6,
+    "M": 2**20,
+    "MiB": 2**20,
+    "GB": 10**9,
+    "G": 2**30,
+    "GiB": 2**30,
+    "TB": 10**12,
+    "T": 2**40,
+    "TiB": 2**40,
+    "PB": 10**15,
+    "P": 2**50,
+    "PiB": 2**50,
+    "EB": 10**18,
+    "E": 2**60,
+    "EiB": 2**60,
+}
+
+# ElementTree's prefix registry is process-global; registering is idempotent and only makes
+# the rendered XML read `reconcile:` instead of `ns0:`.
+ET.register_namespace(MARK_PREFIX, MARK_NAMESPACE)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What reconcile writes into every domain it defines: no mark, no touch."""
+
+    lab: str
+    name: str  # the guest's name in the manifest, not the libvirt domain name
+    mode: str  # a GuestMode value; kept as text so a mark from a newer version still reads
+    spec_hash: str
+    toplevel: str  # the system closure's store path
+    kernel: str  # what identifies the kernel it was defined with (path, digest)
+    protect: bool = False  # remembered so a guest removed from the manifest stays protected
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything a libvirt definition of one imageless guest depends on."""
+
+    name: str  # the libvirt domain name, `<lab>-<guest>`
+    uuid: str
+    accel: Accel
+    memory_mib: int
+    vcpus: int
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    shares: tuple[Share, ...]
+    mac: str | None
+    network: str | None  # a libvirt network name; None: no NIC
+    serial_log: Path
+    mark: Mark
+
+    def __post_init__(self) -> None:
+        if self.memory_mib <= 0 or self.vcpus <= 0:
+            raise ValueError(f"{self.name}: memory and vCPUs must be positive")
+        tags = [share.tag for share in self.shares]
+        if len(set(tags)) != len(tags):
+            raise ValueError(f"{self.name}: duplicate share tags {tags}")
+        if self.mac is not None and self.network is None:
+            raise ValueError(f"{self.name}: a MAC address without a network")
+
+
+# NamedTuples, so that `dict(facts.shares)` maps tag -> source.
+class ShareFacts(NamedTuple):
+    tag: str
+    source: str  # the shared directory, or virtiofsd's socket when it runs outside libvirt
+
+
+class NicFacts(NamedTuple):
+    mac: str | None
+    network: str | None  # None for interfaces that are not `type='network'`
+
+
+@dataclass(frozen=True)
+class DomainFacts:
+    """What the diff needs from a definition libvirt holds; `mark` None means unmanaged."""
+
+    name: str
+    uuid: str
+    domain_type: str
+    memory_kib: int
+    vcpus: int
+    kernel: str | None  # text, not Path: parsing a thousand domains should not build paths
+    initrd: str | None
+    cmdline: str
+    shares: tuple[ShareFacts, ...]
+    nics: tuple[NicFacts, ...]
+    mark: Mark | None
+
+    @property
+    def memory_mib(self) -> int:
+        return self.memory_kib // 1024
+
+    @property
+    def managed(self) -> bool:
+        return self.mark is not None
+
+    @classmethod
+    def from_spec(cls, spec: DomainSpec) -> DomainFacts:
+        """The facts libvirt should report once `spec` is defined: compare with `==`."""
+        return cls(
+            name=spec.name,
+            uuid=spec.uuid,
+            domain_type=str(spec.accel),
+            memory_kib=spec.memory_mib * 1024,
+            vcpus=spec.vcpus,
+            kernel=str(spec.kernel),
+            initrd=str(spec.initrd),
+            cmdline=spec.cmdline,
+            shares=tuple(ShareFacts(s.tag, str(s.source)) for s in spec.shares),
+            nics=(NicFacts(spec.mac, spec.network),) if spec.network is not None else (),
+            mark=spec.mark,
+        )
+
+
+# --- identity -----------------------------------------------------------------------------
+
+
+def domain_name(lab: str, guest: str) -> str:
+    return f"{lab}-{guest}"
+
+
+def _identity(lab: str, guest: str) -> str:
+    # JSON keeps ("a-b", "c") and ("a", "b-c") apart, unlike the domain name.
+    return json.dumps([lab, guest])
+
+
+def domain_uuid(lab: str, guest: str) -> str:
+    """Stable across runs and machines, so a redefinition keeps the domain's UUID."""
+    return str(uuid.uuid5(_UUID_NAMESPACE, _identity(lab, guest)))
+
+
+def mac_address(lab: str, guest: str) -> str:
+    """52:54:00 (QEMU's locally administered, unicast prefix) plus 24 bits of a hash.
+
+    24 bits collide with ~3% probability among 1000 guests on one network: the manifest's
+    explicit `mac` is the way out.
+    """
+    digest = hashlib.sha256(("mac:" + _identity(lab, guest)).encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def spec_hash(spec: DomainSpec) -> str:
+    """sha256 over every field that shapes the definition, the mark's included but its hash.
+
+    The mark's own fields count because they are written into the definition: a guest
+    that becomes `protect = true` must be redefined, or pruning it later would not know.
+    """
+    mark = spec.mark
+    fields = {
+        "mark": [mark.lab, mark.name, mark.mode, mark.toplevel, mark.kernel, mark.protect],
+        "render": RENDER_VERSION,
+        "name": spec.name,
+        "uuid": spec.uuid,
+        "accel": str(spec.accel),
+        "memory_mib": spec.memory_mib,
+        "vcpus": spec.vcpus,
+        "kernel": str(spec.kernel),
+        "initrd": str(spec.initrd),
+        "cmdline": spec.cmdline,
+        "shares": [[s.tag, str(s.source), s.writable] for s in spec.shares],
+        "mac": spec.mac,
+        "network": spec.network,
+        "serial_log": str(spec.serial_log),
+    }
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def build_domain_spec(
+    *,
+    lab: str,
+    guest: str,
+    mode: GuestMode,
+    toplevel: str,
+    accel: Accel,
+    memory_mib: int,
+    vcpus: int,
+    kernel: Path,
+    initrd: Path,
+    cmdline: str,
+    modules: Path | None,
+    shares: tuple[Share, ...],
+    network: str | None,
+    mac: str | None,
+    serial_log: Path,
+    protect: bool = False,
+) -> DomainSpec:
+    """A spec with derived identity, the `store` (+ `modules`) shares first, and its mark.
+
+    `mac` None with a network set derives one from lab + guest. The mark's hash is
+    `spec_hash` of the result.
+    """
+    reserved = {STORE_TAG, MODULES_TAG} & {s.tag for s in shares}
+    if reserved:
+        raise ValueError(f"{guest}: share tags {sorted(reserved)} are reserved")
+    system = [Share(STORE_TAG, NIX_STORE, writable=False)]
+    if modules is not None:
+        system.append(Share(MODULES_TAG, modules, writable=False))
+    unmarked = DomainSpec(
+        name=domain_name(lab, guest),
+        uuid=domain_uuid(lab, guest),
+        accel=accel,
+        memory_mib=memory_mib,
+        vcpus=vcpus,
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=cmdline,
+        shares=(*system, *shares),
+        mac=(mac or mac_address(lab, guest)) if network is not None else None,
+        network=network,
+        serial_log=serial_log,
+        mark=Mark(lab, guest, str(mode), "", toplevel, str(kernel), protect),
+    )
+    return replace(unmarked, mark=replace(unmarked.mark, spec_hash=spec_hash(unmarked)))
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def _sub(
+    parent: ET.Element, tag: str, attrib: dict[str, str] | None = None, text: str | None = None
+) -> ET.Element:
+    child = ET.SubElement(parent, tag, attrib or {})
+    child.text = text
+    return child
+
+
+def _render_mark(parent: ET.Element, mark: Mark) -> None:
+    owner = _sub(parent, _NS + "domain")
+    values = (mark.lab, mark.name, mark.mode, mark.spec_hash, mark.toplevel, mark.kernel)
+    for field, value in zip(_MARK_FIELDS, values, strict=True):
+        _sub(owner, _NS + field, text=value)
+    _sub(owner, _NS + _PROTECT, text="true" if mark.protect else "false")
+
+
+def render_domain_xml(spec: DomainSpec) -> str:
+    """The domain XML of contracts.md §2. Values go through ElementTree, which escapes them."""
+    root = ET.Element("domain", {"type": str(spec.accel)})
+    _sub(root, "name", text=spec.name)
+    _sub(root, "uuid", text=spec.uuid)
+    _render_mark(_sub(root, "metadata"), spec.mark)
+    _sub(root, "memory", {"unit": "MiB"}, str(spec.memory_mib))
+    _sub(root, "currentMemory", {"unit": "MiB"}, str(spec.memory_mib))
+    # vhost-user-fs needs guest RAM that virtiofsd can map: shared memfd, no NUMA needed.
+    backing = _sub(root, "memoryBacking")
+    _sub(backing, "source", {"type": "memfd"})
+    _sub(backing, "access", {"mode": "shared"})
+    _sub(root, "vcpu", text=str(spec.vcpus))
+    os_ = _sub(root, "os")
+    _sub(os_, "type", {"arch": "x86_64", "machine": "q35"}, "hvm")
+    _sub(os_, "kernel", text=str(spec.kernel))
+    _sub(os_, "initrd", text=str(spec.initrd))
+    _sub(os_, "cmdline", text=spec.cmdline)
+    # Without <acpi/> libvirt starts QEMU with ACPI off and a graceful shutdown cannot work.
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if spec.accel is Accel.KVM:
+        _sub(root, "cpu", {"mode": "host-passthrough"})
+    # No DAC relabelling: libvirt would otherwise chown the kernel and initrd (store paths)
+    # to the QEMU user. QEMU still runs as that user; store files are world-readable.
+    _sub(root, "seclabel", {"type": "none", "model": "dac"})
+    # A guest reboot would reuse the old kernel arguments: end the domain instead.
+    for event in ("on_poweroff", "on_reboot", "on_crash"):
+        _sub(root, event, text="destroy")
+    devices = _sub(root, "devices")
+    for share in spec.shares:
+        # libvirt 9.0 rejects <readonly/> on virtiofs: read-only shares are mounted
+        # read-only by the guest (contracts.md §2).
+        fs = _sub(devices, "filesystem", {"type": "mount", "accessmode": "passthrough"})
+        _sub(fs, "driver", {"type": "virtiofs"})
+        _sub(fs, "source", {"dir": str(share.source)})
+        _sub(fs, "target", {"dir": share.tag})
+    if spec.network is not None:
+        nic = _sub(devices, "interface", {"type": "network"})
+        if spec.mac is not None:
+            _sub(nic, "mac", {"address": spec.mac})
+        _sub(nic, "source", {"network": spec.network})
+        _sub(nic, "model", {"type": "virtio"})
+    serial = _sub(devices, "serial", {"type": "file"})
+    _sub(serial, "source", {"path": str(spec.serial_log)})
+    _sub(serial, "target", {"port": "0"})
+    console = _sub(devices, "console", {"type": "file"})
+    _sub(console, "source", {"path": str(spec.serial_log)})
+    _sub(console, "target", {"type": "serial", "port": "0"})
+    _sub(devices, "controller", {"type": "usb", "model": "none"})
+    _sub(devices, "memballoon", {"model": "none"})
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+# --- parsing ------------------------------------------------------------------------------
+# One pass over the children that matter, no XPath: observe parses every domain of a
+# hypervisor on each run, and this is most of its Python time.
+
+
+def _memory_kib(element: ET.Element | None, name: str) -> int:
+    text = (element.text or "").strip() if element is not None else ""
+    if element is None or not text:
+        raise ProbeError(f"domain {name}: definition has no <memory>")
+    unit = element.get("unit", "KiB")
+    if unit not in _UNIT_BYTES:
+        raise ProbeError(f"domain {name}: unknown memory unit {unit!r}")
+    try:
+        value = int(text)
+    except ValueError:
+        raise ProbeError(f"domain {name}: memory is not a number: {text!r}") from None
+    return -(-value * _UNIT_BYTES[unit] // 1024)  # libvirt rounds up to whole KiB
+
+
+def _parse_mark(metadata: ET.Element | None, name: str) -> Mark | None:
+    owner = metadata.find(_NS + "domain") if metadata is not None else None
+    if owner is None:
+        return None
+    values = {child.tag.removeprefix(_NS): (child.text or "").strip() for child in owner}
+    missing = [field for field in _MARK_FIELDS if not values.get(field)]
+    if missing:
+        raise ProbeError(f"domain {name}: malformed reconcile mark, missing {missing}")
+    protect = values.get(_PROTECT, "false")
+    if protect not in ("true", "false"):
+        raise ProbeError(f"domain {name}: malformed reconcile mark, protect={protect!r}")
+    return Mark(
+        lab=values["lab"],
+        name=values["name"],
+        mode=values["mode"],
+        spec_hash=values["spec-hash"],
+        toplevel=values["toplevel"],
+        kernel=values["kernel"],
+        protect=protect == "true",
+    )
+
+
+def _share(fs: ET.Element) -> ShareFacts | None:
+    target, source = fs.find("target"), fs.find("source")
+    tag = target.get("dir") if target is not None else None
+    src = (source.get("dir") or source.get("socket")) if source is not None else None
+    return ShareFacts(tag, src or "") if tag else None
+
+
+def _nic(nic: ET.Element) -> NicFacts:
+    mac, source = nic.find("mac"), nic.find("source")
+    network = source.get("network") if source is not None else None
+    return NicFacts(mac.get("address") if mac is not None else None, network)
+
+
+def _devices(devices: ET.Element | None) -> tuple[tuple[ShareFacts, ...], tuple[NicFacts, ...]]:
+    shares: list[ShareFacts] = []
+    nics: list[NicFacts] = []
+    for device in devices if devices is not None else ():
+        if device.tag == "filesystem":
+            share = _share(device)
+            if share is not None:
+                shares.append(share)
+        elif device.tag == "interface":
+            nics.append(_nic(device))
+    return tuple(shares), tuple(nics)
+
+
+def parse_domain_xml(xml: str) -> DomainFacts:
+    """The facts of a definition as libvirt returns it; ProbeError when it cannot be read.
+
+    A domain whose reconcile mark is present but malformed raises too: it is neither ours
+    to change nor safely someone else's, so callers treat it as unknown.
+    """
+    try:
+        # libvirtd's own output, not untrusted input.
+        root = ET.fromstring(xml)  # noqa: S314
+    except ET.ParseError as exc:
+        raise ProbeError(f"unreadable domain XML: {exc}") from None
+    top: dict[str, ET.Element] = {}
+    for child in root:
+        top.setdefault(child.tag, child)
+    name_element = top.get("name")
+    name = (name_element.text or "") if name_element is not None else ""
+    if root.tag != "domain" or not name:
+        raise ProbeError("domain XML without <domain><name>")
+    vcpu = top.get("vcpu")
+    vcpu_text = (vcpu.text or "").strip() if vcpu is not None else ""
+    if not vcpu_text.isdigit():
+        raise ProbeError(f"domain {name}: vcpu is not a number: {vcpu_text!r}")
+    os_: dict[str, str] = {}
+    for child in top.get("os", ()):
+        os_.setdefault(child.tag, child.text or "")
+    uuid_element = top.get("uuid")
+    shares, nics = _devices(top.get("devices"))
+    return DomainFacts(
+        name=name,
+        uuid=(uuid_element.text or "") if uuid_element is not None else "",
+        domain_type=root.get("type", ""),
+        memory_kib=_memory_kib(top.get("memory"), name),
+        vcpus=int(vcpu_text),  # the maximum; a `current` attribute is not ours to set
+        kernel=os_.get("kernel") or None,
+        initrd=os_.get("initrd") or None,
+        cmdline=os_.get("cmdline", ""),
+        shares=shares,
+        nics=nics,
+        mark=_parse_mark(top.get("metadata"), name),
+    )

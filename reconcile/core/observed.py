@@ -1,0 +1,70 @@
+"""What a hypervisor holds, as observed once per run. Unknown is never absent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from reconcile.core.domain import DomainFacts, Mark
+
+
+class DomainState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    OTHER = "other"  # shutting down, suspended to RAM, no state: not a resting state
+
+    @property
+    def active(self) -> bool:
+        """A live definition exists (a QEMU process runs), whatever it is doing."""
+        return self is not DomainState.SHUTOFF
+
+
+@dataclass(frozen=True)
+class ObservedDomain:
+    """One domain: `config` is the persistent definition, `live` the running one.
+
+    They differ after a redefine of a running domain, which changes only the persistent
+    definition: a restart is pending until `live` matches.
+    """
+
+    name: str
+    uuid: str
+    state: DomainState
+    config: DomainFacts
+    live: DomainFacts | None
+
+    @property
+    def mark(self) -> Mark | None:
+        return self.config.mark
+
+
+@dataclass(frozen=True)
+class HypervisorObservation:
+    """A snapshot of one hypervisor.
+
+    `domains` None (with `error`) means the hypervisor could not be listed: every domain on
+    it is unknown. `unknown` names domains that were listed but could not be read (name ->
+    why); they must block create, destroy and restart exactly like a failed hypervisor.
+    """
+
+    uri: str
+    domains: Mapping[str, ObservedDomain] | None
+    error: str | None
+    unknown: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.domains is None) == (self.error is None):
+            raise ValueError("an observation has either domains or an error")
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` is known present or known absent; False means do nothing to it."""
+        return self.domains is not None and name not in self.unknown
+
+    def managed(self) -> Mapping[str, ObservedDomain]:
+        """The domains carrying a reconcile mark (of any lab)."""
+        if self.domains is None:
+            return {}
+        return {name: dom for name, dom in self.domains.items() if dom.mark is not None}

@@ -1,0 +1,129 @@
+"""Rendering a plan for people (Terraform-like text) and for machines (a stable JSON document).
+
+The JSON format is documented in docs/plan-format.md; `format_version` changes when a
+field's meaning does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from reconcile.core.diff import ChangeKind, GuestChange
+from reconcile.core.plan import Plan
+
+FORMAT_VERSION = 1
+
+_SUMMARY_ORDER = (
+    ChangeKind.CREATE,
+    ChangeKind.START,
+    ChangeKind.RESTART,
+    ChangeKind.REDEFINE,
+    ChangeKind.STOP,
+    ChangeKind.DESTROY,
+)
+_LABELS = {
+    ChangeKind.CREATE: "will be created and started",
+    ChangeKind.START: "will be started",
+    ChangeKind.RESTART: "will be cold-restarted (shutdown, then start)",
+    ChangeKind.REDEFINE: "will be redefined (takes effect at its next start)",
+    ChangeKind.STOP: "will be shut down",
+    ChangeKind.DESTROY: "will be destroyed",
+    ChangeKind.KEEP: "is kept",
+    ChangeKind.UNKNOWN: "is unknown and left alone",
+    ChangeKind.CONFLICT: "cannot be managed",
+}
+
+
+def _change_lines(change: GuestChange) -> list[str]:
+    head = f"  {change.kind.symbol} guest {change.name}"
+    lines = [f"{head} {_LABELS.get(change.kind, '')}".rstrip()]
+    if change.kind is ChangeKind.CREATE and change.intent is not None:
+        intent = change.intent
+        lines += [
+            f"      system:  {intent.toplevel}",
+            f"      kernel:  {intent.kernel.name} ({intent.kernel.image})",
+            f"      memory:  {intent.guest.memory_mib} MiB",
+            f"      vcpus:   {intent.guest.vcpus}",
+            f"      domain:  {intent.domain} on {intent.guest.hypervisor}",
+        ]
+    width = max((len(r.field) for r in change.reasons), default=0)
+    for reason in change.reasons:
+        lines.append(f"      {reason.field.ljust(width)}: {reason.before} -> {reason.after}")
+    if change.note:
+        lines.append(f"      ({change.note})")
+    return lines
+
+
+def render_text(plan: Plan) -> str:
+    diff = plan.diff
+    out: list[str] = []
+    shown = [c for c in diff.changes if c.kind is not ChangeKind.NOOP]
+    if plan.to_build:
+        out.append(f"Closures to build ({len(plan.to_build)}):")
+        out += [f"  * {i}" for i in plan.to_build]
+        out.append("")
+    if shown:
+        out.append(f"Lab '{diff.lab}':")
+        for change in shown:
+            out += _change_lines(change)
+        out.append("")
+    if diff.unmanaged:
+        out.append("Unmanaged domains (no reconcile mark for this lab; never touched):")
+        out += [f"  {domain} on {hv}" for hv, domain in diff.unmanaged]
+        out.append("")
+    counts = Counter(c.kind for c in diff.changes)
+    if plan.has_changes():
+        parts = [f"{counts[k]} to {k.value}" for k in _SUMMARY_ORDER if counts[k]]
+        out.append("Plan: " + ", ".join(parts) + ".")
+    else:
+        out.append(f"No changes. Lab '{diff.lab}' matches the manifest.")
+    problems = counts[ChangeKind.UNKNOWN] + counts[ChangeKind.CONFLICT]
+    if problems:
+        out.append(f"Warning: {problems} guest(s) could not be planned (see above).")
+    return "\n".join(out) + "\n"
+
+
+def _change_json(change: GuestChange) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "guest": change.name,
+        "domain": change.domain,
+        "hypervisor": change.hypervisor,
+        "change": change.kind.value,
+        "reasons": [
+            {"field": r.field, "before": r.before, "after": r.after} for r in change.reasons
+        ],
+        "note": change.note,
+    }
+    if change.intent is not None:
+        doc["desired"] = {
+            "system": change.intent.toplevel,
+            "kernel": str(change.intent.kernel.image),
+            "memory_mib": change.intent.guest.memory_mib,
+            "vcpus": change.intent.guest.vcpus,
+            "spec_hash": change.intent.spec_hash,
+        }
+    return doc
+
+
+def render_json(plan: Plan) -> dict[str, Any]:
+    diff = plan.diff
+    counts = Counter(c.kind.value for c in diff.changes)
+    return {
+        "format_version": FORMAT_VERSION,
+        "lab": diff.lab,
+        "has_changes": plan.has_changes(),
+        "summary": {k.value: counts.get(k.value, 0) for k in ChangeKind},
+        "to_build": list(plan.to_build),
+        "changes": [_change_json(c) for c in diff.changes],
+        "actions": [
+            {
+                "key": a.key,
+                "kind": a.kind.value,
+                "subject": a.subject,
+                "depends_on": plan.dependencies(a.key),
+            }
+            for a in plan.actions()
+        ],
+        "unmanaged": [{"hypervisor": hv, "domain": d} for hv, d in diff.unmanaged],
+    }

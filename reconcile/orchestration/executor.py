@@ -1,0 +1,142 @@
+"""Walking a plan: a bounded worker pool, dependencies first, failures contained.
+
+Each action is re-checked against the world just before it runs (already satisfied: skip;
+drifted some other way: stop that branch as stale). A failed or stale action blocks its
+dependents; independent branches go on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from enum import StrEnum
+
+import structlog
+
+from reconcile.core.actions import Action
+from reconcile.core.errors import ReconcileError
+from reconcile.core.plan import Plan
+
+log = structlog.get_logger(__name__)
+
+FAULT_ENV = "RECONCILE_FAULT"  # test hook: "kill-before:KEY" or "kill-after:KEY"
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    SKIPPED = "skipped"  # already satisfied when re-checked
+    FAILED = "failed"
+    STALE = "stale"  # the world changed since the plan: not acted on
+    BLOCKED = "blocked"  # a dependency failed
+
+    def ok(self) -> bool:
+        return self in (Outcome.DONE, Outcome.SKIPPED)
+
+
+class Check(StrEnum):
+    NEEDED = "needed"
+    SATISFIED = "satisfied"
+
+
+class StaleError(ReconcileError):
+    """The subject is not in the state the plan expected."""
+
+
+@dataclass(frozen=True)
+class Result:
+    action: Action
+    outcome: Outcome
+    seconds: float = 0.0
+    message: str = ""
+
+
+class Performer:
+    """What the executor needs of the world, per action."""
+
+    def check(self, action: Action) -> Check:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def perform(self, action: Action) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _fault(when: str, key: str) -> None:
+    if os.environ.get(FAULT_ENV) == f"{when}:{key}":
+        log.warning("fault injection: SIGKILL", at=f"{when}:{key}")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _run_one(performer: Performer, action: Action) -> Result:
+    started = time.monotonic()
+    bound = log.bind(action=action.key, guest=action.subject)
+    try:
+        _fault("kill-before", action.key)
+        if performer.check(action) is Check.SATISFIED:
+            bound.info("already satisfied, skipping")
+            return Result(action, Outcome.SKIPPED, time.monotonic() - started)
+        bound.info("start")
+        performer.perform(action)
+        _fault("kill-after", action.key)
+    except StaleError as error:
+        bound.error("plan is stale", error=error.message)
+        return Result(action, Outcome.STALE, time.monotonic() - started, error.message)
+    except ReconcileError as error:
+        message = error.message + (f"\nhint: {error.hint}" if error.hint else "")
+        bound.error("failed", error=error.message)
+        return Result(action, Outcome.FAILED, time.monotonic() - started, message)
+    seconds = time.monotonic() - started
+    bound.info("done", seconds=round(seconds, 2))
+    return Result(action, Outcome.DONE, seconds)
+
+
+def execute(
+    plan: Plan,
+    performer: Performer,
+    *,
+    parallel: int = 4,
+    on_result: Callable[[Result], None] = lambda _r: None,
+) -> list[Result]:
+    keys = plan.action_keys()
+    rank = {key: i for i, key in enumerate(keys)}
+    waiting = {key: len(plan.dependencies(key)) for key in keys}
+    results: dict[str, Result] = {}
+    ready = sorted((k for k, n in waiting.items() if n == 0), key=rank.__getitem__)
+
+    def block(key: str, cause: str) -> None:
+        for descendant in sorted(plan.descendants(key), key=rank.__getitem__):
+            if descendant not in results:
+                result = Result(
+                    plan.action(descendant),
+                    Outcome.BLOCKED,
+                    message=f"not run: {cause} did not succeed",
+                )
+                results[descendant] = result
+                on_result(result)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        running: dict[Future[Result], str] = {}
+        while ready or running:
+            while ready and len(running) < max(1, parallel):
+                key = ready.pop(0)
+                if key in results:
+                    continue
+                running[pool.submit(_run_one, performer, plan.action(key))] = key
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: rank[running[f]]):
+                key = running.pop(future)
+                result = future.result()
+                results[key] = result
+                on_result(result)
+                if not result.outcome.ok():
+                    block(key, key)
+                    continue
+                for successor in plan.dependents(key):
+                    waiting[successor] -= 1
+                    if waiting[successor] == 0 and successor not in results:
+                        ready.append(successor)
+                ready.sort(key=rank.__getitem__)
+    return [results[k] for k in sorted(results, key=rank.__getitem__)]

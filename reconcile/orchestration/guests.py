@@ -1,0 +1,201 @@
+"""Performing guest actions against libvirt and Nix, with a re-check before each."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import structlog
+
+from reconcile.adapters import nix
+from reconcile.adapters.initrd import guest_initrd
+from reconcile.core.actions import Action, ActionKind
+from reconcile.core.diff import kernel_identity
+from reconcile.core.domain import DomainSpec, Mark, Share
+from reconcile.core.errors import ReconcileError
+from reconcile.core.intent import GuestIntent
+from reconcile.core.observed import DomainState, ObservedDomain
+from reconcile.orchestration.executor import Check, Performer, StaleError
+from reconcile.orchestration.pipeline import Context
+
+log = structlog.get_logger(__name__)
+
+READY_PREFIX = "reconcile-ready: "
+POLL_S = 0.25
+LOG_TAIL_LINES = 25
+
+
+def _running(domain: ObservedDomain) -> bool:
+    return domain.state in (DomainState.RUNNING, DomainState.PAUSED)
+
+
+def ready_line(intent: GuestIntent) -> str:
+    return f"{READY_PREFIX}{intent.toplevel}"
+
+
+class GuestPerformer(Performer):
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @property
+    def _state_dir(self) -> Path:
+        return self.ctx.manifest.lab.state_dir
+
+    def _gcroot(self, guest: str) -> Path:
+        return self._state_dir / "gcroots" / guest
+
+    def _probe(self, action: Action) -> ObservedDomain | None:
+        domain = self.ctx.hypervisor(action.hypervisor).probe(action.domain)
+        if domain is not None:
+            mark = domain.config.mark
+            if mark is None or mark.lab != self.ctx.manifest.lab.name:
+                raise StaleError(
+                    f"domain '{action.domain}' has no mark of lab "
+                    f"'{self.ctx.manifest.lab.name}' now; it is never touched"
+                )
+        return domain
+
+    # -- re-check -----------------------------------------------------------------
+
+    def check(self, action: Action) -> Check:
+        match action.kind:
+            case ActionKind.BUILD:
+                return Check.NEEDED
+            case ActionKind.WAIT_READY:
+                return Check.NEEDED
+            case _:
+                pass
+        domain = self._probe(action)
+        satisfied = False
+        match action.kind:
+            case ActionKind.DEFINE:
+                assert action.intent is not None
+                satisfied = (
+                    domain is not None
+                    and domain.config.mark is not None
+                    and domain.config.mark.spec_hash == action.intent.spec_hash
+                )
+            case ActionKind.START:
+                if domain is None:
+                    raise StaleError(f"domain '{action.domain}' vanished before its start")
+                satisfied = _running(domain)
+            case ActionKind.SHUTDOWN | ActionKind.DESTROY:
+                satisfied = domain is None or not _running(domain)
+            case ActionKind.UNDEFINE:
+                satisfied = domain is None
+        return Check.SATISFIED if satisfied else Check.NEEDED
+
+    # -- acting -------------------------------------------------------------------
+
+    def perform(self, action: Action) -> None:
+        hv = self.ctx.hypervisor(action.hypervisor) if action.hypervisor else None
+        match action.kind:
+            case ActionKind.BUILD:
+                nix.build(action.installables)
+            case ActionKind.DEFINE:
+                assert hv is not None and action.intent is not None
+                spec = self.domain_spec(action.intent)
+                hv.define(spec)
+                nix.add_gc_root(self._gcroot(action.subject), action.intent.toplevel)
+            case ActionKind.START:
+                assert hv is not None and action.intent is not None
+                action.intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
+                action.intent.serial_log.unlink(missing_ok=True)
+                hv.start(action.domain)
+            case ActionKind.WAIT_READY:
+                assert action.intent is not None
+                self.wait_ready(action)
+            case ActionKind.SHUTDOWN:
+                assert hv is not None
+                graceful = hv.shutdown(action.domain, action.timeout_s)
+                log.info("shut down", guest=action.subject, graceful=graceful)
+            case ActionKind.DESTROY:
+                assert hv is not None
+                hv.destroy(action.domain)
+            case ActionKind.UNDEFINE:
+                assert hv is not None
+                hv.undefine(action.domain)
+                nix.remove_gc_root(self._gcroot(action.subject))
+
+    def domain_spec(self, intent: GuestIntent) -> DomainSpec:
+        """The definition, now that the closure is built (its initrd is read from boot.json)."""
+        bootspec = nix.read_bootspec(intent.toplevel)
+        if "initrd" not in bootspec:
+            raise ReconcileError(
+                f"{intent.toplevel} has no initrd in its boot.json",
+                hint="an imageless guest needs a systemd initrd that mounts the store",
+            )
+        initrd = guest_initrd(
+            Path(bootspec["initrd"]),
+            intent.kernel.modules,
+            intent.kernel.early_modules,
+            self._state_dir / "initrd",
+        )
+        intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
+        return DomainSpec(
+            name=intent.domain,
+            uuid=intent.uuid,
+            accel=intent.accel,
+            memory_mib=intent.guest.memory_mib,
+            vcpus=intent.guest.vcpus,
+            kernel=intent.kernel.image,
+            initrd=initrd,
+            cmdline=intent.cmdline,
+            shares=tuple(Share(s.tag, Path(s.source), s.writable) for s in intent.shares),
+            mac=intent.mac,
+            network=intent.guest.network.libvirt if intent.guest.network else None,
+            serial_log=intent.serial_log,
+            mark=Mark(
+                lab=self.ctx.manifest.lab.name,
+                name=intent.name,
+                mode=intent.guest.mode.value,
+                spec_hash=intent.spec_hash,
+                toplevel=intent.toplevel,
+                kernel=kernel_identity(intent),
+                protect=intent.guest.protect,
+            ),
+        )
+
+    def wait_ready(self, action: Action) -> None:
+        """Wait for the system's readiness line; a guest that stops or times out fails."""
+        assert action.intent is not None
+        want = ready_line(action.intent)
+        log_path = action.intent.serial_log
+        deadline = time.monotonic() + action.timeout_s
+        hv = self.ctx.hypervisor(action.hypervisor)
+        next_probe = 0.0
+        while True:
+            text = _read(log_path)
+            if any(line.strip() == want for line in text.splitlines()):
+                return
+            now = time.monotonic()
+            if now >= next_probe:
+                domain = hv.probe(action.domain)
+                if domain is None or not _running(domain):
+                    raise ReconcileError(
+                        f"guest '{action.subject}' stopped before it was ready"
+                        + _tail(text, log_path),
+                        hint=f"its console log is {log_path}",
+                    )
+                next_probe = now + 2.0
+            if now >= deadline:
+                raise ReconcileError(
+                    f"guest '{action.subject}' not ready after {action.timeout_s:g}s "
+                    f"(waiting for '{want}')" + _tail(text, log_path),
+                    hint=f"raise guests.{action.subject}.boot_timeout, or read {log_path}",
+                )
+            time.sleep(POLL_S)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(text: str, path: Path) -> str:
+    lines = text.rstrip().splitlines()[-LOG_TAIL_LINES:]
+    if not lines:
+        return f"\n  (nothing on the console yet: {path})"
+    return f"\n  last lines of {path}:\n" + "\n".join(f"    {line}" for line in lines)

@@ -1,0 +1,138 @@
+"""The runs a user asks for: plan (read-only) and apply (locked), saved plans included."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconcile.adapters.lock import LabLock
+from reconcile.core.errors import PlanError, ReconcileError
+from reconcile.core.plan import Plan
+from reconcile.core.report import render_json, render_text
+from reconcile.orchestration import pipeline
+from reconcile.orchestration.executor import Result, execute
+from reconcile.orchestration.guests import GuestPerformer
+from reconcile.orchestration.pipeline import Context, PlanOptions
+
+__all__ = ["ApplyOptions", "PlanOptions", "Planned", "plan", "session"]
+
+SAVED_FORMAT = "reconcile-plan/1"
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    yes: bool = False
+    parallel: int = 4
+    lock_timeout_s: float = 0.0
+    json_output: bool = False
+
+
+@dataclass(frozen=True)
+class Planned:
+    plan: Plan
+    manifest_digest: str
+
+    def document(self) -> dict[str, Any]:
+        return render_json(self.plan)
+
+    def fingerprint(self) -> str:
+        """What the plan would do: equal fingerprints mean the same actions for the same reasons."""
+        return hashlib.sha256(json.dumps(self.document(), sort_keys=True).encode()).hexdigest()
+
+    def rendered(self, *, json_output: bool) -> str:
+        if json_output:
+            return json.dumps(self.document(), indent=2) + "\n"
+        return render_text(self.plan)
+
+
+def _plan(ctx: Context, options: PlanOptions) -> Planned:
+    return Planned(pipeline.make(ctx, options), ctx.manifest.digest)
+
+
+def plan(path: Path, options: PlanOptions, *, saved: Path | None = None) -> Planned:
+    """A plan; takes no lock and changes nothing (but the evaluation cache)."""
+    ctx = Context(pipeline.load(path))
+    try:
+        planned = _plan(ctx, options)
+    finally:
+        ctx.close()
+    if saved is not None:
+        document = {
+            "format": SAVED_FORMAT,
+            "manifest": str(path.resolve()),
+            "manifest_digest": planned.manifest_digest,
+            "targets": list(options.targets),
+            "prune": options.prune,
+            "fingerprint": planned.fingerprint(),
+            "plan": planned.document(),
+        }
+        try:
+            saved.write_text(json.dumps(document, indent=2) + "\n")
+        except OSError as exc:
+            raise ReconcileError(f"cannot write the plan to {saved}: {exc.strerror}") from None
+    return planned
+
+
+def read_saved(path: Path) -> dict[str, Any] | None:
+    """The saved plan in `path`, or None when it is a manifest."""
+    try:
+        head = path.read_bytes()[:64].lstrip()
+    except OSError:
+        return None
+    if not head.startswith(b"{"):
+        return None
+    try:
+        document: dict[str, Any] = json.loads(path.read_text())
+    except ValueError as exc:
+        raise PlanError(f"{path}: not a saved plan ({exc})") from None
+    if document.get("format") != SAVED_FORMAT:
+        raise PlanError(f"{path}: not a saved plan of this version (format {SAVED_FORMAT})")
+    return document
+
+
+@dataclass
+class Session:
+    """An apply in progress: the lab locked, the plan made under the lock."""
+
+    ctx: Context
+    planned: Planned
+
+    def apply(self, options: ApplyOptions, on_result: Callable[[Result], None]) -> list[Result]:
+        return execute(
+            self.planned.plan,
+            GuestPerformer(self.ctx),
+            parallel=options.parallel,
+            on_result=on_result,
+        )
+
+
+@contextlib.contextmanager
+def session(path: Path, options: PlanOptions, apply_options: ApplyOptions) -> Iterator[Session]:
+    saved = read_saved(path)
+    manifest_path = Path(saved["manifest"]) if saved else path
+    if saved:
+        options = PlanOptions(tuple(saved["targets"]), bool(saved["prune"]))
+    manifest = pipeline.load(manifest_path)
+    lock_path = manifest.lab.state_dir / "lock"
+    with LabLock(lock_path, timeout_s=apply_options.lock_timeout_s):
+        ctx = Context(manifest)
+        try:
+            if saved and saved["manifest_digest"] != manifest.digest:
+                raise PlanError(
+                    f"the saved plan is stale: {manifest_path} changed since it was saved",
+                    hint=f"make a new plan: reconcile plan {manifest_path} --out {path}",
+                )
+            planned = _plan(ctx, options)
+            if saved and saved["fingerprint"] != planned.fingerprint():
+                raise PlanError(
+                    "the saved plan is stale: the lab or its inputs changed since it was saved",
+                    hint=f"make a new plan: reconcile plan {manifest_path} --out {path}",
+                )
+            yield Session(ctx, planned)
+        finally:
+            ctx.close()

@@ -1,0 +1,269 @@
+"""LibvirtHypervisor against libvirt's `test:///default` driver: real libvirt, no daemon.
+
+The test driver accepts our whole domain XML (virtiofs, memfd backing, seclabel, a network
+NIC) and keeps persistent and live definitions apart, but boots nothing: shutdown is
+immediate and instant. Its state is shared by every connection in this process, so each
+test uses unique names and removes what it made.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from reconcile.adapters.libvirt import HypervisorError, LibvirtHypervisor, UnmanagedDomainError
+from reconcile.core.desired import Accel, GuestMode
+from reconcile.core.domain import (
+    MARK_NAMESPACE,
+    DomainFacts,
+    DomainSpec,
+    build_domain_spec,
+)
+from reconcile.core.errors import ProbeError, ReconcileError
+from reconcile.core.observed import DomainState
+
+URI = "test:///default"
+
+
+@pytest.fixture
+def raw() -> Iterator[Any]:
+    """A plain libvirt connection, to set up what reconcile must not touch."""
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    conn = libvirt.open(URI)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def hv() -> Iterator[LibvirtHypervisor]:
+    with LibvirtHypervisor(URI, poll_s=0.01) as hypervisor:
+        yield hypervisor
+
+
+@pytest.fixture
+def lab(raw: Any) -> Iterator[str]:
+    """A unique lab name; every domain whose name starts with it is removed afterwards."""
+    name = f"t{uuid.uuid4().hex[:8]}"
+    yield name
+    for dom in raw.listAllDomains(0):
+        if dom.name().startswith(name):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+
+
+def spec_for(lab: str, guest: str, tmp_path: Path, **overrides: Any) -> DomainSpec:
+    args: dict[str, Any] = {
+        "lab": lab,
+        "guest": guest,
+        "mode": GuestMode.IMAGELESS,
+        "toplevel": "/nix/store/0000000000000000000000000000000a-demo",
+        "accel": Accel.QEMU,
+        "memory_mib": 256,
+        "vcpus": 1,
+        "kernel": Path("/vmlinuz"),
+        "initrd": tmp_path / "initrd.gz",
+        "cmdline": "root=tmpfs console=ttyS0,115200",
+        "modules": Path("/lib/modules"),
+        "shares": (),
+        "network": "default",  # the test driver has one
+        "mac": None,
+        "serial_log": tmp_path / "guests" / guest / "serial.log",
+    }
+    args.update(overrides)
+    return build_domain_spec(**args)
+
+
+def define_raw(raw: Any, name: str, metadata: str = "") -> None:
+    raw.defineXML(
+        f"<domain type='test'><name>{name}</name>{metadata}<memory unit='MiB'>64</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+
+
+def test_define_observe_start_shutdown_undefine(
+    hv: LibvirtHypervisor, lab: str, tmp_path: Path
+) -> None:
+    spec = spec_for(lab, "a", tmp_path)
+    hv.define(spec)
+    assert spec.serial_log.parent.is_dir()  # libvirt would not create it
+
+    observed = hv.observe()
+    assert observed.error is None and observed.domains is not None
+    dom = observed.domains[spec.name]
+    assert (dom.name, dom.uuid, dom.state, dom.live) == (
+        spec.name,
+        spec.uuid,
+        DomainState.SHUTOFF,
+        None,
+    )
+    assert dom.config == DomainFacts.from_spec(spec)
+    assert observed.knows(spec.name) and spec.name in observed.managed()
+
+    hv.start(spec.name)
+    hv.start(spec.name)  # already running: nothing to do
+    running = hv.probe(spec.name)
+    assert running is not None and running.state is DomainState.RUNNING
+    assert running.live == DomainFacts.from_spec(spec)
+
+    with pytest.raises(HypervisorError, match="running"):
+        hv.undefine(spec.name)
+
+    assert hv.shutdown(spec.name, timeout_s=5) is True
+    stopped = hv.probe(spec.name)
+    assert stopped is not None and stopped.state is DomainState.SHUTOFF
+    assert hv.shutdown(spec.name, timeout_s=5) is True  # already off
+
+    hv.undefine(spec.name)
+    assert hv.probe(spec.name) is None
+    after = hv.observe().domains
+    assert after is not None and spec.name not in after
+
+
+def test_shutdown_that_times_out_destroys(hv: LibvirtHypervisor, lab: str, tmp_path: Path) -> None:
+    spec = spec_for(lab, "a", tmp_path)
+    hv.define(spec)
+    hv.start(spec.name)
+    assert hv.shutdown(spec.name, timeout_s=0) is False
+    dom = hv.probe(spec.name)
+    assert dom is not None and dom.state is DomainState.SHUTOFF
+
+
+def test_redefine_keeps_uuid_and_changes_only_the_persistent_definition(
+    hv: LibvirtHypervisor, lab: str, tmp_path: Path
+) -> None:
+    spec = spec_for(lab, "a", tmp_path)
+    hv.define(spec)
+    hv.start(spec.name)
+    bigger = spec_for(lab, "a", tmp_path, memory_mib=512)
+    hv.define(bigger)
+    dom = hv.probe(spec.name)
+    assert dom is not None and dom.uuid == spec.uuid
+    assert dom.config == DomainFacts.from_spec(bigger)
+    assert dom.live == DomainFacts.from_spec(spec)  # a restart is pending
+    hv.destroy(spec.name)
+    hv.destroy(spec.name)  # already stopped: nothing to do
+    dom = hv.probe(spec.name)
+    assert dom is not None and dom.state is DomainState.SHUTOFF and dom.live is None
+
+
+def test_unmarked_domain_is_never_touched(
+    hv: LibvirtHypervisor, raw: Any, lab: str, tmp_path: Path
+) -> None:
+    name = f"{lab}-a"  # exactly the name a desired guest would get
+    define_raw(raw, name)
+    raw.lookupByName(name).create()
+
+    observed = hv.observe()
+    assert observed.domains is not None
+    assert observed.domains[name].mark is None
+    assert name not in observed.managed()
+
+    for act in (
+        lambda: hv.define(spec_for(lab, "a", tmp_path)),
+        lambda: hv.start(name),
+        lambda: hv.shutdown(name, timeout_s=1),
+        lambda: hv.destroy(name),
+        lambda: hv.undefine(name),
+    ):
+        with pytest.raises(UnmanagedDomainError, match="no reconcile mark"):
+            act()
+
+    still = raw.lookupByName(name)
+    assert still.isActive() and still.isPersistent()
+    assert "urn:reconcile" not in still.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+
+def test_a_domain_marked_for_another_guest_is_not_redefined(
+    hv: LibvirtHypervisor, lab: str, tmp_path: Path
+) -> None:
+    # ("<lab>-x", "y") and ("<lab>", "x-y") both name the domain "<lab>-x-y".
+    hv.define(spec_for(f"{lab}-x", "y", tmp_path))
+    with pytest.raises(UnmanagedDomainError, match="belongs to lab"):
+        hv.define(spec_for(lab, "x-y", tmp_path))
+
+
+def test_malformed_mark_is_unknown_and_refused(hv: LibvirtHypervisor, raw: Any, lab: str) -> None:
+    name = f"{lab}-broken"
+    metadata = (
+        f"<metadata><r:domain xmlns:r='{MARK_NAMESPACE}'><r:lab>{lab}</r:lab></r:domain></metadata>"
+    )
+    define_raw(raw, name, metadata)
+    observed = hv.observe()
+    assert observed.domains is not None and name not in observed.domains
+    assert "malformed reconcile mark" in observed.unknown[name]
+    assert not observed.knows(name)
+    with pytest.raises(ProbeError):
+        hv.probe(name)
+    with pytest.raises(ProbeError, match="malformed"):
+        hv.destroy(name)
+
+
+def test_missing_domain(hv: LibvirtHypervisor, lab: str) -> None:
+    assert hv.probe(f"{lab}-nobody") is None
+    with pytest.raises(HypervisorError, match="no such domain") as caught:
+        hv.start(f"{lab}-nobody")
+    assert caught.value.code == libvirt.VIR_ERR_NO_DOMAIN
+
+
+@pytest.mark.parametrize(
+    ("uri", "hint"),
+    [
+        ("bogus:///nowhere", "check the hypervisor's uri"),
+        ("qemu:///system?socket=/nonexistent/libvirt-sock", "libvirtd -d"),
+    ],
+    ids=["no-driver", "no-daemon"],
+)
+def test_unreachable_hypervisor_is_an_observation_error(
+    uri: str, hint: str, tmp_path: Path
+) -> None:
+    with LibvirtHypervisor(uri) as hv:
+        observed = hv.observe()
+        assert observed.domains is None
+        assert observed.error is not None and hint in observed.error
+        assert not observed.knows("anything")
+        with pytest.raises(ProbeError) as probe_error:
+            hv.probe("anything")
+        assert probe_error.value.hint is not None and hint in probe_error.value.hint
+        with pytest.raises(HypervisorError) as define_error:
+            hv.define(spec_for("t", "a", tmp_path))
+        assert isinstance(define_error.value, ReconcileError)
+        assert define_error.value.hint is not None and hint in define_error.value.hint
+
+
+def test_connection_is_lazy_and_reopens_after_close(lab: str, tmp_path: Path) -> None:
+    hv = LibvirtHypervisor("bogus:///never-opened")
+    hv.close()  # nothing was opened: nothing to do
+    with LibvirtHypervisor(URI) as real:
+        spec = spec_for(lab, "a", tmp_path)
+        real.define(spec)
+        real.close()
+        assert real.probe(spec.name) is not None
+
+
+def test_observed_state_mapping(hv: LibvirtHypervisor, raw: Any, lab: str, tmp_path: Path) -> None:
+    spec = spec_for(lab, "a", tmp_path)
+    hv.define(spec)
+    hv.start(spec.name)
+    raw.lookupByName(spec.name).suspend()
+    paused = hv.probe(spec.name)
+    assert paused is not None and paused.state is DomainState.PAUSED
+    assert paused.state.active and paused.live is not None
+    hv.destroy(spec.name)
+
+
+def test_spec_changes_are_visible_to_a_diff(
+    hv: LibvirtHypervisor, lab: str, tmp_path: Path
+) -> None:
+    spec = spec_for(lab, "a", tmp_path)
+    hv.define(spec)
+    dom = hv.probe(spec.name)
+    assert dom is not None and dom.mark == spec.mark
+    changed = replace(spec, vcpus=2)
+    assert dom.config != DomainFacts.from_spec(changed)

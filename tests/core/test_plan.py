@@ -1,0 +1,230 @@
+"""Pure core: manifest + observed state -> diff -> plan, checked against golden text and JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from reconcile.core.diff import ChangeKind, diff_lab, kernel_identity
+from reconcile.core.domain import DomainFacts, Mark, ShareFacts
+from reconcile.core.errors import PlanError
+from reconcile.core.intent import GuestIntent, KernelInputs, guest_intent
+from reconcile.core.manifest import parse_manifest
+from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
+from reconcile.core.plan import make_plan, order
+from reconcile.core.report import render_json, render_text
+
+GOLDEN = Path(__file__).parent / "golden" / "plan"
+MANIFEST = b"""
+[lab]
+name = "t"
+state_dir = "/state"
+[hypervisors.local]
+uri = "test:///default"
+accel = "qemu"
+[kernels.host]
+image = "/vmlinuz"
+[guests.a]
+mode = "imageless"
+system = "sys-a"
+kernel = "host"
+memory = "512MiB"
+[guests.b]
+mode = "imageless"
+system = "sys-b"
+kernel = "host"
+tags = ["x"]
+[guests.c]
+mode = "imageless"
+system = "sys-a"
+kernel = "host"
+vcpus = 2
+"""
+KERNEL = KernelInputs(
+    "host", Path("/boot/vmlinuz-6.1"), "ab" * 32, "6.1", Path("/lib/modules/6.1"), ()
+)
+
+
+def intents(text: bytes = MANIFEST, toplevel_a: str = "/nix/store/aaa-sys-a") -> list[GuestIntent]:
+    manifest = parse_manifest(text, Path("/lab/m.toml"))
+    tops = {"sys-a": toplevel_a, "sys-b": "/nix/store/bbb-sys-b"}
+    return [guest_intent(manifest, g, tops[g.system], KERNEL) for g in manifest.guests.values()]
+
+
+def facts(intent: GuestIntent, **change: object) -> DomainFacts:
+    mark = Mark(
+        "t",
+        intent.name,
+        "imageless",
+        intent.spec_hash,
+        intent.toplevel,
+        kernel_identity(intent),
+        intent.guest.protect,
+    )
+    base = DomainFacts(
+        name=intent.domain,
+        uuid=intent.uuid,
+        domain_type="qemu",
+        memory_kib=intent.guest.memory_mib * 1024,
+        vcpus=intent.guest.vcpus,
+        kernel=intent.kernel.image,
+        initrd=Path("/initrd"),
+        cmdline=intent.cmdline,
+        shares=tuple(ShareFacts(s.tag, s.source) for s in intent.shares),
+        nics=(),
+        mark=mark,
+    )
+    return replace(base, **change)  # type: ignore[arg-type]
+
+
+def running(intent: GuestIntent, **change: object) -> ObservedDomain:
+    f = facts(intent, **change)
+    return ObservedDomain(intent.domain, intent.uuid, DomainState.RUNNING, f, f)
+
+
+def observation(*domains: ObservedDomain) -> dict[str, HypervisorObservation]:
+    return {"local": HypervisorObservation("test:///default", {d.name: d for d in domains}, None)}
+
+
+def check_golden(name: str, text: str, doc: dict[str, object], update: bool) -> None:
+    txt, js = GOLDEN / f"{name}.txt", GOLDEN / f"{name}.json"
+    rendered = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    if update:
+        txt.write_text(text)
+        js.write_text(rendered)
+    assert text == txt.read_text()
+    assert rendered == js.read_text()
+
+
+def scenario(
+    name: str,
+) -> tuple[list[GuestIntent], dict[str, HypervisorObservation], bool, dict[str, str]]:
+    want = intents()
+    a, b, c = want
+    if name == "create":
+        return want, observation(), False, {"a": "f#a", "b": "f#b", "c": "f#a"}
+    if name == "in-sync":
+        return want, observation(running(a), running(b), running(c)), False, {}
+    if name == "mixed":
+        stopped = ObservedDomain(b.domain, b.uuid, DomainState.SHUTOFF, facts(b), None)
+        orphan = running(a)
+        orphan_facts = replace(
+            orphan.config, name="t-old", mark=replace(orphan.config.mark, name="old")
+        )  # type: ignore[arg-type]
+        orphan = ObservedDomain("t-old", "u", DomainState.RUNNING, orphan_facts, orphan_facts)
+        kept = ObservedDomain(
+            "t-kept",
+            "u2",
+            DomainState.SHUTOFF,
+            replace(
+                orphan_facts,
+                name="t-kept",
+                mark=replace(orphan_facts.mark, name="kept", protect=True),
+            ),
+            None,
+        )  # type: ignore[arg-type]
+        stranger = ObservedDomain(
+            "t-c", "u3", DomainState.RUNNING, replace(facts(c), mark=None), None
+        )
+        other = ObservedDomain("web", "u4", DomainState.RUNNING, replace(facts(c), mark=None), None)
+        memory = running(a, memory_kib=256 * 1024)
+        return want, observation(memory, stopped, orphan, kept, stranger, other), True, {}
+    if name == "closure-change":
+        new = intents(toplevel_a="/nix/store/zzz-sys-a")
+        return new, observation(running(a), running(b), running(c)), False, {"a": "f#a", "c": "f#a"}
+    if name == "unknown":
+        return (
+            want,
+            {"local": HypervisorObservation("test:///default", None, "connection refused")},
+            True,
+            {},
+        )
+    raise AssertionError(name)
+
+
+SCENARIOS = ["create", "in-sync", "mixed", "closure-change", "unknown"]
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_golden(name: str, update_golden: bool) -> None:
+    want, observed, prune, unbuilt = scenario(name)
+    plan = make_plan(diff_lab("t", want, observed, prune=prune), unbuilt)
+    check_golden(name, render_text(plan), render_json(plan), update_golden)
+
+
+def test_in_sync_has_no_actions() -> None:
+    want, observed, prune, unbuilt = scenario("in-sync")
+    plan = make_plan(diff_lab("t", want, observed, prune=prune), unbuilt)
+    assert not plan.has_changes()
+    assert plan.actions() == []
+
+
+def test_closure_change_restarts_only_its_guests() -> None:
+    want, observed, prune, unbuilt = scenario("closure-change")
+    plan = make_plan(diff_lab("t", want, observed, prune=prune), unbuilt)
+    kinds = {c.name: c.kind for c in plan.diff.changes}
+    assert kinds == {"a": ChangeKind.RESTART, "b": ChangeKind.NOOP, "c": ChangeKind.RESTART}
+    assert plan.action_keys() == [
+        "build",
+        "a/define",
+        "a/shutdown",
+        "a/start",
+        "a/wait-ready",
+        "c/define",
+        "c/shutdown",
+        "c/start",
+        "c/wait-ready",
+    ]
+    assert plan.dependencies("a/define") == ["build"]
+
+
+def test_unknown_blocks_everything_and_conflict_is_never_touched() -> None:
+    want, observed, prune, unbuilt = scenario("unknown")
+    plan = make_plan(diff_lab("t", want, observed, prune=prune), unbuilt)
+    assert {c.kind for c in plan.diff.changes} == {ChangeKind.UNKNOWN}
+    assert plan.actions() == []
+    want, observed, prune, unbuilt = scenario("mixed")
+    plan = make_plan(diff_lab("t", want, observed, prune=prune), unbuilt)
+    conflict = next(c for c in plan.diff.changes if c.name == "c")
+    assert conflict.kind is ChangeKind.CONFLICT
+    assert not [k for k in plan.action_keys() if k.startswith("c/")]
+    assert ("local", "web") in plan.diff.unmanaged
+
+
+def test_prune_never_destroys_protected_and_needs_the_flag() -> None:
+    want, observed, _prune, unbuilt = scenario("mixed")
+    kept = make_plan(diff_lab("t", want, observed, prune=False), unbuilt)
+    assert not [k for k in kept.action_keys() if k.startswith(("old/", "kept/"))]
+    pruned = make_plan(diff_lab("t", want, observed, prune=True), unbuilt)
+    assert [k for k in pruned.action_keys() if k.startswith(("old/", "kept/"))] == [
+        "old/destroy",
+        "old/undefine",
+    ]
+
+
+def test_targets_leave_orphans_alone() -> None:
+    want, observed, _prune, _unbuilt = scenario("mixed")
+    plan = make_plan(diff_lab("t", want[:1], observed, prune=True, scope=frozenset({"a"})), {})
+    assert [c.name for c in plan.diff.changes] == ["a"]
+
+
+def test_a_cycle_names_its_edges() -> None:
+    graph: nx.DiGraph[str] = nx.DiGraph([("x", "y"), ("y", "x")])
+    with pytest.raises(PlanError, match="x -> y"):
+        order(graph)
+
+
+def test_stopped_state_and_restart_never() -> None:
+    text = MANIFEST.replace(b'tags = ["x"]', b'tags = ["x"]\nstate = "stopped"').replace(
+        b"vcpus = 2", b'vcpus = 2\nrestart = "never"'
+    )
+    a, b, c = intents(text)
+    observed = observation(running(a), running(b), running(c, vcpus=1))
+    plan = make_plan(diff_lab("t", [a, b, c], observed, prune=False), {})
+    kinds = {ch.name: ch.kind for ch in plan.diff.changes}
+    assert kinds == {"a": ChangeKind.NOOP, "b": ChangeKind.STOP, "c": ChangeKind.REDEFINE}
+    assert plan.action_keys() == ["b/shutdown", "c/define"]
