@@ -46,8 +46,8 @@ if ! virsh -c qemu:///system list >/dev/null 2>&1; then
 fi
 
 # The demo flake's builder: a static busybox, copied in at build time, never committed.
-if [[ -d nix ]] && ! cmp -s /bin/busybox nix/bb 2>/dev/null; then
-  install -m 0755 /bin/busybox nix/bb
+if [[ -d nix ]] && ! cmp -s /bin/busybox nix/bb/busybox 2>/dev/null; then
+  install -D -m 0755 /bin/busybox nix/bb/busybox
 fi
 
 # The venv, rebuilt when pyproject.toml changes.

@@ -1,7 +1,7 @@
 """Early-module initrds: a newc cpio of the modules a kernel needs before the store mounts.
 
-Linux unpacks concatenated cpio archives in order, so the guest's initrd is the system's
-own initrd followed by this archive, holding `/early/order` and the module files. The demo
+Linux unpacks concatenated cpio archives in order, so the guest's initrd is this archive
+followed by the system's own initrd, holding `/early/order` and the module files. The demo
 flake's initrd loads them first (see nix/README.md). Content-addressed, so an unchanged
 input reuses the file.
 """
@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from reconcile.core.errors import ReconcileError
 from reconcile.core.kmod import load_order, module_name
+
+
+FORMAT = "early-first/1"  # part of the file's key: a new layout never reuses an old file
 
 
 def _entry(name: str, data: bytes, mode: int, ino: int) -> bytes:
@@ -53,16 +57,22 @@ def early_module_files(modules_dir: Path, wanted: tuple[str, ...]) -> tuple[str,
 
 
 def guest_initrd(
-    system_initrd: Path, modules_dir: Path, files: tuple[str, ...], out_dir: Path
+    system_initrd: Path, modules_dir: Path, files: tuple[str, ...], target: Path
 ) -> Path:
-    """The system's initrd with the early modules appended; the system's own if none."""
+    """The guest's initrd at `target`: early modules, then the system's own initrd.
+
+    `target` is a stable per-guest path, so the domain definition does not change when only
+    the file's content must be rewritten (after a wiped state directory, say); a key file
+    beside it says what the content was made from. Without early modules it is the
+    system's initrd itself.
+    """
     if not files:
         return system_initrd
     key = hashlib.sha256(
-        "\0".join([str(system_initrd), str(modules_dir), *files]).encode()
-    ).hexdigest()[:32]
-    target = out_dir / f"{key}.img"
-    if target.exists():
+        "\0".join([FORMAT, str(system_initrd), str(modules_dir), *files]).encode()
+    ).hexdigest()
+    key_file = target.with_name(target.name + ".key")
+    if target.exists() and key_file.exists() and key_file.read_text() == key:
         return target
     entries: list[tuple[str, bytes, int]] = [("early", b"", 0o040755)]
     names = []
@@ -71,8 +81,12 @@ def guest_initrd(
         names.append(name)
         entries.append((f"early/{name}", (modules_dir / rel).read_bytes(), 0o100644))
     entries.append(("early/order", ("\n".join(names) + "\n").encode(), 0o100644))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{key}.{os.getpid()}.tmp"
-    tmp.write_bytes(system_initrd.read_bytes() + cpio(entries))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # Uncompressed first, like early microcode: the kernel did not find an archive that
+    # followed the gzip-compressed one here.
+    tmp.write_bytes(cpio(entries) + system_initrd.read_bytes())
+    tmp.chmod(0o644)  # QEMU runs as libvirt-qemu and reads it itself
     tmp.replace(target)
+    key_file.write_text(key)
     return target

@@ -88,6 +88,9 @@ def _run_one(performer: Performer, action: Action) -> Result:
         message = error.message + (f"\nhint: {error.hint}" if error.hint else "")
         bound.error("failed", error=error.message)
         return Result(action, Outcome.FAILED, time.monotonic() - started, message)
+    except OSError as error:  # a file the action needed: its failure, not the run's
+        bound.error("failed", error=str(error), exc_info=True)
+        return Result(action, Outcome.FAILED, time.monotonic() - started, str(error))
     seconds = time.monotonic() - started
     bound.info("done", seconds=round(seconds, 2))
     return Result(action, Outcome.DONE, seconds)

@@ -21,6 +21,8 @@ from reconcile.orchestration.pipeline import Context
 log = structlog.get_logger(__name__)
 
 READY_PREFIX = "reconcile-ready: "
+# Console lines after which a guest will never become ready: fail at once, not at timeout.
+FATAL_MARKERS = ("Kernel panic - not syncing", "reconcile-initrd: error:")
 POLL_S = 0.25
 LOG_TAIL_LINES = 25
 
@@ -101,6 +103,7 @@ class GuestPerformer(Performer):
                 assert hv is not None and action.intent is not None
                 action.intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
                 action.intent.serial_log.unlink(missing_ok=True)
+                self.domain_spec(action.intent)  # files it boots from exist (state dir wiped?)
                 hv.start(action.domain)
             case ActionKind.WAIT_READY:
                 assert action.intent is not None
@@ -129,7 +132,7 @@ class GuestPerformer(Performer):
             Path(bootspec["initrd"]),
             intent.kernel.modules,
             intent.kernel.early_modules,
-            self._state_dir / "initrd",
+            intent.serial_log.parent / "initrd.img",
         )
         intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
         return DomainSpec(
@@ -166,8 +169,16 @@ class GuestPerformer(Performer):
         next_probe = 0.0
         while True:
             text = _read(log_path)
-            if any(line.strip() == want for line in text.splitlines()):
+            lines = text.splitlines()
+            if any(line.strip() == want for line in lines):
                 return
+            fatal = next((ln for ln in lines if any(m in ln for m in FATAL_MARKERS)), None)
+            if fatal is not None:
+                raise ReconcileError(
+                    f"guest '{action.subject}' failed to boot: {fatal.strip()}"
+                    + _tail(text, log_path),
+                    hint=f"its console log is {log_path}",
+                )
             now = time.monotonic()
             if now >= next_probe:
                 domain = hv.probe(action.domain)

@@ -1,0 +1,9 @@
+# The demo systems, as data: name -> options. Tests copy this directory and edit this file
+# to change one system's closure and nothing else.
+#   message:         printed on the console at boot (changing it changes the closure)
+#   switchBehaviour: "ok" | "fail" (exit 1, change nothing) | "degraded" (switch, exit 4)
+{
+  demo-a = { message = "demo system a"; };
+  demo-b = { message = "demo system b"; };
+  demo-c = { message = "demo system c"; };
+}
