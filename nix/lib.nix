@@ -59,10 +59,14 @@ let
     $b find . | $b sort | $b cpio -o -H newc | $b gzip -9 > $out/initrd
   '';
 
-  mkSystem = name: { message ? name, switchBehaviour ? "ok" }:
+  mkSystem = name: { message ? name, switchBehaviour ? "ok", failBuild ? false }:
     run "nixos-system-${name}" ''
       set -e
       b=${bb}
+      if [ "${if failBuild then "1" else ""}" = 1 ]; then
+        echo "demo system ${name} is made to fail its build" >&2
+        exit 1
+      fi
       $b mkdir -p $out/bin $out/sw/bin
       for applet in $($b --list); do $b ln -s $b $out/sw/bin/$applet; done
 

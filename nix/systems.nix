@@ -2,8 +2,10 @@
 # to change one system's closure and nothing else.
 #   message:         printed on the console at boot (changing it changes the closure)
 #   switchBehaviour: "ok" | "fail" (exit 1, change nothing) | "degraded" (switch, exit 4)
+#   failBuild:       true makes the build fail (for tests of build errors)
 {
   demo-a = { message = "demo system a"; };
   demo-b = { message = "demo system b"; };
   demo-c = { message = "demo system c"; };
+  demo-broken = { failBuild = true; };
 }

@@ -16,7 +16,6 @@ from pathlib import Path
 from reconcile.core.errors import ReconcileError
 from reconcile.core.kmod import load_order, module_name
 
-
 FORMAT = "early-first/1"  # part of the file's key: a new layout never reuses an old file
 
 

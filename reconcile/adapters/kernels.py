@@ -35,6 +35,11 @@ def resolve_prebuilt(kernel: Kernel) -> KernelInputs:
             f"kernel '{kernel.name}': modules directory {modules} does not exist",
             hint=f"set kernels.{kernel.name}.modules to the directory of release {release}",
         )
+    if modules.resolve().name != release:
+        raise ReconcileError(
+            f"kernel '{kernel.name}': modules directory {modules} is not named {release}",
+            hint="guests mount its parent at /lib/modules and look for /lib/modules/<release>",
+        )
     return KernelInputs(
         name=kernel.name,
         image=image,

@@ -27,7 +27,15 @@ from urllib.parse import urlsplit
 import libvirt
 import structlog
 
-from reconcile.core.domain import DomainFacts, DomainSpec, parse_domain_xml, render_domain_xml
+from reconcile.core.domain import (
+    READY_KEY,
+    READY_NAMESPACE,
+    DomainFacts,
+    DomainSpec,
+    parse_domain_xml,
+    ready_xml,
+    render_domain_xml,
+)
 from reconcile.core.errors import ProbeError, ReconcileError
 from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
 
@@ -341,6 +349,21 @@ class LibvirtHypervisor:
         with self._errors("start", name):
             self._call("create", dom.create, domain=name)
         log.info("started", uri=self.uri, domain=name)
+
+    def mark_ready(self, name: str, toplevel: str) -> None:
+        """Record on the running definition only that this boot reached readiness."""
+        dom = self._owned(name, "mark ready")
+        with self._errors("mark ready", name):
+            self._call(
+                "setMetadata",
+                dom.setMetadata,
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                ready_xml(toplevel),
+                READY_KEY,
+                READY_NAMESPACE,
+                libvirt.VIR_DOMAIN_AFFECT_LIVE,
+                domain=name,
+            )
 
     def shutdown(self, name: str, timeout_s: float) -> bool:
         """ACPI shutdown, then destroy after `timeout_s`. True when the guest stopped itself."""

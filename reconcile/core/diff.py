@@ -20,6 +20,7 @@ from reconcile.core.observed import DomainState, HypervisorObservation, Observed
 class ChangeKind(StrEnum):
     CREATE = "create"
     START = "start"
+    WAIT = "wait"  # running as desired, but this boot was never confirmed ready
     REDEFINE = "redefine"
     RESTART = "restart"
     STOP = "stop"
@@ -42,6 +43,7 @@ _CHANGES = frozenset(
     {
         ChangeKind.CREATE,
         ChangeKind.START,
+        ChangeKind.WAIT,
         ChangeKind.REDEFINE,
         ChangeKind.RESTART,
         ChangeKind.STOP,
@@ -51,6 +53,7 @@ _CHANGES = frozenset(
 _SYMBOLS = {
     ChangeKind.CREATE: "+",
     ChangeKind.START: "~",
+    ChangeKind.WAIT: "~",
     ChangeKind.REDEFINE: "~",
     ChangeKind.RESTART: "-/+",
     ChangeKind.STOP: "~",
@@ -148,6 +151,10 @@ def diff_guest(intent: GuestIntent, observation: HypervisorObservation, lab: str
     live = domain.live if domain.live is not None and domain.live.mark is not None else None
     live_changes = _field_changes(intent, live) if live is not None else config_changes
     if not live_changes:
+        if live is not None and live.ready != intent.toplevel:
+            return replace(
+                known, kind=ChangeKind.WAIT, note="running, but its boot was never seen ready"
+            )
         return known
     if intent.guest.restart is RestartPolicy.NEVER:
         note = 'restart = "never": takes effect at the next start'

@@ -51,6 +51,10 @@ RENDER_VERSION = 1
 
 _NS = f"{{{MARK_NAMESPACE}}}"
 _MARK_FIELDS = ("lab", "name", "mode", "spec-hash", "toplevel", "kernel")
+# A second element, set on the live definition only once the system reported ready: it
+# vanishes when the domain stops, so "running but never confirmed ready" stays visible.
+READY_NAMESPACE = "urn:reconcile:ready:1"
+READY_KEY = "reconcile-ready"
 _PROTECT = "protect"  # optional in a mark: absent reads as false
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, MARK_NAMESPACE)
 
@@ -151,6 +155,7 @@ class DomainFacts:
     shares: tuple[ShareFacts, ...]
     nics: tuple[NicFacts, ...]
     mark: Mark | None
+    ready: str | None = None  # the toplevel this boot confirmed ready (live definition only)
 
     @property
     def memory_mib(self) -> int:
@@ -461,4 +466,15 @@ def parse_domain_xml(xml: str) -> DomainFacts:
         shares=shares,
         nics=nics,
         mark=_parse_mark(top.get("metadata"), name),
+        ready=_parse_ready(top.get("metadata")),
     )
+
+
+def _parse_ready(metadata: ET.Element | None) -> str | None:
+    found = metadata.find(f"{{{READY_NAMESPACE}}}ready") if metadata is not None else None
+    return found.get("toplevel") if found is not None else None
+
+
+def ready_xml(toplevel: str) -> str:
+    element = ET.Element("ready", {"toplevel": toplevel})
+    return ET.tostring(element, encoding="unicode")

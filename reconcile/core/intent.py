@@ -73,7 +73,8 @@ def guest_intent(
     hypervisor = manifest.hypervisors[guest.hypervisor]
     shares = (
         ShareSpec(STORE_TAG, "/nix/store", False),
-        ShareSpec(MODULES_TAG, str(kernel.modules), False),
+        # the guest mounts it at /lib/modules: it holds the <release> directory
+        ShareSpec(MODULES_TAG, str(kernel.modules.parent), False),
         *(ShareSpec(s.tag, str(s.source), s.writable) for s in guest.shares),
     )
     mac = None

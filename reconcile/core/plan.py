@@ -82,6 +82,14 @@ def _guest_actions(change: GuestChange, needs_build: bool) -> Iterator[tuple[Act
             return
         case ChangeKind.NOOP | ChangeKind.KEEP | ChangeKind.UNKNOWN | ChangeKind.CONFLICT:
             return
+        case ChangeKind.WAIT:
+            yield step(
+                act(
+                    ActionKind.WAIT_READY,
+                    change.intent.guest.boot_timeout_s if change.intent else 0.0,
+                )
+            )
+            return
         case ChangeKind.CREATE | ChangeKind.START | ChangeKind.REDEFINE | ChangeKind.RESTART:
             pass
         case ChangeKind.STOP:

@@ -17,6 +17,7 @@ FORMAT_VERSION = 1
 _SUMMARY_ORDER = (
     ChangeKind.CREATE,
     ChangeKind.START,
+    ChangeKind.WAIT,
     ChangeKind.RESTART,
     ChangeKind.REDEFINE,
     ChangeKind.STOP,
@@ -25,6 +26,7 @@ _SUMMARY_ORDER = (
 _LABELS = {
     ChangeKind.CREATE: "will be created and started",
     ChangeKind.START: "will be started",
+    ChangeKind.WAIT: "will be waited for (readiness not yet seen)",
     ChangeKind.RESTART: "will be cold-restarted (shutdown, then start)",
     ChangeKind.REDEFINE: "will be redefined (takes effect at its next start)",
     ChangeKind.STOP: "will be shut down",

@@ -171,6 +171,7 @@ class GuestPerformer(Performer):
             text = _read(log_path)
             lines = text.splitlines()
             if any(line.strip() == want for line in lines):
+                hv.mark_ready(action.domain, action.intent.toplevel)
                 return
             fatal = next((ln for ln in lines if any(m in ln for m in FATAL_MARKERS)), None)
             if fatal is not None:

@@ -83,7 +83,8 @@ def facts(intent: GuestIntent, **change: object) -> DomainFacts:
 
 def running(intent: GuestIntent, **change: object) -> ObservedDomain:
     f = facts(intent, **change)
-    return ObservedDomain(intent.domain, intent.uuid, DomainState.RUNNING, f, f)
+    live = replace(f, ready=intent.toplevel)  # this boot was seen ready
+    return ObservedDomain(intent.domain, intent.uuid, DomainState.RUNNING, f, live)
 
 
 def observation(*domains: ObservedDomain) -> dict[str, HypervisorObservation]:
@@ -216,6 +217,21 @@ def test_a_cycle_names_its_edges() -> None:
     graph: nx.DiGraph[str] = nx.DiGraph([("x", "y"), ("y", "x")])
     with pytest.raises(PlanError, match="x -> y"):
         order(graph)
+
+
+def test_running_but_never_seen_ready_is_waited_for() -> None:
+    a, b, c = intents()
+    unconfirmed = running(a)
+    unconfirmed = replace(unconfirmed, live=replace(unconfirmed.live, ready=None))  # type: ignore[arg-type]
+    plan = make_plan(
+        diff_lab("t", [a, b, c], observation(unconfirmed, running(b), running(c)), prune=False), {}
+    )
+    assert [ch.kind for ch in plan.diff.changes] == [
+        ChangeKind.WAIT,
+        ChangeKind.NOOP,
+        ChangeKind.NOOP,
+    ]
+    assert plan.action_keys() == ["a/wait-ready"]
 
 
 def test_stopped_state_and_restart_never() -> None:

@@ -1,0 +1,318 @@
+"""Imageless guests end to end: the real CLI, libvirtd, QEMU (TCG) and Nix.
+
+One lab is shared across the module (guests boot in seconds, but not in nothing); tests
+run in order and each leaves the lab converged for the next. The flake is a copy of nix/
+so a test can change one system's closure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconcile.adapters.lock import LabLock
+from tests.conftest import ROOT
+from tests.support.stack import SYSTEM_URI, ensure_libvirtd
+
+pytestmark = pytest.mark.real
+
+LAB = "e2e"
+BASE = Path("/var/lib/reconcile-tests")  # not pytest's 0700 tmp: QEMU reads the initrd here
+GUEST = """
+[guests.{name}]
+mode = "imageless"
+system = "{system}"
+kernel = "host"
+memory = "{memory}"
+shutdown_timeout = "15s"
+boot_timeout = "120s"
+{extra}
+"""
+
+
+def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-c", SYSTEM_URI, *args], capture_output=True, text=True, check=check
+    )
+
+
+def domains() -> set[str]:
+    out = virsh("list", "--all", "--name").stdout
+    return {line.strip() for line in out.splitlines() if line.strip().startswith(f"{LAB}-")}
+
+
+def domain_id(name: str) -> str:
+    return virsh("domid", name).stdout.strip()
+
+
+def cleanup() -> None:
+    for name in domains():
+        virsh("destroy", name, check=False)
+        virsh("undefine", name, check=False)
+
+
+class Lab:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.flake = root / "flake"
+        self.state = root / "state"
+        self.manifest = root / "lab.toml"
+        self.guests: dict[str, tuple[str, str, str]] = {}
+
+    def write(self, uri: str = SYSTEM_URI) -> Path:
+        text = f"""
+[lab]
+name = "{LAB}"
+flake = "{self.flake}"
+state_dir = "{self.state}"
+[hypervisors.local]
+uri = "{uri}"
+accel = "qemu"
+[kernels.host]
+image = "/vmlinuz"
+initrd_modules = ["virtio_pci", "virtiofs"]
+"""
+        for name, (system, memory, extra) in sorted(self.guests.items()):
+            text += GUEST.format(name=name, system=system, memory=memory, extra=extra)
+        self.manifest.write_text(text)
+        return self.manifest
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reconcile", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **(env or {})},
+            timeout=600,
+        )
+
+    def apply(
+        self, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run("apply", str(self.manifest), "--yes", *extra, env=env)
+
+    def plan_json(self, *extra: str) -> dict[str, object]:
+        proc = self.run("plan", str(self.manifest), "--json", *extra)
+        assert proc.returncode == 0, proc.stderr
+        doc: dict[str, object] = json.loads(proc.stdout)
+        return doc
+
+    def changes(self, *extra: str) -> dict[str, str]:
+        doc = self.plan_json(*extra)
+        return {c["guest"]: c["change"] for c in doc["changes"]}  # type: ignore[attr-defined,index]
+
+    def assert_converged(self) -> None:
+        proc = self.run("plan", str(self.manifest), "--detailed-exitcode")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "No changes." in proc.stdout
+
+    def serial(self, guest: str) -> str:
+        return (self.state / "guests" / guest / "serial.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    ensure_libvirtd()
+    cleanup()
+    root = BASE / LAB
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    os.chmod(BASE, 0o755)
+    shutil.copytree(ROOT / "nix", root / "flake", ignore=shutil.ignore_patterns("result*"))
+    shutil.copy2("/bin/busybox", root / "flake" / "bb" / "busybox")
+    made = Lab(root)
+    made.guests = {
+        "a": ("demo-a", "384MiB", ""),
+        "b": ("demo-b", "384MiB", ""),
+        "c": ("demo-a", "384MiB", ""),
+    }
+    made.write()
+    yield made
+    cleanup()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_apply_boots_guests_then_plan_is_empty(lab: Lab) -> None:
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Plan: 3 to create." in proc.stdout
+    assert "Apply complete" in proc.stdout
+    assert domains() == {"e2e-a", "e2e-b", "e2e-c"}
+    for guest in ("a", "b", "c"):
+        log = lab.serial(guest)
+        assert "reconcile-ready: /nix/store/" in log
+        # the store is shared read-only: a write from the guest fails
+        assert "reconcile-store: read-only" in log
+    lab.assert_converged()
+    again = lab.apply()
+    assert again.returncode == 0
+    assert "No changes." in again.stdout
+
+
+def test_memory_change_restarts_only_that_guest(lab: Lab) -> None:
+    before = {g: domain_id(f"e2e-{g}") for g in ("a", "b", "c")}
+    lab.guests["b"] = ("demo-b", "448MiB", "")
+    lab.write()
+    assert lab.changes() == {"a": "no-op", "b": "restart", "c": "no-op"}
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    after = {g: domain_id(f"e2e-{g}") for g in ("a", "b", "c")}
+    assert after["a"] == before["a"] and after["c"] == before["c"]
+    assert after["b"] != before["b"]
+    assert "<memory unit='KiB'>458752</memory>" in virsh("dumpxml", "e2e-b").stdout
+    lab.assert_converged()
+
+
+def test_closure_change_restarts_only_its_guests(lab: Lab) -> None:
+    systems = lab.flake / "systems.nix"
+    token = f"demo system a, {uuid.uuid4().hex[:8]}"  # a closure no earlier run has built
+    systems.write_text(systems.read_text().replace('"demo system a"', f'"{token}"'))
+    doc = lab.plan_json()
+    changes = {c["guest"]: c for c in doc["changes"]}  # type: ignore[attr-defined]
+    assert {g: c["change"] for g, c in changes.items()} == {
+        "a": "restart",
+        "b": "no-op",
+        "c": "restart",
+    }
+    assert [r["field"] for r in changes["a"]["reasons"]] == ["system"]
+    assert len(doc["to_build"]) == 1  # type: ignore[arg-type]
+    b_id = domain_id("e2e-b")
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert domain_id("e2e-b") == b_id
+    assert token in lab.serial("a")
+    lab.assert_converged()
+
+
+def test_removed_guest_is_kept_without_prune_destroyed_with_it(lab: Lab) -> None:
+    del lab.guests["c"]
+    lab.write()
+    assert lab.changes() == {"a": "no-op", "b": "no-op", "c": "keep"}
+    proc = lab.apply()
+    assert proc.returncode == 0
+    assert "e2e-c" in domains()
+    assert lab.changes("--prune")["c"] == "destroy"
+    proc = lab.apply("--prune")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "e2e-c" not in domains()
+    assert not (lab.state / "gcroots" / "c").exists()
+    lab.assert_converged()
+
+
+def test_unmarked_domain_survives_everything(lab: Lab, tmp_path: Path) -> None:
+    xml = tmp_path / "intruder.xml"
+    xml.write_text(
+        "<domain type='qemu'><name>e2e-intruder</name><memory unit='MiB'>64</memory>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    virsh("define", str(xml))
+    try:
+        lab.guests["intruder"] = ("demo-b", "384MiB", "")
+        lab.write()
+        changes = lab.changes("--prune")
+        assert changes["intruder"] == "conflict"
+        proc = lab.apply("--prune")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "never touched" in proc.stdout
+        del lab.guests["intruder"]
+        lab.write()
+        proc = lab.apply("--prune")
+        assert "e2e-intruder" in domains()
+        assert "e2e-intruder" in proc.stdout  # listed as unmanaged
+        assert virsh("domstate", "e2e-intruder").stdout.strip() == "shut off"
+    finally:
+        virsh("undefine", "e2e-intruder", check=False)
+    lab.assert_converged()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["kill-after:d/define", "kill-before:d/start", "kill-after:d/start", "kill-before:build"],
+)
+def test_sigkill_at_an_action_boundary_then_rerun_converges(lab: Lab, fault: str) -> None:
+    systems = lab.flake / "systems.nix"
+    message = f"c {fault} {uuid.uuid4().hex[:8]}"  # a closure no earlier run has built
+    text = re.sub(
+        r"demo-c = \{[^}]*\};", f'demo-c = {{ message = "{message}"; }};', systems.read_text()
+    )
+    systems.write_text(text)
+    lab.guests["d"] = ("demo-c", "384MiB", "")
+    lab.write()
+    killed = lab.apply(env={"RECONCILE_FAULT": fault})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert message in lab.serial("d")
+    lab.assert_converged()
+
+
+def test_second_apply_is_refused_by_the_lock(lab: Lab) -> None:
+    with LabLock(lab.state / "lock"):
+        proc = lab.apply()
+        assert proc.returncode == 1
+        assert "error: the lab is locked by pid" in proc.stderr
+        assert "--lock-timeout" in proc.stderr
+        plan = lab.run("plan", str(lab.manifest))
+        assert plan.returncode == 0  # plan takes no lock
+
+
+def test_saved_plan_applies_or_is_refused_as_stale(lab: Lab) -> None:
+    lab.guests["d"] = ("demo-c", "320MiB", "")
+    lab.write()
+    saved = lab.root / "plan.json"
+    assert lab.run("plan", str(lab.manifest), "--out", str(saved)).returncode == 0
+    lab.guests["d"] = ("demo-c", "352MiB", "")
+    lab.write()
+    stale = lab.run("apply", str(saved), "--yes")
+    assert stale.returncode == 1
+    assert "the saved plan is stale" in stale.stderr
+    assert "Traceback" not in stale.stderr
+    assert lab.run("plan", str(lab.manifest), "--out", str(saved)).returncode == 0
+    proc = lab.run("apply", str(saved), "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "<memory unit='KiB'>360448</memory>" in virsh("dumpxml", "e2e-d").stdout
+    lab.assert_converged()
+
+
+def test_clear_errors_libvirt_nix_kernel(lab: Lab) -> None:
+    lab.write(uri="qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+    proc = lab.run("plan", str(lab.manifest))
+    assert "unknown" in proc.stdout and "Traceback" not in proc.stderr
+    assert "/nonexistent/libvirt-sock" in proc.stdout
+    proc = lab.apply()
+    assert "Traceback" not in proc.stderr
+
+    lab.write()
+    lab.guests["broken"] = ("demo-broken", "256MiB", "")
+    lab.write()
+    proc = lab.apply()
+    assert proc.returncode == 1
+    assert "build failed" in proc.stdout or "command failed" in proc.stdout
+    assert "nix --extra-experimental-features" in proc.stdout  # copy-pasteable command
+    assert "made to fail its build" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    del lab.guests["broken"]
+
+    manifest = (
+        lab.write().read_text().replace('image = "/vmlinuz"', 'image = "/nonexistent/vmlinuz"')
+    )
+    lab.manifest.write_text(manifest)
+    proc = lab.run("plan", str(lab.manifest))
+    assert proc.returncode == 1
+    assert "error: kernel 'host': cannot read image /nonexistent/vmlinuz" in proc.stderr
+    assert "hint:" in proc.stderr
+    lab.write()
+    lab.assert_converged()
