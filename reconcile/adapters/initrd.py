@@ -55,23 +55,27 @@ def early_module_files(modules_dir: Path, wanted: tuple[str, ...]) -> tuple[str,
         ) from None
 
 
-def guest_initrd(
-    system_initrd: Path, modules_dir: Path, files: tuple[str, ...], target: Path
-) -> Path:
-    """The guest's initrd at `target`: early modules, then the system's own initrd.
+def initrd_key(toplevel: str, modules_dir: Path, files: tuple[str, ...]) -> str:
+    """What a guest initrd is made from: the system (which fixes its own initrd) and modules."""
+    return hashlib.sha256(
+        "\0".join([FORMAT, toplevel, str(modules_dir), *files]).encode()
+    ).hexdigest()[:32]
 
-    `target` is a stable per-guest path, so the domain definition does not change when only
-    the file's content must be rewritten (after a wiped state directory, say); a key file
-    beside it says what the content was made from. Without early modules it is the
+
+def guest_initrd(
+    system_initrd: Path, toplevel: str, modules_dir: Path, files: tuple[str, ...], out_dir: Path
+) -> Path:
+    """The guest's initrd: early modules, then the system's own initrd.
+
+    Content-addressed in `out_dir` and shared by every guest of the same system and kernel;
+    the name depends only on inputs known before building, so a wiped state directory is
+    rebuilt at the same path the domain was defined with. Without early modules it is the
     system's initrd itself.
     """
     if not files:
         return system_initrd
-    key = hashlib.sha256(
-        "\0".join([FORMAT, str(system_initrd), str(modules_dir), *files]).encode()
-    ).hexdigest()
-    key_file = target.with_name(target.name + ".key")
-    if target.exists() and key_file.exists() and key_file.read_text() == key:
+    target = out_dir / f"{initrd_key(toplevel, modules_dir, files)}.img"
+    if target.exists():
         return target
     entries: list[tuple[str, bytes, int]] = [("early", b"", 0o040755)]
     names = []
@@ -80,12 +84,11 @@ def guest_initrd(
         names.append(name)
         entries.append((f"early/{name}", (modules_dir / rel).read_bytes(), 0o100644))
     entries.append(("early/order", ("\n".join(names) + "\n").encode(), 0o100644))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     # Uncompressed first, like early microcode: the kernel did not find an archive that
     # followed the gzip-compressed one here.
     tmp.write_bytes(cpio(entries) + system_initrd.read_bytes())
     tmp.chmod(0o644)  # QEMU runs as libvirt-qemu and reads it itself
     tmp.replace(target)
-    key_file.write_text(key)
     return target

@@ -130,9 +130,10 @@ class GuestPerformer(Performer):
             )
         initrd = guest_initrd(
             Path(bootspec["initrd"]),
+            intent.toplevel,
             intent.kernel.modules,
             intent.kernel.early_modules,
-            intent.serial_log.parent / "initrd.img",
+            self._state_dir / "initrd",
         )
         intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
         return DomainSpec(
