@@ -9,10 +9,12 @@ from pathlib import Path
 from reconcile.adapters.initrd import cpio, early_module_files, guest_initrd
 from reconcile.core.kmod import bzimage_release, load_order, module_name
 
-DEP = """kernel/fs/fuse/virtiofs.ko: kernel/fs/fuse/fuse.ko kernel/drivers/virtio/virtio_ring.ko
+DEP = """\
+kernel/fs/fuse/virtiofs.ko: kernel/fs/fuse/fuse.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/fs/fuse/fuse.ko:
 kernel/drivers/virtio/virtio_ring.ko:
-kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_pci.ko: \
+kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 """
 
