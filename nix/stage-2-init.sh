@@ -1,0 +1,53 @@
+#!@out@/sw/bin/sh
+# Stage 2 of the reconcile demo system @name@: PID 1 on a tmpfs root, the store read-only.
+# Prints, in this order: reconcile-message, reconcile-store, reconcile-acpi and last the
+# readiness line "reconcile-ready: @out@". Then it stays up for ever (PID 1 never exits).
+toplevel=@out@
+export PATH=$toplevel/sw/bin
+umask 022
+mkdir -p /proc /sys /dev /run /tmp /etc /bin
+[ -e /proc/self ] || mount -t proc proc /proc
+[ -d /sys/kernel ] || mount -t sysfs sysfs /sys
+[ -e /dev/null ] || mount -t devtmpfs devtmpfs /dev
+grep -q '^[^ ]* /run ' /proc/mounts || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+exec </dev/console >/dev/console 2>&1
+
+# /dev/console is the last console= of the kernel command line. When that is not ttyS0
+# (console=hvc0 last, say), the lines below go to ttyS0 as well: readiness is read there.
+serial=
+active=$(cat /sys/class/tty/console/active 2>/dev/null)
+if [ "${active##* }" != ttyS0 ] && [ -c /dev/ttyS0 ]; then serial=/dev/ttyS0; fi
+say() {
+  echo "$*"
+  if [ -n "$serial" ]; then echo "$*" >"$serial" 2>/dev/null; fi
+}
+
+ln -sfn "$toplevel" /run/current-system
+ln -sfn "$toplevel" /run/booted-system
+ln -sfn "$toplevel/sw/bin/sh" /bin/sh
+hostname @name@
+
+while read -r line; do say "reconcile-message: $line"; done <"$toplevel/etc/reconcile-message"
+
+probe=/nix/store/.reconcile-write-test.$$
+if touch "$probe" 2>/dev/null; then
+  rm -f "$probe"
+  say "reconcile-store: WRITABLE"
+else
+  say "reconcile-store: read-only"
+fi
+
+# The ACPI power button powers the guest off (libvirt's graceful shutdown). Debian's kernel
+# has its drivers (button, evdev) as modules: they load from the `modules` share when it is
+# there (or from /early when reconcile put them in the initrd).
+modprobe -q evdev 2>/dev/null
+modprobe -q button 2>/dev/null
+if [ -e /dev/input/event0 ]; then
+  acpid -d -c "$toplevel/etc/acpi" -p /run/acpid.pid </dev/null >/dev/null 2>&1 &
+  say "reconcile-acpi: the power button powers off"
+else
+  say "reconcile-acpi: no input devices (evdev and button not loaded): no ACPI shutdown"
+fi
+
+say "reconcile-ready: $toplevel"
+while :; do sleep 3600; done
