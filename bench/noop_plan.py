@@ -127,6 +127,9 @@ def main() -> None:
             bench(n)
     finally:
         cleanup()
+        # no guest was started, so no view of /nix/store was mounted here
+        if any(str(STATE) in line for line in Path("/proc/mounts").read_text().splitlines()):
+            raise SystemExit(f"something is mounted below {STATE}: not removing it")
         shutil.rmtree(STATE, ignore_errors=True)
 
 

@@ -58,6 +58,11 @@ class GuestIntent:
         return self.guest.name
 
 
+def store_view(state_dir: Path) -> Path:
+    """Where the lab's read-only view of /nix/store is mounted."""
+    return state_dir / "store"
+
+
 def kernel_cmdline(toplevel: str, params: tuple[str, ...]) -> str:
     """The imageless contract: a tmpfs root, the serial console, the closure's init."""
     return " ".join(("root=tmpfs", "console=ttyS0,115200", f"init={toplevel}/init", *params))
@@ -72,7 +77,8 @@ def guest_intent(
     lab = manifest.lab.name
     hypervisor = manifest.hypervisors[guest.hypervisor]
     shares = (
-        ShareSpec(STORE_TAG, "/nix/store", False),
+        # a read-only bind of /nix/store (adapters/storeview.py): guests cannot write to it
+        ShareSpec(STORE_TAG, str(store_view(manifest.lab.state_dir)), False),
         # the guest mounts it at /lib/modules: it holds the <release> directory
         ShareSpec(MODULES_TAG, str(kernel.modules.parent), False),
         *(ShareSpec(s.tag, str(s.source), s.writable) for s in guest.shares),

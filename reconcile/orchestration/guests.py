@@ -9,11 +9,12 @@ import structlog
 
 from reconcile.adapters import nix
 from reconcile.adapters.initrd import guest_initrd
+from reconcile.adapters.storeview import ensure_readonly_view
 from reconcile.core.actions import Action, ActionKind
 from reconcile.core.diff import kernel_identity
 from reconcile.core.domain import DomainSpec, Mark, Share
 from reconcile.core.errors import ReconcileError
-from reconcile.core.intent import GuestIntent
+from reconcile.core.intent import GuestIntent, store_view
 from reconcile.core.observed import DomainState, ObservedDomain
 from reconcile.orchestration.executor import Check, Performer, StaleError
 from reconcile.orchestration.pipeline import Context
@@ -104,6 +105,7 @@ class GuestPerformer(Performer):
                 action.intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
                 action.intent.serial_log.unlink(missing_ok=True)
                 self.domain_spec(action.intent)  # files it boots from exist (state dir wiped?)
+                ensure_readonly_view(store_view(self._state_dir))
                 hv.start(action.domain)
             case ActionKind.WAIT_READY:
                 assert action.intent is not None

@@ -22,7 +22,7 @@ import pytest
 
 from reconcile.adapters.lock import LabLock
 from tests.conftest import ROOT
-from tests.support.stack import SYSTEM_URI, ensure_libvirtd
+from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree
 
 pytestmark = pytest.mark.real
 
@@ -128,7 +128,7 @@ def lab() -> Iterator[Lab]:
     ensure_libvirtd()
     cleanup()
     root = BASE / LAB
-    shutil.rmtree(root, ignore_errors=True)
+    remove_tree(root)
     root.mkdir(parents=True)
     os.chmod(BASE, 0o755)
     shutil.copytree(ROOT / "nix", root / "flake", ignore=shutil.ignore_patterns("result*"))
@@ -142,7 +142,7 @@ def lab() -> Iterator[Lab]:
     made.write()
     yield made
     cleanup()
-    shutil.rmtree(root, ignore_errors=True)
+    remove_tree(root)  # unmounts the lab's view of /nix/store first
 
 
 def test_apply_boots_guests_then_plan_is_empty(lab: Lab) -> None:
@@ -156,6 +156,10 @@ def test_apply_boots_guests_then_plan_is_empty(lab: Lab) -> None:
         assert "reconcile-ready: /nix/store/" in log
         # the store is shared read-only: a write from the guest fails
         assert "reconcile-store: read-only" in log
+    assert (
+        "<source dir='/var/lib/reconcile-tests/e2e/state/store'/>"
+        in virsh("dumpxml", "e2e-a").stdout
+    )
     lab.assert_converged()
     again = lab.apply()
     assert again.returncode == 0

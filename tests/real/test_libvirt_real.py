@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ import libvirt
 import pytest
 
 from reconcile.adapters.libvirt import LibvirtHypervisor
+from reconcile.adapters.storeview import ensure_readonly_view, is_readonly_view
 from reconcile.core.desired import Accel, GuestMode, Share
 from reconcile.core.domain import DomainFacts, build_domain_spec
 from reconcile.core.observed import DomainState
-from tests.support.stack import SYSTEM_URI, ensure_libvirtd
+from tests.support.stack import SYSTEM_URI, ensure_libvirtd, mounts_below, remove_tree
 
 pytestmark = pytest.mark.real
 
@@ -207,3 +209,37 @@ def test_imageless_domain_boots_and_is_stopped_gracefully(
 
         hv.undefine(spec.name)
         assert hv.probe(spec.name) is None
+
+
+def test_store_view_is_read_only_from_the_host(tmp_path: Path) -> None:
+    """What virtiofsd serves to guests cannot be written, whatever the guest mounts."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a-path").write_text("x")
+    view = tmp_path / "view"
+    try:
+        ensure_readonly_view(view, store=store)
+        ensure_readonly_view(view, store=store)  # idempotent
+        assert is_readonly_view(view)
+        assert (view / "a-path").read_text() == "x"
+        (store / "built-later").write_text("y")
+        assert (view / "built-later").read_text() == "y"
+        with pytest.raises(OSError, match="Read-only file system"):
+            (view / "intruder").write_text("z")
+    finally:
+        subprocess.run(["umount", str(view)], check=False)
+
+
+def test_store_view_from_parallel_starts_is_one_read_only_mount(tmp_path: Path) -> None:
+    """Guests start in parallel: stacked binds would leave a writable one underneath."""
+    store = tmp_path / "store"
+    store.mkdir()
+    view = tmp_path / "view"
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: ensure_readonly_view(view, store=store), range(8)))
+        assert mounts_below(view) == [str(view)]
+        assert is_readonly_view(view)
+    finally:
+        remove_tree(tmp_path)
+    assert not tmp_path.exists()

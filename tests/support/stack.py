@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 SYSTEM_URI = "qemu:///system"
 
@@ -45,3 +46,28 @@ def ensure_libvirtd(uri: str = SYSTEM_URI, timeout_s: float = 15.0) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"libvirtd does not answer on {uri} after {timeout_s:g}s")
+
+
+def mounts_below(root: Path) -> list[str]:
+    prefix = str(root.resolve())
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def remove_tree(root: Path) -> None:
+    """rmtree, but only once nothing is mounted below `root`.
+
+    A lab's state directory holds a bind mount of /nix/store: removing through it would
+    remove the store. Unmount every layer first, and refuse if any is left.
+    """
+    for _ in range(20):
+        points = mounts_below(root)
+        if not points:
+            break
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", point], capture_output=True, check=False)
+    left = mounts_below(root)
+    if left:
+        raise RuntimeError(f"refusing to remove {root}: still mounted below it: {left}")
+    shutil.rmtree(root, ignore_errors=True)
