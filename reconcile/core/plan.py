@@ -5,54 +5,73 @@ Pure: changes in, graph out. networkx is imported here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import types
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from reconcile.core.actions import Action, ActionKind
 from reconcile.core.desired import GuestState
 from reconcile.core.diff import ChangeKind, Diff, GuestChange
 from reconcile.core.errors import PlanError
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 BUILD_KEY = "build"
+
+
+def _networkx() -> types.ModuleType:
+    # Imported on first use: a no-op plan has no graph to walk, and networkx is a tenth of a
+    # no-op plan's time (docs/performance.md).
+    import networkx  # noqa: PLC0415
+
+    return networkx
 
 
 @dataclass(frozen=True)
 class Plan:
     diff: Diff
-    graph: nx.DiGraph[str]  # nodes: action keys with attribute "action"; edges: dependencies
+    nodes: Mapping[str, Action]  # by action key
+    edges: tuple[tuple[str, str], ...]  # (dependency, dependent)
     to_build: tuple[str, ...]  # installables not yet in the store
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph[str]:
+        graph: nx.DiGraph[str] = _networkx().DiGraph()
+        graph.add_nodes_from(self.nodes)
+        graph.add_edges_from(self.edges)
+        return graph
 
     def actions(self) -> list[Action]:
         """Every action in a deterministic topological order."""
-        return [self.graph.nodes[k]["action"] for k in order(self.graph)]
+        return [self.nodes[k] for k in self.action_keys()]
 
     def action_keys(self) -> list[str]:
         """Action keys in a deterministic topological order."""
-        return order(self.graph)
+        return order(self.graph) if self.nodes else []
 
     def action(self, key: str) -> Action:
-        found: Action = self.graph.nodes[key]["action"]
-        return found
+        return self.nodes[key]
 
     def dependencies(self, key: str) -> list[str]:
-        return sorted(self.graph.predecessors(key))
+        return sorted(a for a, b in self.edges if b == key)
 
     def dependents(self, key: str) -> list[str]:
-        return sorted(self.graph.successors(key))
+        return sorted(b for a, b in self.edges if a == key)
 
     def descendants(self, key: str) -> set[str]:
-        found: set[str] = nx.descendants(self.graph, key)
-        return found
+        return set(_networkx().descendants(self.graph, key))
 
     def has_changes(self) -> bool:
         return self.diff.has_changes()
 
 
 def order(graph: nx.DiGraph[str]) -> list[str]:
+    nx = _networkx()
     try:
-        return list(nx.lexicographical_topological_sort(graph))
+        return [str(key) for key in nx.lexicographical_topological_sort(graph)]
     except nx.NetworkXUnfeasible:
         cycle = nx.find_cycle(graph)
         edges = ", ".join(f"{a} -> {b}" for a, b in cycle)
@@ -109,17 +128,16 @@ def _guest_actions(change: GuestChange, needs_build: bool) -> Iterator[tuple[Act
 
 def make_plan(diff: Diff, unbuilt: dict[str, str]) -> Plan:
     """The plan for `diff`. `unbuilt` maps each guest's installable to build, by guest name."""
-    graph: nx.DiGraph[str] = nx.DiGraph()
+    nodes: dict[str, Action] = {}
+    edges: list[tuple[str, str]] = []
     defining = [c for c in diff.changes if c.redefine and c.kind.is_change()]
     to_build = tuple(sorted({unbuilt[c.name] for c in defining if c.name in unbuilt}))
     if to_build:
-        graph.add_node(
-            BUILD_KEY, action=Action(ActionKind.BUILD, "closures", installables=to_build)
-        )
+        nodes[BUILD_KEY] = Action(ActionKind.BUILD, "closures", installables=to_build)
     for change in diff.changes:
         for action, deps in _guest_actions(change, change.name in unbuilt):
-            graph.add_node(action.key, action=action)
-            for dep in deps:
-                graph.add_edge(dep, action.key)
-    order(graph)  # a cycle is a bug: fail here, not half-way through apply
-    return Plan(diff=diff, graph=graph, to_build=to_build)
+            nodes[action.key] = action
+            edges.extend((dep, action.key) for dep in deps)
+    plan = Plan(diff=diff, nodes=nodes, edges=tuple(edges), to_build=to_build)
+    plan.action_keys()  # a cycle is a bug: fail here, not half-way through apply
+    return plan

@@ -11,12 +11,13 @@ import pytest
 
 from reconcile.core.diff import ChangeKind, diff_lab, kernel_identity
 from reconcile.core.domain import DomainFacts, Mark, ShareFacts
-from reconcile.core.errors import PlanError
+from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.intent import GuestIntent, KernelInputs, guest_intent
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
 from reconcile.core.plan import make_plan, order
 from reconcile.core.report import render_json, render_text
+from reconcile.core.select import select_guests
 
 GOLDEN = Path(__file__).parent / "golden" / "plan"
 MANIFEST = b"""
@@ -244,3 +245,11 @@ def test_stopped_state_and_restart_never() -> None:
     kinds = {ch.name: ch.kind for ch in plan.diff.changes}
     assert kinds == {"a": ChangeKind.NOOP, "b": ChangeKind.STOP, "c": ChangeKind.REDEFINE}
     assert plan.action_keys() == ["b/shutdown", "c/define"]
+
+
+def test_target_selects_by_name_and_tag_and_rejects_unknown() -> None:
+    manifest = parse_manifest(MANIFEST, Path("/lab/m.toml"))
+    assert [g.name for g in select_guests(manifest, [])] == ["a", "b", "c"]
+    assert [g.name for g in select_guests(manifest, ["c", "tag:x"])] == ["b", "c"]
+    with pytest.raises(ReconcileError, match="--target tag:nope matches no guest"):
+        select_guests(manifest, ["tag:nope"])
