@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,7 +245,15 @@ def test_unmarked_domain_survives_everything(lab: Lab, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "fault",
-    ["kill-after:d/define", "kill-before:d/start", "kill-after:d/start", "kill-before:build"],
+    [
+        "kill-before:build",
+        "kill-after:build",
+        "kill-after:d/define",
+        "kill-before:d/start",
+        "kill-after:d/start",
+        "kill-after:d/shutdown",
+        "kill-before:d/wait-ready",
+    ],
 )
 def test_sigkill_at_an_action_boundary_then_rerun_converges(lab: Lab, fault: str) -> None:
     systems = lab.flake / "systems.nix"
@@ -271,6 +280,34 @@ def test_second_apply_is_refused_by_the_lock(lab: Lab) -> None:
         assert "--lock-timeout" in proc.stderr
         plan = lab.run("plan", str(lab.manifest))
         assert plan.returncode == 0  # plan takes no lock
+
+
+def test_lock_timeout_waits_for_the_holder(lab: Lab) -> None:
+    lock = LabLock(lab.state / "lock")
+    lock.__enter__()
+    timer = threading.Timer(1.5, lock.__exit__, (None, None, None))
+    timer.start()
+    try:
+        proc = lab.apply("--lock-timeout", "30s")
+    finally:
+        timer.join()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_protected_guest_is_never_pruned(lab: Lab) -> None:
+    lab.guests["p"] = ("demo-b", "256MiB", "protect = true")
+    lab.write()
+    assert lab.apply().returncode == 0
+    del lab.guests["p"]
+    lab.write()
+    assert lab.changes("--prune")["p"] == "keep"
+    proc = lab.apply("--prune")
+    assert proc.returncode == 0
+    assert "defined with protect = true" in proc.stdout
+    assert "e2e-p" in domains()
+    virsh("destroy", "e2e-p", check=False)  # the test's own cleanup, outside reconcile
+    virsh("undefine", "e2e-p")
+    lab.assert_converged()
 
 
 def test_saved_plan_applies_or_is_refused_as_stale(lab: Lab) -> None:
