@@ -8,9 +8,10 @@ command line and the tail of its output.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +82,43 @@ def run(
     if check and proc.returncode != 0:
         raise CommandError(args, proc.returncode, tail(proc.stderr or proc.stdout), hint=hint)
     return done
+
+
+def run_logged(
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    on_line: Callable[[str], None] = lambda _line: None,
+    hint: str | None = None,
+) -> None:
+    """Run a long command, appending its output to `log_path` line by line as it comes.
+
+    `on_line` sees each line (for progress); a failure raises CommandError with the log's
+    tail, so the error shows what went wrong and where the whole log is.
+    """
+    args = tuple(str(a) for a in argv)
+    log.debug("exec", argv=args, cwd=str(cwd) if cwd else None, log=str(log_path))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as sink:
+        sink.write(f"$ {shlex.join(args)}\n")
+        sink.flush()
+        try:
+            proc = subprocess.Popen(  # argv, never a shell string
+                args,
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except FileNotFoundError as exc:
+            raise ReconcileError(f"program not found: {args[0]}", hint=hint) from exc
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.write(line)
+            on_line(line.rstrip("\n"))
+        code = proc.wait()
+    if code != 0:
+        text = log_path.read_text(errors="replace")
+        raise CommandError(args, code, tail(text), hint=hint or f"the whole log is {log_path}")

@@ -10,6 +10,7 @@ from reconcile.core.intent import GuestIntent
 
 class ActionKind(StrEnum):
     BUILD = "build"  # realise every closure the plan needs, in one `nix build`
+    BUILD_KERNEL = "build-kernel"  # configure and make one kernel of the manifest
     DEFINE = "define"  # write the domain definition (and its initrd, GC root, log dir)
     SHUTDOWN = "shutdown"  # ACPI shutdown, then destroy after the timeout
     START = "start"
@@ -28,12 +29,19 @@ class Action:
     installables: tuple[str, ...] = ()  # BUILD only
     graceful: bool = True  # SHUTDOWN: try ACPI first
     timeout_s: float = 0.0
+    path: str = ""  # BUILD_KERNEL: the build's directory
 
     @property
     def key(self) -> str:
-        return f"{self.subject}/{self.kind.value}" if self.kind is not ActionKind.BUILD else "build"
+        if self.kind is ActionKind.BUILD:
+            return "build"
+        if self.kind is ActionKind.BUILD_KERNEL:
+            return f"kernel:{self.subject}"
+        return f"{self.subject}/{self.kind.value}"
 
     def describe(self) -> str:
         if self.kind is ActionKind.BUILD:
             return f"build {len(self.installables)} closure(s)"
+        if self.kind is ActionKind.BUILD_KERNEL:
+            return f"build kernel {self.subject}"
         return f"{self.kind.value} {self.subject}"

@@ -36,6 +36,7 @@ class Plan:
     nodes: Mapping[str, Action]  # by action key
     edges: tuple[tuple[str, str], ...]  # (dependency, dependent)
     to_build: tuple[str, ...]  # installables not yet in the store
+    kernels_to_build: tuple[tuple[str, str], ...] = ()  # (kernel name, build directory)
 
     @functools.cached_property
     def graph(self) -> nx.DiGraph[str]:
@@ -78,7 +79,7 @@ def order(graph: nx.DiGraph[str]) -> list[str]:
         raise PlanError(f"the plan has a cycle: {edges}") from None
 
 
-def _guest_actions(change: GuestChange, needs_build: bool) -> Iterator[tuple[Action, list[str]]]:
+def _guest_actions(change: GuestChange, needs: list[str]) -> Iterator[tuple[Action, list[str]]]:
     """Each action of one guest with the keys it depends on, in order."""
     intent = change.intent
     name, hv, dom = change.name, change.hypervisor, change.domain
@@ -116,7 +117,7 @@ def _guest_actions(change: GuestChange, needs_build: bool) -> Iterator[tuple[Act
     assert intent is not None
     if change.redefine:
         define = act(ActionKind.DEFINE)
-        yield define, [BUILD_KEY] if needs_build else []
+        yield define, needs
         previous = [define.key]
     if change.kind in (ChangeKind.RESTART, ChangeKind.STOP):
         yield step(act(ActionKind.SHUTDOWN, intent.guest.shutdown_timeout_s))
@@ -126,18 +127,38 @@ def _guest_actions(change: GuestChange, needs_build: bool) -> Iterator[tuple[Act
         yield step(act(ActionKind.WAIT_READY, intent.guest.boot_timeout_s))
 
 
-def make_plan(diff: Diff, unbuilt: dict[str, str]) -> Plan:
-    """The plan for `diff`. `unbuilt` maps each guest's installable to build, by guest name."""
+def make_plan(
+    diff: Diff, unbuilt: dict[str, str], kernels: Mapping[str, str] | None = None
+) -> Plan:
+    """The plan for `diff`. `unbuilt` maps each guest's installable to build, by guest name;
+    `kernels` maps each kernel to build to its build directory."""
+    kernels = kernels or {}
     nodes: dict[str, Action] = {}
     edges: list[tuple[str, str]] = []
     defining = [c for c in diff.changes if c.redefine and c.kind.is_change()]
     to_build = tuple(sorted({unbuilt[c.name] for c in defining if c.name in unbuilt}))
     if to_build:
         nodes[BUILD_KEY] = Action(ActionKind.BUILD, "closures", installables=to_build)
+    wanted = {c.intent.kernel.name for c in defining if c.intent is not None}
+    for name, directory in sorted(kernels.items()):
+        if name in wanted:
+            kernel = Action(ActionKind.BUILD_KERNEL, name, path=directory)
+            nodes[kernel.key] = kernel
     for change in diff.changes:
-        for action, deps in _guest_actions(change, change.name in unbuilt):
+        needs = [BUILD_KEY] if change.name in unbuilt else []
+        if change.intent is not None and f"kernel:{change.intent.kernel.name}" in nodes:
+            needs.append(f"kernel:{change.intent.kernel.name}")
+        for action, deps in _guest_actions(change, needs):
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
-    plan = Plan(diff=diff, nodes=nodes, edges=tuple(edges), to_build=to_build)
+    plan = Plan(
+        diff=diff,
+        nodes=nodes,
+        edges=tuple(edges),
+        to_build=to_build,
+        kernels_to_build=tuple(
+            (a.subject, a.path) for a in nodes.values() if a.kind is ActionKind.BUILD_KERNEL
+        ),
+    )
     plan.action_keys()  # a cycle is a bug: fail here, not half-way through apply
     return plan

@@ -61,6 +61,10 @@ def render_text(plan: Plan) -> str:
     diff = plan.diff
     out: list[str] = []
     shown = [c for c in diff.changes if c.kind is not ChangeKind.NOOP]
+    if plan.kernels_to_build:
+        out.append(f"Kernels to build ({len(plan.kernels_to_build)}):")
+        out += [f"  * {name} in {directory}" for name, directory in plan.kernels_to_build]
+        out.append("")
     if plan.to_build:
         out.append(f"Closures to build ({len(plan.to_build)}):")
         out += [f"  * {i}" for i in plan.to_build]
@@ -117,6 +121,9 @@ def render_json(plan: Plan) -> dict[str, Any]:
         "has_changes": plan.has_changes(),
         "summary": {k.value: counts.get(k.value, 0) for k in ChangeKind},
         "to_build": list(plan.to_build),
+        "kernels_to_build": [
+            {"kernel": name, "directory": directory} for name, directory in plan.kernels_to_build
+        ],
         "changes": [_change_json(c) for c in diff.changes],
         "actions": [
             {

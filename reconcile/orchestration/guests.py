@@ -7,10 +7,12 @@ from pathlib import Path
 
 import structlog
 
-from reconcile.adapters import nix
+from reconcile.adapters import kernel_build, nix
 from reconcile.adapters.initrd import guest_initrd
+from reconcile.adapters.kernel_build import KernelJob
 from reconcile.adapters.storeview import ensure_readonly_view
 from reconcile.core.actions import Action, ActionKind
+from reconcile.core.desired import KernelBuild
 from reconcile.core.diff import kernel_identity
 from reconcile.core.domain import DomainSpec, Mark, Share
 from reconcile.core.errors import ReconcileError
@@ -64,6 +66,9 @@ class GuestPerformer(Performer):
         match action.kind:
             case ActionKind.BUILD:
                 return Check.NEEDED
+            case ActionKind.BUILD_KERNEL:
+                done = (Path(action.path) / "complete").exists()
+                return Check.SATISFIED if done else Check.NEEDED
             case ActionKind.WAIT_READY:
                 return Check.NEEDED
             case _:
@@ -95,6 +100,12 @@ class GuestPerformer(Performer):
         match action.kind:
             case ActionKind.BUILD:
                 nix.build(action.installables)
+            case ActionKind.BUILD_KERNEL:
+                kernel = self.ctx.manifest.kernels[action.subject]
+                directory = Path(action.path)
+                assert isinstance(kernel.source, KernelBuild)
+                key = directory.name.removeprefix(f"{kernel.name}-")
+                kernel_build.build(KernelJob(kernel.name, kernel.source, key, directory))
             case ActionKind.DEFINE:
                 assert hv is not None and action.intent is not None
                 spec = self.domain_spec(action.intent)

@@ -9,13 +9,20 @@ from pathlib import Path
 
 import structlog
 
-from reconcile.adapters import files, nix
+from reconcile.adapters import files, kernel_build, nix
 from reconcile.adapters.kernels import resolve_prebuilt
 from reconcile.adapters.libvirt import LibvirtHypervisor
-from reconcile.core.desired import GuestMode, Manifest, PrebuiltKernel
+from reconcile.core.desired import Guest, GuestMode, Manifest, PrebuiltKernel
 from reconcile.core.diff import diff_lab
-from reconcile.core.errors import ReconcileError
-from reconcile.core.intent import GuestIntent, KernelInputs, guest_intent, system_installable
+from reconcile.core.errors import PlanError, ReconcileError
+from reconcile.core.intent import (
+    GuestIntent,
+    KernelInputs,
+    guest_intent,
+    kernel_cmdline,
+    system_installable,
+)
+from reconcile.core.kconfig import describe_missing, fix_fragment, missing_options, required_options
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.observed import HypervisorObservation
 from reconcile.core.plan import Plan, make_plan
@@ -55,21 +62,50 @@ def load(path: Path) -> Manifest:
     return parse_manifest(files.read_manifest(path), path)
 
 
-def resolve_kernels(manifest: Manifest, names: set[str]) -> dict[str, KernelInputs]:
+def resolve_kernels(
+    manifest: Manifest, guests: Sequence[Guest]
+) -> tuple[dict[str, KernelInputs], dict[str, str]]:
+    """Each kernel the guests boot, resolved; and the kernels to build, with their directory.
+
+    A kernel to build has its config resolved now (kconfig runs, nothing is compiled), so
+    that a config lacking what imageless guests need fails the plan, not the boot.
+    """
     kernels: dict[str, KernelInputs] = {}
-    for name in sorted(names):
+    to_build: dict[str, str] = {}
+    for name in sorted({g.kernel for g in guests if g.kernel}):
         kernel = manifest.kernels[name]
-        if not isinstance(kernel.source, PrebuiltKernel):
-            raise ReconcileError(
-                f"kernel '{name}' is built from source, which this version cannot do yet",
-                hint=f'use a prebuilt kernel: kernels.{name}.image = "/vmlinuz"',
+        if isinstance(kernel.source, PrebuiltKernel):
+            kernels[name] = resolve_prebuilt(kernel)
+            continue
+        job = kernel_build.locate(kernel, manifest.lab.state_dir)
+        config = job.config() if job.complete() else kernel_build.resolve_config(job)
+        users = [g for g in guests if g.kernel == name]
+        required = required_options(kernel_cmdline("", g.kernel_params) for g in users)
+        if missing := missing_options(config, required):
+            raise PlanError(
+                describe_missing(name, missing, (g.name for g in users)),
+                hint="add these lines to one of its fragments (or to `set`):\n"
+                + fix_fragment(missing),
             )
-        kernels[name] = resolve_prebuilt(kernel)
-    return kernels
+        release = job.release()
+        kernels[name] = KernelInputs(
+            name=name,
+            image=job.image,
+            digest=job.key,
+            release=release,
+            modules=job.modules_dir(release),
+            early_modules=(),
+        )
+        if not job.complete():
+            to_build[name] = str(job.directory)
+    return kernels, to_build
 
 
-def intents(manifest: Manifest, targets: Sequence[str]) -> tuple[list[GuestIntent], dict[str, str]]:
-    """Each targeted guest's intent, and the installables not yet built, by guest."""
+def intents(
+    manifest: Manifest, targets: Sequence[str]
+) -> tuple[list[GuestIntent], dict[str, str], dict[str, str]]:
+    """Each targeted guest's intent, the installables not yet built (by guest), and the
+    kernels to build (by kernel)."""
     guests = select_guests(manifest, targets)
     for guest in guests:
         if guest.mode is not GuestMode.IMAGELESS:
@@ -77,7 +113,7 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> tuple[list[GuestInten
                 f"guest '{guest.name}' is a disk guest, which this version cannot manage yet",
                 hint="disk guests come with their own issue; remove it or use --target",
             )
-    kernels = resolve_kernels(manifest, {g.kernel for g in guests if g.kernel})
+    kernels, kernels_to_build = resolve_kernels(manifest, guests)
     installables = {g.name: system_installable(manifest.lab.flake, g.system) for g in guests}
     cache = nix.EvalCache(manifest.lab.state_dir / "eval-cache.json")
     toplevels = nix.resolve_systems(manifest.lab.flake, sorted(set(installables.values())), cache)
@@ -89,7 +125,7 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> tuple[list[GuestInten
         result.append(guest_intent(manifest, guest, toplevel, kernels[guest.kernel]))
         if not nix.is_built(toplevel):
             unbuilt[guest.name] = installables[guest.name]
-    return result, unbuilt
+    return result, unbuilt, kernels_to_build
 
 
 def observe(ctx: Context) -> dict[str, HypervisorObservation]:
@@ -103,7 +139,7 @@ def observe(ctx: Context) -> dict[str, HypervisorObservation]:
 
 
 def make(ctx: Context, options: PlanOptions) -> Plan:
-    wanted, unbuilt = intents(ctx.manifest, options.targets)
+    wanted, unbuilt, kernels = intents(ctx.manifest, options.targets)
     observations = observe(ctx)
     scope = frozenset(g.name for g in select_guests(ctx.manifest, options.targets))
     diff = diff_lab(
@@ -113,4 +149,4 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         prune=options.prune,
         scope=scope if options.targets else None,
     )
-    return make_plan(diff, unbuilt)
+    return make_plan(diff, unbuilt, kernels)

@@ -1,0 +1,114 @@
+"""Kconfig as values: reading .config text, the cache key of a build, and what guests need.
+
+Pure. The adapter (adapters/kernel.py) runs make; this module decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+_SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
+_UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
+
+# What an imageless guest's kernel must have built in (contracts.md section 2): the store
+# arrives over virtiofs before any module could be loaded, onto a tmpfs root.
+IMAGELESS_REQUIRED = ("VIRTIO_PCI", "VIRTIO_FS", "FUSE_FS", "TMPFS", "DEVTMPFS")
+# Console drivers by the console= a command line names.
+CONSOLE_REQUIRED = {
+    "ttyS": ("SERIAL_8250", "SERIAL_8250_CONSOLE"),
+    "hvc": ("VIRTIO_CONSOLE",),
+}
+
+KEY_FORMAT = "kernel-build/1"
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """Options of a .config or fragment, without the CONFIG_ prefix; `n` for `is not set`."""
+    options: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if match := _SET.match(line):
+            options[match.group(1)] = (
+                match.group(2).strip().strip('"')
+                if match.group(2).startswith('"')
+                else match.group(2).strip()
+            )
+        elif match := _UNSET.match(line):
+            options[match.group(1)] = "n"
+    return options
+
+
+def render_fragment(options: Iterable[tuple[str, str]]) -> str:
+    """A fragment for `set = {...}`: `n` becomes `# CONFIG_X is not set`."""
+    lines = []
+    for name, value in options:
+        if value == "n":
+            lines.append(f"# CONFIG_{name} is not set")
+        elif value in ("y", "m") or value.lstrip("-").isdigit() or value.startswith("0x"):
+            lines.append(f"CONFIG_{name}={value}")
+        else:
+            lines.append(f'CONFIG_{name}="{value}"')
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def required_options(cmdlines: Iterable[str]) -> tuple[str, ...]:
+    """What a kernel booting imageless guests with these command lines must build in."""
+    needed = list(IMAGELESS_REQUIRED)
+    for cmdline in cmdlines:
+        for word in cmdline.split():
+            if not word.startswith("console="):
+                continue
+            device = word.removeprefix("console=").split(",")[0]
+            for prefix, options in CONSOLE_REQUIRED.items():
+                if device.startswith(prefix):
+                    needed.extend(o for o in options if o not in needed)
+    return tuple(needed)
+
+
+@dataclass(frozen=True)
+class Missing:
+    option: str
+    value: str  # what the resolved config has: "n", "m", or "" when absent
+
+
+def missing_options(config: Mapping[str, str], required: Iterable[str]) -> list[Missing]:
+    return [
+        Missing(option, config.get(option, "")) for option in required if config.get(option) != "y"
+    ]
+
+
+def describe_missing(kernel: str, missing: list[Missing], guests: Iterable[str]) -> str:
+    have = ", ".join(f"{m.option} ({'module' if m.value == 'm' else 'not set'})" for m in missing)
+    return (
+        f"kernel '{kernel}' lacks what imageless guests need built in: {have}; "
+        f"guests that boot it: {', '.join(sorted(guests))}"
+    )
+
+
+def fix_fragment(missing: list[Missing]) -> str:
+    return "\n".join(f"CONFIG_{m.option}=y" for m in missing)
+
+
+def build_key(
+    *,
+    source: str,
+    base_config: str,
+    fragments: Iterable[str],
+    options: Iterable[tuple[str, str]],
+    toolchain: str,
+) -> str:
+    """What determines a build: the source's identity (commit, plus a hash of uncommitted
+    changes), the config inputs (the base, each fragment's content, `set`), the toolchain."""
+    document = {
+        "format": KEY_FORMAT,
+        "source": source,
+        "base": base_config,
+        "fragments": list(fragments),
+        "set": sorted(options),
+        "toolchain": toolchain,
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:24]
