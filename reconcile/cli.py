@@ -99,12 +99,6 @@ def _confirm() -> bool:
     return answer.strip() == "yes"
 
 
-def _print_result(result: Result) -> None:
-    if result.outcome is not Outcome.DONE:
-        return
-    print(f"  {result.action.describe()}: done in {result.seconds:.1f}s", file=sys.stderr)
-
-
 def _summary(results: list[Result]) -> tuple[str, bool]:
     by_subject: dict[str, list[Result]] = {}
     for result in results:
@@ -145,7 +139,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         if not args.yes and not _confirm():
             print("Apply cancelled.", file=sys.stderr)
             return EXIT_ERROR
-        results = session.apply(options, _print_result)
+        results = session.apply(options, lambda _result: None)  # progress is in the logs
     text, ok = _summary(results)
     if args.json:
         print(
@@ -272,7 +266,9 @@ def _report(error: ReconcileError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(debug=args.debug, verbose=args.verbose, fmt=args.log_format)
+    # apply runs for minutes (kernel builds, boots): show its progress by default
+    verbose = args.verbose + (1 if args.command == "apply" else 0)
+    configure_logging(debug=args.debug, verbose=verbose, fmt=args.log_format)
     try:
         code: int = args.func(args)
     except ReconcileError as error:

@@ -141,7 +141,7 @@ def _progress(job: KernelJob) -> Callable[[str], None]:
         nonlocal count
         if line.lstrip().startswith(("CC", "LD", "AR", "AS")):
             count += 1
-            if count % 500 == 0:
+            if count % 250 == 0:
                 log.info("kernel build progress", kernel=job.name, objects=count)
 
     return show
@@ -220,10 +220,11 @@ def build(job: KernelJob) -> None:
         return
     config = resolve_config(job)
     jobs = f"-j{os.cpu_count() or 1}"
-    log.info("building kernel", kernel=job.name, key=job.key, log=str(job.log_path))
+    log.info("building kernel: bzImage", kernel=job.name, key=job.key, log=str(job.log_path))
     _make(job, jobs, "bzImage", on_line=True)
     release = job.release()
     if config.get("MODULES") == "y":
+        log.info("building kernel: modules", kernel=job.name)
         _make(job, jobs, "modules", on_line=True)
         _make(job, f"INSTALL_MOD_PATH={job.directory / 'modules'}", "modules_install")
     job.modules_dir(release).mkdir(parents=True, exist_ok=True)  # the share needs it
@@ -231,3 +232,12 @@ def build(job: KernelJob) -> None:
     job.image.chmod(0o644)
     (job.directory / "complete").write_text(job.key)
     log.info("kernel built", kernel=job.name, release=release)
+
+
+def remove(directory: Path) -> None:
+    """Delete a kernel build. `src` is a link to the user's tree (or an export): the link
+    is removed, never followed."""
+    if directory.parent.name != "kernels" or not (directory / "build").exists():
+        raise ReconcileError(f"refusing to remove {directory}: not a kernel build directory")
+    shutil.rmtree(directory)
+    log.info("removed kernel build", directory=str(directory))

@@ -11,6 +11,7 @@ from reconcile.core.intent import GuestIntent
 class ActionKind(StrEnum):
     BUILD = "build"  # realise every closure the plan needs, in one `nix build`
     BUILD_KERNEL = "build-kernel"  # configure and make one kernel of the manifest
+    REMOVE_KERNEL = "remove-kernel"  # delete a kernel build nothing uses (--prune only)
     DEFINE = "define"  # write the domain definition (and its initrd, GC root, log dir)
     SHUTDOWN = "shutdown"  # ACPI shutdown, then destroy after the timeout
     START = "start"
@@ -37,6 +38,8 @@ class Action:
             return "build"
         if self.kind is ActionKind.BUILD_KERNEL:
             return f"kernel:{self.subject}"
+        if self.kind is ActionKind.REMOVE_KERNEL:
+            return f"remove-kernel:{self.subject}"
         return f"{self.subject}/{self.kind.value}"
 
     def describe(self) -> str:
@@ -44,4 +47,6 @@ class Action:
             return f"build {len(self.installables)} closure(s)"
         if self.kind is ActionKind.BUILD_KERNEL:
             return f"build kernel {self.subject}"
+        if self.kind is ActionKind.REMOVE_KERNEL:
+            return f"remove kernel build {self.path}"
         return f"{self.kind.value} {self.subject}"

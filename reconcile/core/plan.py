@@ -37,6 +37,10 @@ class Plan:
     edges: tuple[tuple[str, str], ...]  # (dependency, dependent)
     to_build: tuple[str, ...]  # installables not yet in the store
     kernels_to_build: tuple[tuple[str, str], ...] = ()  # (kernel name, build directory)
+    kernels_to_remove: tuple[str, ...] = ()  # build directories nothing uses (--prune)
+
+    def has_changes(self) -> bool:
+        return self.diff.has_changes() or bool(self.kernels_to_remove)
 
     @functools.cached_property
     def graph(self) -> nx.DiGraph[str]:
@@ -64,9 +68,6 @@ class Plan:
 
     def descendants(self, key: str) -> set[str]:
         return set(_networkx().descendants(self.graph, key))
-
-    def has_changes(self) -> bool:
-        return self.diff.has_changes()
 
 
 def order(graph: nx.DiGraph[str]) -> list[str]:
@@ -128,7 +129,11 @@ def _guest_actions(change: GuestChange, needs: list[str]) -> Iterator[tuple[Acti
 
 
 def make_plan(
-    diff: Diff, unbuilt: dict[str, str], kernels: Mapping[str, str] | None = None
+    diff: Diff,
+    unbuilt: dict[str, str],
+    kernels: Mapping[str, str] | None = None,
+    *,
+    stale_kernels: tuple[str, ...] = (),
 ) -> Plan:
     """The plan for `diff`. `unbuilt` maps each guest's installable to build, by guest name;
     `kernels` maps each kernel to build to its build directory."""
@@ -151,6 +156,9 @@ def make_plan(
         for action, deps in _guest_actions(change, needs):
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
+    for directory in stale_kernels:
+        remove = Action(ActionKind.REMOVE_KERNEL, directory.rsplit("/", 1)[-1], path=directory)
+        nodes[remove.key] = remove
     plan = Plan(
         diff=diff,
         nodes=nodes,
@@ -159,6 +167,7 @@ def make_plan(
         kernels_to_build=tuple(
             (a.subject, a.path) for a in nodes.values() if a.kind is ActionKind.BUILD_KERNEL
         ),
+        kernels_to_remove=stale_kernels,
     )
     plan.action_keys()  # a cycle is a bug: fail here, not half-way through apply
     return plan

@@ -65,6 +65,12 @@ def render_text(plan: Plan) -> str:
         out.append(f"Kernels to build ({len(plan.kernels_to_build)}):")
         out += [f"  * {name} in {directory}" for name, directory in plan.kernels_to_build]
         out.append("")
+    if plan.kernels_to_remove:
+        out.append(
+            f"Kernel builds to remove, used by nothing (--prune) ({len(plan.kernels_to_remove)}):"
+        )
+        out += [f"  - {directory}" for directory in plan.kernels_to_remove]
+        out.append("")
     if plan.to_build:
         out.append(f"Closures to build ({len(plan.to_build)}):")
         out += [f"  * {i}" for i in plan.to_build]
@@ -81,6 +87,8 @@ def render_text(plan: Plan) -> str:
     counts = Counter(c.kind for c in diff.changes)
     if plan.has_changes():
         parts = [f"{counts[k]} to {k.value}" for k in _SUMMARY_ORDER if counts[k]]
+        if plan.kernels_to_remove:
+            parts.append(f"{len(plan.kernels_to_remove)} kernel build(s) to remove")
         out.append("Plan: " + ", ".join(parts) + ".")
     else:
         out.append(f"No changes. Lab '{diff.lab}' matches the manifest.")
@@ -121,6 +129,7 @@ def render_json(plan: Plan) -> dict[str, Any]:
         "has_changes": plan.has_changes(),
         "summary": {k.value: counts.get(k.value, 0) for k in ChangeKind},
         "to_build": list(plan.to_build),
+        "kernels_to_remove": list(plan.kernels_to_remove),
         "kernels_to_build": [
             {"kernel": name, "directory": directory} for name, directory in plan.kernels_to_build
         ],

@@ -69,6 +69,8 @@ class GuestPerformer(Performer):
             case ActionKind.BUILD_KERNEL:
                 done = (Path(action.path) / "complete").exists()
                 return Check.SATISFIED if done else Check.NEEDED
+            case ActionKind.REMOVE_KERNEL:
+                return Check.NEEDED if Path(action.path).exists() else Check.SATISFIED
             case ActionKind.WAIT_READY:
                 return Check.NEEDED
             case _:
@@ -100,6 +102,8 @@ class GuestPerformer(Performer):
         match action.kind:
             case ActionKind.BUILD:
                 nix.build(action.installables)
+            case ActionKind.REMOVE_KERNEL:
+                kernel_build.remove(Path(action.path))
             case ActionKind.BUILD_KERNEL:
                 kernel = self.ctx.manifest.kernels[action.subject]
                 directory = Path(action.path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,4 +149,34 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         prune=options.prune,
         scope=scope if options.targets else None,
     )
-    return make_plan(diff, unbuilt, kernels)
+    stale = (
+        stale_kernel_builds(ctx.manifest, observations)
+        if options.prune and not options.targets
+        else ()
+    )
+    return make_plan(diff, unbuilt, kernels, stale_kernels=stale)
+
+
+def stale_kernel_builds(
+    manifest: Manifest, observations: Mapping[str, HypervisorObservation]
+) -> tuple[str, ...]:
+    """Kernel builds in the state directory that nothing uses any more (for --prune).
+
+    Kept: the current build of every kernel in the manifest, and any build a defined domain
+    of any hypervisor boots. Nothing is stale while a hypervisor could not be observed: a
+    failed probe is unknown, not absent.
+    """
+    root = manifest.lab.state_dir / "kernels"
+    if not root.is_dir() or any(o.domains is None for o in observations.values()):
+        return ()
+    keep = {
+        kernel_build.locate(k, manifest.lab.state_dir).directory.name
+        for k in manifest.kernels.values()
+        if not isinstance(k.source, PrebuiltKernel)
+    }
+    for observation in observations.values():
+        for domain in (observation.domains or {}).values():
+            for facts in (domain.config, domain.live):
+                if facts is not None and facts.kernel and str(root) in str(facts.kernel):
+                    keep.add(Path(str(facts.kernel)).parent.name)
+    return tuple(str(d) for d in sorted(root.iterdir()) if d.is_dir() and d.name not in keep)

@@ -146,3 +146,21 @@ def test_kernel_change_restarts_exactly_its_guests(tree: Path) -> None:
     assert {c["guest"]: c["change"] for c in plan["changes"]} == {"k1": "restart"}
     assert [r["field"] for r in plan["changes"][0]["reasons"]] == ["kernel", "shares"]
     manifest()
+
+
+def test_prune_removes_only_kernel_builds_nothing_uses(tree: Path) -> None:
+    path = manifest()
+    builds = sorted(d.name for d in (STATE / "kernels").iterdir())
+    plan = json.loads(reconcile("plan", str(path), "--json", "--prune").stdout)
+    stale = [Path(d).name for d in plan["kernels_to_remove"]]
+    current = next(
+        d for d in builds if (STATE / "kernels" / d / "complete").exists() and d not in stale
+    )
+    assert len(stale) >= 2  # the configs resolved by the two tests above
+    assert not reconcile("plan", str(path), "--json").stdout.count("remove-kernel")  # only --prune
+    proc = reconcile("apply", str(path), "--yes", "--prune")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(d.name for d in (STATE / "kernels").iterdir()) == [current]
+    assert (TREE / "Makefile").exists()  # the source behind `src` links is untouched
+    again = reconcile("plan", str(path), "--detailed-exitcode", "--prune")
+    assert again.returncode == 0, again.stdout
