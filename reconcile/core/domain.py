@@ -11,11 +11,11 @@ import hashlib
 import json
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from reconcile.core.desired import Accel, GuestMode, Share
+from reconcile.core.desired import Accel, Share
 from reconcile.core.errors import ProbeError
 
 __all__ = [
@@ -28,13 +28,11 @@ __all__ = [
     "NicFacts",
     "Share",
     "ShareFacts",
-    "build_domain_spec",
     "domain_name",
     "domain_uuid",
     "mac_address",
     "parse_domain_xml",
     "render_domain_xml",
-    "spec_hash",
 ]
 
 # Our ownership mark lives in <metadata> under this namespace; libvirt keeps one element per
@@ -208,81 +206,6 @@ def mac_address(lab: str, guest: str) -> str:
     """
     digest = hashlib.sha256(("mac:" + _identity(lab, guest)).encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
-
-
-def spec_hash(spec: DomainSpec) -> str:
-    """sha256 over every field that shapes the definition, the mark's included but its hash.
-
-    The mark's own fields count because they are written into the definition: a guest
-    that becomes `protect = true` must be redefined, or pruning it later would not know.
-    """
-    mark = spec.mark
-    fields = {
-        "mark": [mark.lab, mark.name, mark.mode, mark.toplevel, mark.kernel, mark.protect],
-        "render": RENDER_VERSION,
-        "name": spec.name,
-        "uuid": spec.uuid,
-        "accel": str(spec.accel),
-        "memory_mib": spec.memory_mib,
-        "vcpus": spec.vcpus,
-        "kernel": str(spec.kernel),
-        "initrd": str(spec.initrd),
-        "cmdline": spec.cmdline,
-        "shares": [[s.tag, str(s.source), s.writable] for s in spec.shares],
-        "mac": spec.mac,
-        "network": spec.network,
-        "serial_log": str(spec.serial_log),
-    }
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def build_domain_spec(
-    *,
-    lab: str,
-    guest: str,
-    mode: GuestMode,
-    toplevel: str,
-    accel: Accel,
-    memory_mib: int,
-    vcpus: int,
-    kernel: Path,
-    initrd: Path,
-    cmdline: str,
-    modules: Path | None,
-    shares: tuple[Share, ...],
-    network: str | None,
-    mac: str | None,
-    serial_log: Path,
-    protect: bool = False,
-) -> DomainSpec:
-    """A spec with derived identity, the `store` (+ `modules`) shares first, and its mark.
-
-    `mac` None with a network set derives one from lab + guest. The mark's hash is
-    `spec_hash` of the result.
-    """
-    reserved = {STORE_TAG, MODULES_TAG} & {s.tag for s in shares}
-    if reserved:
-        raise ValueError(f"{guest}: share tags {sorted(reserved)} are reserved")
-    system = [Share(STORE_TAG, NIX_STORE, writable=False)]
-    if modules is not None:
-        system.append(Share(MODULES_TAG, modules, writable=False))
-    unmarked = DomainSpec(
-        name=domain_name(lab, guest),
-        uuid=domain_uuid(lab, guest),
-        accel=accel,
-        memory_mib=memory_mib,
-        vcpus=vcpus,
-        kernel=kernel,
-        initrd=initrd,
-        cmdline=cmdline,
-        shares=(*system, *shares),
-        mac=(mac or mac_address(lab, guest)) if network is not None else None,
-        network=network,
-        serial_log=serial_log,
-        mark=Mark(lab, guest, str(mode), "", toplevel, str(kernel), protect),
-    )
-    return replace(unmarked, mark=replace(unmarked.mark, spec_hash=spec_hash(unmarked)))
 
 
 # --- rendering ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconcile.core.desired import Accel, Guest, Manifest
-from reconcile.core.domain import domain_name, domain_uuid, mac_address
+from reconcile.core.domain import RENDER_VERSION, domain_name, domain_uuid, mac_address
 
 STORE_TAG = "store"
 MODULES_TAG = "modules"
@@ -99,6 +99,7 @@ def guest_intent(
         "network": [guest.network.libvirt, mac] if guest.network else None,
         "serial_log": str(serial_log),
         "mark": [lab, guest.name, guest.mode.value, guest.protect],
+        "render": RENDER_VERSION,  # a new rendering of the XML redefines every domain
     }
     spec_hash = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     return GuestIntent(

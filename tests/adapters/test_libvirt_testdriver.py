@@ -23,10 +23,10 @@ from reconcile.core.domain import (
     MARK_NAMESPACE,
     DomainFacts,
     DomainSpec,
-    build_domain_spec,
 )
 from reconcile.core.errors import ProbeError, ReconcileError
 from reconcile.core.observed import DomainState
+from tests.support.domains import build_domain_spec
 
 URI = "test:///default"
 

@@ -16,14 +16,13 @@ from reconcile.core.domain import (
     DomainSpec,
     NicFacts,
     ShareFacts,
-    build_domain_spec,
     domain_uuid,
     mac_address,
     parse_domain_xml,
     render_domain_xml,
-    spec_hash,
 )
 from reconcile.core.errors import ProbeError
+from tests.support.domains import build_domain_spec, spec_hash
 
 GOLDEN = Path(__file__).parent / "golden"
 TOPLEVEL = "/nix/store/0000000000000000000000000000000a-nixos-system-demo-a"

@@ -33,8 +33,9 @@ import pytest
 from reconcile.adapters.libvirt import LibvirtHypervisor
 from reconcile.adapters.storeview import ensure_readonly_view, is_readonly_view
 from reconcile.core.desired import Accel, GuestMode, Share
-from reconcile.core.domain import DomainFacts, build_domain_spec
+from reconcile.core.domain import DomainFacts
 from reconcile.core.observed import DomainState
+from tests.support.domains import build_domain_spec
 from tests.support.stack import SYSTEM_URI, ensure_libvirtd, mounts_below, remove_tree
 
 pytestmark = pytest.mark.real
