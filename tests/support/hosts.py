@@ -1,0 +1,465 @@
+"""Baremetal hosts for `real` tests: a network namespace, a private /nix and /run, a real sshd.
+
+One `TestHost` is one "machine" reachable over SSH from the root namespace:
+
+- network: namespace `rctest-<n>`, a veth pair `rctest-<n>-h` (root side, 10.253.<n>.1/30)
+  and `eth0` inside (10.253.<n>.2/30), `lo` up. `<n>` is claimed atomically: `ip netns add`
+  fails when another test already holds that name.
+- its own Nix: sshd runs under `ip netns exec rctest-<n> unshare --mount --propagation
+  private sh -c ...`, which bind-mounts `<dir>/nix` over `/nix` (empty; `nix-store --init`
+  creates the database), `<dir>/etc-nix` over `/etc/nix` (a copy of this machine's nix.conf
+  plus `nix_conf_extra`) and a tmpfs over `/run` (`/run/sshd` for privilege separation,
+  `/run/current-system` for the demo's switch-to-configuration). None of these mounts is
+  visible outside; they vanish with the namespace's last process.
+- sshd: openssh-server with a host key and a client key generated for this host, root login
+  by key only, no PAM, listening on 10.253.<n>.2:22. `known_hosts` pins the host key.
+
+Nix 2.8 needs nothing more on the host: `ssh-ng://` runs `nix-daemon --stdio`, which with no
+daemon socket in the host's /nix serves the host's local store directly; `ssh://` runs
+`nix-store --serve`. Paths built here are unsigned and the host keeps `require-sigs = true`
+(as a real NixOS host would), so `nix copy` needs `--no-check-sigs` (or the host
+`nix_conf_extra="require-sigs = false"`).
+
+Usage (one host per module keeps tests fast, setup takes well under a second):
+
+    @pytest.fixture(scope="module")
+    def host() -> Iterator[TestHost]:
+        with TestHost() as h:
+            yield h
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from tests.conftest import ROOT
+from tests.support.stack import mounts_below, remove_tree
+
+PREFIX = "rctest-"
+NETS = range(1, 255)  # 10.253.<n>.0/30
+SSHD = "/usr/sbin/sshd"
+CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _run(argv: Sequence[str], timeout: float = 30, check: bool = True) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def netns_names() -> list[str]:
+    """Names of all network namespaces (`ip netns list`), ours or not."""
+    return [line.split()[0] for line in _run(["ip", "netns", "list"]).splitlines() if line]
+
+
+def netns_pids(name: str) -> list[int]:
+    """Processes inside network namespace `name` (empty when it does not exist)."""
+    out = _run(["ip", "netns", "pids", name], check=False)
+    return [int(p) for p in out.split()]
+
+
+def pids_in_mount_ns(mnt_ns: str) -> list[int]:
+    """Processes whose mount namespace is `mnt_ns` (as `readlink /proc/PID/ns/mnt` says)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns" / "mnt") == mnt_ns:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _kill_and_wait(pids: Sequence[int], timeout_s: float = 3.0) -> None:
+    """SIGTERM the given processes, SIGKILL what is left after `timeout_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]:
+                return
+            time.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def build_demo_closure(system: str = "demo-a", flake: Path | None = None) -> str:
+    """`nix build` a demo flake system (path: flake, so the untracked busybox is seen)."""
+    flake = flake or ROOT / "nix"
+    busybox = flake / "bb" / "busybox"
+    if not busybox.exists():
+        busybox.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2("/bin/busybox", busybox)
+        busybox.chmod(0o755)
+    out = _run(
+        ["nix", "build", "--no-link", "--json", f"path:{flake}#packages.x86_64-linux.{system}"],
+        timeout=300,
+    )
+    path: str = json.loads(out)[0]["outputs"]["out"]
+    return path
+
+
+class TestHost:
+    """One baremetal host: `with TestHost() as host:` or `host.start()` ... `host.stop()`.
+
+    Attributes once started: `index`, `netns`, `address` (10.253.n.2), `gateway`
+    (10.253.n.1, the root side), `port`, `user`, `dir`, `host_key_line`
+    (`ssh-ed25519 AAAA...`), `known_hosts`, `identity` (client private key),
+    `client_key_line`, `sshd_pid`, `mount_ns` (`mnt:[ino]` of the host's processes).
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        index: int | None = None,
+        *,
+        nix_conf_extra: str = "",
+        base_dir: Path | None = None,
+        ready_timeout_s: float = 10.0,
+    ) -> None:
+        self.requested_index = index
+        self.nix_conf_extra = nix_conf_extra
+        self.base_dir = base_dir
+        self.ready_timeout_s = ready_timeout_s
+        self.index = -1
+        self.netns = ""
+        self.veth = ""
+        self.address = ""
+        self.gateway = ""
+        self.port = 22
+        self.user = "root"
+        self.dir = Path()
+        self.host_key_line = ""
+        self.client_key_line = ""
+        self.known_hosts = Path()
+        self.identity = Path()
+        self.sshd_pid = -1
+        self.mount_ns = ""
+        self._sshd: subprocess.Popen[bytes] | None = None
+        self._log: int | None = None
+        self._started = False
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def __enter__(self) -> TestHost:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> TestHost:
+        if self._started:
+            raise RuntimeError("TestHost already started")
+        self._started = True
+        try:
+            self._claim_netns()
+            self.dir = Path(tempfile.mkdtemp(prefix=f"{self.netns}.", dir=self.base_dir))
+            if any(c.isspace() for c in str(self.dir)):
+                raise RuntimeError(f"{self.dir}: NIX_SSHOPTS cannot carry whitespace")
+            self._network()
+            self._keys()
+            self._start_sshd()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Kill every process of the host, remove its network and its directory. Idempotent.
+
+        Refuses (RuntimeError) to remove the directory while a process still holds the
+        host's mount namespace or anything is mounted below the directory.
+        """
+        if not self._started:
+            return
+        errors: list[str] = []
+        if self.netns:
+            pids = set(netns_pids(self.netns))
+            if self.mount_ns:
+                pids |= set(pids_in_mount_ns(self.mount_ns))
+            if self._sshd is not None and self._sshd.poll() is None:
+                pids.add(self._sshd.pid)
+            _kill_and_wait(sorted(pids))
+        if self._sshd is not None:
+            try:
+                self._sshd.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                errors.append(f"sshd {self._sshd.pid} did not exit")
+            self._sshd = None
+        if self._log is not None:
+            os.close(self._log)
+            self._log = None
+        if self.veth:
+            _run(["ip", "link", "del", self.veth], check=False)
+        if self.netns:
+            left = netns_pids(self.netns)
+            if left:
+                errors.append(f"processes left in {self.netns}: {left}")
+            else:
+                _run(["ip", "netns", "del", self.netns], check=False)
+        if self.mount_ns and pids_in_mount_ns(self.mount_ns):
+            errors.append(f"processes left in {self.mount_ns}: not removing {self.dir}")
+        elif self.dir != Path() and self.dir.exists():
+            if mounts_below(self.dir):
+                errors.append(f"mounted below {self.dir}: not removing it")
+            else:
+                remove_tree(self.dir)
+        self._started = False
+        if errors:
+            raise RuntimeError("; ".join(errors))
+
+    # --- set-up steps -----------------------------------------------------------------
+
+    def _claim_netns(self) -> None:
+        if self.requested_index is not None:
+            candidates = [self.requested_index]
+        else:
+            start = random.randrange(len(NETS))
+            candidates = [NETS[(start + i) % len(NETS)] for i in range(len(NETS))]
+        used = _run(["ip", "-o", "addr", "show"])
+        for n in candidates:
+            if f" 10.253.{n}." in used:
+                continue
+            proc = subprocess.run(
+                ["ip", "netns", "add", f"{PREFIX}{n}"], capture_output=True, text=True, check=False
+            )
+            if proc.returncode == 0:  # `ip netns add` is the atomic claim
+                self.index = n
+                self.netns = f"{PREFIX}{n}"
+                self.address = f"10.253.{n}.2"
+                self.gateway = f"10.253.{n}.1"
+                return
+        raise RuntimeError(f"no free {PREFIX}<n> namespace among {candidates[:5]}...")
+
+    def _network(self) -> None:
+        self.veth = f"{PREFIX}{self.index}-h"  # at most 12 characters (IFNAMSIZ is 16)
+        ns = self.netns
+        _run(["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        _run(["ip", "addr", "add", f"{self.gateway}/30", "dev", self.veth])
+        _run(["ip", "link", "set", self.veth, "up"])
+        _run(["ip", "-n", ns, "addr", "add", f"{self.address}/30", "dev", "eth0"])
+        _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def _keys(self) -> None:
+        ssh = self.dir / "ssh"
+        ssh.mkdir(mode=0o700)
+        for name, comment in (("host_key", "host"), ("client_key", "client")):
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.netns}-{comment}",
+                  "-f", str(ssh / name)])  # fmt: skip
+        self.host_key_line = " ".join((ssh / "host_key.pub").read_text().split()[:2])
+        self.client_key_line = " ".join((ssh / "client_key.pub").read_text().split()[:2])
+        self.identity = ssh / "client_key"
+        (ssh / "authorized_keys").write_text(self.client_key_line + "\n")
+        self.known_hosts = self.dir / "known_hosts"
+        self.known_hosts.write_text(self.known_hosts_line(self.host_key_line) + "\n")
+        (ssh / "sshd_config").write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {self.address}:{self.port}",
+                    f"HostKey {ssh / 'host_key'}",
+                    f"AuthorizedKeysFile {ssh / 'authorized_keys'}",
+                    "PermitRootLogin prohibit-password",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "UseDNS no",
+                    "PidFile none",
+                    "PrintMotd no",
+                    "MaxStartups 100",
+                    "MaxSessions 100",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
+
+    def _start_sshd(self) -> None:
+        (self.dir / "nix").mkdir()
+        etc_nix = self.dir / "etc-nix"
+        etc_nix.mkdir()
+        conf = Path("/etc/nix/nix.conf")
+        base = conf.read_text() if conf.exists() else ""
+        (etc_nix / "nix.conf").write_text(base + "\n" + self.nix_conf_extra + "\n")
+        d = shlex.quote(str(self.dir))
+        script = " && ".join(
+            [
+                f"mount --bind {d}/nix /nix",
+                f"mount --bind {d}/etc-nix /etc/nix",
+                "mount -t tmpfs -o mode=0755 tmpfs /run",
+                "mkdir -p /run/sshd",
+                "nix-store --init",
+                f"exec {SSHD} -D -e -f {d}/ssh/sshd_config",
+            ]
+        )
+        argv = ["ip", "netns", "exec", self.netns,
+                "unshare", "--mount", "--propagation", "private", "sh", "-c", script]  # fmt: skip
+        self._log = os.open(self.dir / "sshd.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root"}
+        # ip netns exec, unshare (no --fork) and sh all exec: the Popen pid is sshd's
+        self._sshd = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+            env=env, start_new_session=True,
+        )  # fmt: skip
+        self.sshd_pid = self._sshd.pid
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            if self._sshd.poll() is not None:
+                raise RuntimeError(f"sshd exited ({self._sshd.returncode}): {self.log()}")
+            if "Server listening on" in self.log() and self._port_open():
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"sshd not listening after {self.ready_timeout_s}s: {self.log()}"
+                )
+            time.sleep(0.02)
+        self.mount_ns = os.readlink(f"/proc/{self.sshd_pid}/ns/mnt")
+        if self.mount_ns == os.readlink("/proc/self/ns/mnt"):
+            raise RuntimeError("sshd shares the root mount namespace")
+
+    def _port_open(self) -> bool:
+        try:
+            with socket.create_connection((self.address, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    # --- what tests use ---------------------------------------------------------------
+
+    def log(self) -> str:
+        """sshd's own log (`-e`: to stderr, kept in `<dir>/sshd.log`)."""
+        path = self.dir / "sshd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def known_hosts_line(self, key_line: str) -> str:
+        host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return f"{host} {key_line}"
+
+    def ssh_options(self, known_hosts: Path | None = None, connect_timeout_s: int = 5) -> list[str]:
+        """ssh options that pin the host key and use only the test's identity."""
+        return [
+            "-F", "/dev/null",
+            "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none",
+            "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ConnectTimeout={connect_timeout_s}",
+            "-o", "LogLevel=ERROR",
+            "-i", str(self.identity),
+            "-p", str(self.port),
+        ]  # fmt: skip
+
+    def nix_sshopts(self, known_hosts: Path | None = None) -> str:
+        """A value for NIX_SSHOPTS (Nix 2.8 splits it on whitespace, no quoting)."""
+        return " ".join(self.ssh_options(known_hosts))
+
+    def nix_env(self, known_hosts: Path | None = None) -> dict[str, str]:
+        """os.environ plus NIX_SSHOPTS for `nix copy --to <store_uri>`."""
+        return {**os.environ, "NIX_SSHOPTS": self.nix_sshopts(known_hosts)}
+
+    def store_uri(self, scheme: str = "ssh-ng") -> str:
+        return f"{scheme}://{self.user}@{self.address}"
+
+    def ssh_argv(self, command: str | Sequence[str], known_hosts: Path | None = None) -> list[str]:
+        """ssh argv running `command` on the host (a list is quoted with shlex.join)."""
+        remote = command if isinstance(command, str) else shlex.join(command)
+        return ["ssh", *self.ssh_options(known_hosts), f"{self.user}@{self.address}", "--", remote]
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 30,
+        known_hosts: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `command` on the host over ssh; check=True raises on a non-zero exit."""
+        proc = subprocess.run(
+            self.ssh_argv(command, known_hosts),
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"on {self.netns}: {command!r} exited {proc.returncode}: {proc.stderr.strip()}"
+            )
+        return proc
+
+    def current_system(self) -> str | None:
+        """Where /run/current-system points inside the host (None if it does not exist)."""
+        proc = self.run("readlink /run/current-system || true")
+        return proc.stdout.strip() or None
+
+    def has_path(self, store_path: str) -> bool:
+        """`nix-store --check-validity` in the host's own store."""
+        return self.run(["nix-store", "--check-validity", store_path], check=False).returncode == 0
+
+    def kill_network(self) -> None:
+        """Make the host unreachable: its eth0 goes down inside the namespace.
+
+        The root side stays up, so its /30 route stays and nothing to 10.253.<n>.2 leaves
+        by the default route: connections time out (ConnectTimeout) like a dead host.
+        """
+        _run(["ip", "-n", self.netns, "link", "set", "eth0", "down"])
+
+    def restore_network(self) -> None:
+        _run(["ip", "-n", self.netns, "link", "set", "eth0", "up"])
+        deadline = time.monotonic() + 5
+        while not self._port_open() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop_sshd(self) -> None:
+        """Kill sshd only (the host refuses connections); `stop()` still cleans up."""
+        if self._sshd is not None:
+            _kill_and_wait([self._sshd.pid])
+            self._sshd.wait(timeout=5)
+
+    def leftovers(self) -> list[str]:
+        """What is left of this host on the machine (empty after `stop()`)."""
+        left = []
+        if self.netns and self.netns in netns_names():
+            left.append(f"netns {self.netns}")
+        if self.veth and _run(["ip", "link", "show", self.veth], check=False):
+            left.append(f"link {self.veth}")
+        if self.sshd_pid > 0 and Path(f"/proc/{self.sshd_pid}").exists():
+            left.append(f"sshd pid {self.sshd_pid}")
+        if self.mount_ns:
+            left += [f"pid {p} in {self.mount_ns}" for p in pids_in_mount_ns(self.mount_ns)]
+        if self.dir != Path():
+            left += [f"mount {m}" for m in mounts_below(self.dir)]
+            if self.dir.exists():
+                left.append(f"dir {self.dir}")
+        return left
