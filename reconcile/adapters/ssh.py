@@ -12,8 +12,8 @@ import base64
 import hashlib
 import shlex
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import fabric
@@ -21,6 +21,7 @@ import paramiko
 import structlog
 from invoke.exceptions import CommandTimedOut
 
+from reconcile.adapters import process
 from reconcile.core.desired import Ssh
 from reconcile.core.errors import CommandError, ProbeError, ReconcileError
 from reconcile.core.hosts import PROBE, HostObservation, parse_probe
@@ -34,14 +35,6 @@ class HostKeyError(ReconcileError):
 
 class UnreachableError(ReconcileError):
     """The host could not be reached in time: unknown, never absent."""
-
-
-@dataclass(frozen=True)
-class Result:
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -136,10 +129,11 @@ class Session:
 
     def run(
         self, argv: Sequence[str], *, check: bool = True, timeout_s: float | None = None
-    ) -> Result:
+    ) -> process.Completed:
         args = tuple(str(a) for a in argv)
         command = shlex.join(args)
         timeout = timeout_s if timeout_s is not None else self.ssh.command_timeout_s
+        started = time.monotonic()
         with self._lock:
             conn = self._connect()
             log.debug("ssh exec", host=self.ssh.host, argv=args)
@@ -157,7 +151,8 @@ class Session:
                 raise UnreachableError(
                     f"{self.ssh.host}: connection lost during {command}: {exc}"
                 ) from None
-        result = Result(args, done.exited, done.stdout, done.stderr)
+        seconds = time.monotonic() - started
+        result = process.Completed(args, done.exited, done.stdout, done.stderr, seconds)
         if check and result.returncode != 0:
             raise CommandError(
                 ("ssh", f"{self.ssh.user}@{self.ssh.host}", *args),

@@ -58,13 +58,3 @@ class HypervisorObservation:
     def __post_init__(self) -> None:
         if (self.domains is None) == (self.error is None):
             raise ValueError("an observation has either domains or an error")
-
-    def knows(self, name: str) -> bool:
-        """Whether `name` is known present or known absent; False means do nothing to it."""
-        return self.domains is not None and name not in self.unknown
-
-    def managed(self) -> Mapping[str, ObservedDomain]:
-        """The domains carrying a reconcile mark (of any lab)."""
-        if self.domains is None:
-            return {}
-        return {name: dom for name, dom in self.domains.items() if dom.mark is not None}

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import structlog
 
@@ -54,14 +55,12 @@ class Result:
     message: str = ""
 
 
-class Performer:
+class Performer(Protocol):
     """What the executor needs of the world, per action."""
 
-    def check(self, action: Action) -> Check:  # pragma: no cover - interface
-        raise NotImplementedError
+    def check(self, action: Action) -> Check: ...
 
-    def perform(self, action: Action) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    def perform(self, action: Action) -> None: ...
 
 
 def _fault(when: str, key: str) -> None:

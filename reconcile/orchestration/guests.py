@@ -18,7 +18,7 @@ from reconcile.core.domain import DomainSpec, Mark, Share
 from reconcile.core.errors import ReconcileError
 from reconcile.core.intent import GuestIntent, store_view
 from reconcile.core.observed import DomainState, ObservedDomain
-from reconcile.orchestration.executor import Check, Performer, StaleError
+from reconcile.orchestration.executor import Check, StaleError
 from reconcile.orchestration.pipeline import Context
 
 log = structlog.get_logger(__name__)
@@ -38,7 +38,9 @@ def ready_line(intent: GuestIntent) -> str:
     return f"{READY_PREFIX}{intent.toplevel}"
 
 
-class GuestPerformer(Performer):
+class GuestPerformer:
+    """The executor's Performer for guests (and the kernels and closures they need)."""
+
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
