@@ -104,7 +104,8 @@ def phases(path: Path) -> None:
     guests = list(manifest.guests.values())
     pipeline.resolve_kernels(manifest, guests)
     t2 = clock()
-    wanted, unbuilt, _kernels = pipeline.intents(manifest, ())
+    resolved = pipeline.intents(manifest, ())
+    wanted, unbuilt = resolved.guests, resolved.unbuilt
     t3 = clock()
     ctx = pipeline.Context(manifest)
     observations = pipeline.observe(ctx)

@@ -42,12 +42,18 @@ let
   '';
 
   behaviours = [ "ok" "fail" "degraded" ];
-  knownOptions = [ "message" "switchBehaviour" "failBuild" ];
+  knownOptions = [ "message" "switchBehaviour" "failBuild" "healthy" "switchDelay" ];
 
   mkSystem = name: options:
     let
       unknown = builtins.filter (o: !(builtins.elem o knownOptions)) (builtins.attrNames options);
-      o = { message = name; switchBehaviour = "ok"; failBuild = false; } // options;
+      o = {
+        message = name;
+        switchBehaviour = "ok";
+        failBuild = false;
+        healthy = true;
+        switchDelay = 0;
+      } // options;
     in
     if unknown != [ ] then
       throw "nix/systems.nix: ${name}: unknown option(s) ${toString unknown} (known: ${toString knownOptions})"
@@ -59,6 +65,8 @@ let
           # Passed through the environment, never spliced into shell text.
           inherit (o) message switchBehaviour;
           systemName = name;
+          health = if o.healthy then "ok" else "broken";
+          switchDelay = toString o.switchDelay;
           failBuild = if o.failBuild then "1" else "";
         }
         ''
@@ -70,7 +78,8 @@ let
           fi
           fill() {
             $b sed -e "s|@out@|$out|g" -e "s|@name@|$systemName|g" \
-              -e "s|@switchBehaviour@|$switchBehaviour|g" "$1" > "$2"
+              -e "s|@switchBehaviour@|$switchBehaviour|g" \
+              -e "s|@switchDelay@|$switchDelay|g" "$1" > "$2"
             $b chmod 0555 "$2"
           }
           $b mkdir -p $out/bin $out/etc/acpi/PWRF
@@ -80,6 +89,7 @@ let
           fill ${./switch-to-configuration.sh} $out/bin/switch-to-configuration
           fill ${./power-button.sh} $out/etc/acpi/PWRF/00000080
           $b printf '%s\n' "$message" > $out/etc/reconcile-message
+          $b printf '%s\n' "$health" > $out/etc/reconcile-health
           echo "$systemName" > $out/nixos-version
           echo "${system}" > $out/system
           echo "root=tmpfs" > $out/kernel-params

@@ -5,6 +5,7 @@
 #   dry-activate:  say what switch would do
 # switchBehaviour (nix/systems.nix) = @switchBehaviour@:
 #   ok: exit 0; fail: exit 1 before changing anything; degraded: do it, then exit 4.
+# switchDelay = @switchDelay@: seconds to wait before acting (for tests that cut SSH mid-way).
 export PATH=@out@/sw/bin:$PATH
 toplevel=@out@
 behaviour=@switchBehaviour@
@@ -24,6 +25,7 @@ link() { # link NAME: /run/NAME -> toplevel, replaced atomically
   mv -fT "/run/.$1.$$" "/run/$1"
 }
 
+sleep @switchDelay@
 if [ "$behaviour" = fail ]; then
   echo "switch-to-configuration: $action of $toplevel failed (switchBehaviour = fail)" >&2
   exit 1

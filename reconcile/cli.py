@@ -25,12 +25,16 @@ from reconcile.orchestration.executor import Outcome, Result
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+EXIT_DEGRADED = 3
+EXIT_ROLLED_BACK = 4
 
 EPILOG = """\
 exit codes:
   0  success, no changes
-  1  error (invalid manifest, failed action, lock held, ...)
+  1  error (invalid manifest, failed action, unreachable host, lock held, ...)
   2  changes present (plan --detailed-exitcode, drift)
+  3  apply: done, but a host's switch-to-configuration reported failed units (degraded)
+  4  apply: a host failed activation or health checks and was rolled back
 
 Run `reconcile COMMAND --help` for a command's options.
 """
@@ -84,6 +88,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"Saved the plan to {args.out}; apply it with: reconcile apply {args.out}",
             file=sys.stderr,
         )
+    unknown = outcome.plan.unknown()
+    if unknown:
+        print(
+            f"error: the plan is incomplete: {', '.join(sorted(unknown))} could not be observed",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     if args.detailed_exitcode and outcome.plan.has_changes():
         return EXIT_CHANGES
     return EXIT_OK
@@ -99,29 +110,67 @@ def _confirm() -> bool:
     return answer.strip() == "yes"
 
 
-def _summary(results: list[Result]) -> tuple[str, bool]:
+def _status(items: list[Result]) -> str:
+    """One subject's status. Its steps after a rollback are blocked: that is the rollback."""
+    outcomes = {r.outcome for r in items}
+    if outcomes & {Outcome.FAILED, Outcome.STALE}:
+        return "FAILED"
+    if Outcome.ROLLED_BACK in outcomes:
+        return "ROLLED BACK"
+    if Outcome.BLOCKED in outcomes:
+        return "FAILED"
+    if Outcome.DEGRADED in outcomes:
+        return "DEGRADED"
+    return "ok"
+
+
+def _by_subject(results: list[Result]) -> dict[str, list[Result]]:
     by_subject: dict[str, list[Result]] = {}
     for result in results:
         by_subject.setdefault(result.action.subject, []).append(result)
+    return by_subject
+
+
+def _exit_code(results: list[Result], unknown: list[str]) -> int:
+    """1 beats 4 beats 3: an error needs a person before anything else does."""
+    statuses = {_status(items) for items in _by_subject(results).values()}
+    if unknown or "FAILED" in statuses:
+        return EXIT_ERROR
+    if "ROLLED BACK" in statuses:
+        return EXIT_ROLLED_BACK
+    if "DEGRADED" in statuses:
+        return EXIT_DEGRADED
+    return EXIT_OK
+
+
+def _summary(results: list[Result], unknown: dict[str, str]) -> str:
+    """Per guest and host: its status, each step's outcome and time, and what went wrong."""
+    by_subject = _by_subject(results)
     lines = ["", "Apply results:"]
-    width = max((len(s) for s in by_subject), default=0)
+    width = max((len(s) for s in [*by_subject, *unknown]), default=0)
     for subject, items in sorted(by_subject.items()):
-        bad = [r for r in items if not r.outcome.ok()]
         steps = ", ".join(
             f"{r.action.kind.value} {r.outcome.value} {r.seconds:.1f}s" for r in items
         )
-        lines.append(f"  {subject.ljust(width)}  {'FAILED' if bad else 'ok':6}  {steps}")
-        for r in bad:
-            message = r.message.replace("\n", "\n      ")
-            lines.append(f"      {r.action.kind.value} {r.outcome.value}: {message}")
+        lines.append(f"  {subject.ljust(width)}  {_status(items):11}  {steps}")
+        for r in items:
+            if r.message:
+                message = r.message.replace("\n", "\n      ")
+                lines.append(f"      {r.action.kind.value} {r.outcome.value}: {message}")
+    for subject, why in sorted(unknown.items()):
+        lines.append(f"  {subject.ljust(width)}  {'UNKNOWN':11}  not acted on: {why}")
     counts = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
-    ok = all(r.outcome.ok() for r in results)
-    lines.append(
-        ("Apply complete: " if ok else "Apply FAILED: ")
-        + ", ".join(f"{n} {o.value}" for o, n in counts.items() if n)
-        + "."
-    )
-    return "\n".join(lines) + "\n", ok
+    code = _exit_code(results, list(unknown))
+    head = {
+        EXIT_OK: "Apply complete: ",
+        EXIT_DEGRADED: "Apply complete, DEGRADED: ",
+        EXIT_ROLLED_BACK: "Apply ROLLED BACK: ",
+    }.get(code, "Apply FAILED: ")
+    parts = [f"{n} {o.value}" for o, n in counts.items() if n]
+    if unknown:
+        parts.append(f"{len(unknown)} unknown ({', '.join(sorted(unknown))})")
+    lines.append(head + (", ".join(parts) or "nothing to do") + f" (exit {code}).")
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
@@ -133,18 +182,24 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         json_output=args.json,
     )
     with runs.session(args.manifest, plan_options, options) as session:
+        plan = session.planned.plan
         print(session.planned.rendered(json_output=args.json), end="")
-        if not session.planned.plan.actions():
+        unknown = plan.unknown()
+        results: list[Result] = []
+        if plan.actions():
+            if not args.yes and not _confirm():
+                print("Apply cancelled.", file=sys.stderr)
+                return EXIT_ERROR
+            results = session.apply(options, lambda _result: None)  # progress is in the logs
+        elif not unknown:
             return EXIT_OK
-        if not args.yes and not _confirm():
-            print("Apply cancelled.", file=sys.stderr)
-            return EXIT_ERROR
-        results = session.apply(options, lambda _result: None)  # progress is in the logs
-    text, ok = _summary(results)
+    code = _exit_code(results, list(unknown))
     if args.json:
         print(
             json.dumps(
                 {
+                    "exit_code": code,
+                    "unknown": unknown,
                     "results": [
                         {
                             "key": r.action.key,
@@ -153,14 +208,14 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                             "message": r.message,
                         }
                         for r in results
-                    ]
+                    ],
                 },
                 indent=2,
             )
         )
     else:
-        print(text, end="")
-    return EXIT_OK if ok else EXIT_ERROR
+        print(_summary(results, unknown), end="")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ import structlog
 from invoke.exceptions import CommandTimedOut
 
 from reconcile.adapters import process
+from reconcile.adapters.agent import passphrase
 from reconcile.core.desired import Ssh
 from reconcile.core.errors import CommandError, ProbeError, ReconcileError
 from reconcile.core.hosts import PROBE, HostObservation, parse_probe
@@ -42,7 +43,7 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def _known_name(ssh: Ssh) -> str:
+def known_name(ssh: Ssh) -> str:
     return ssh.host if ssh.port == 22 else f"[{ssh.host}]:{ssh.port}"
 
 
@@ -52,7 +53,7 @@ def pinned_keys(ssh: Ssh) -> paramiko.HostKeys:
     if ssh.host_key is not None:
         kind, data = ssh.host_key.split()[:2]
         key = paramiko.PKey.from_type_string(kind, base64.b64decode(data))
-        keys.add(_known_name(ssh), kind, key)
+        keys.add(known_name(ssh), kind, key)
     elif ssh.known_hosts is not None:
         try:
             keys.load(str(ssh.known_hosts))
@@ -94,6 +95,7 @@ class Session:
         }
         if ssh.identity is not None:
             connect_kwargs["key_filename"] = str(ssh.identity)
+            connect_kwargs["passphrase"] = passphrase(ssh)
             connect_kwargs["allow_agent"] = False
             connect_kwargs["look_for_keys"] = False
         conn = fabric.Connection(
@@ -151,6 +153,9 @@ class Session:
                 raise UnreachableError(
                     f"{self.ssh.host}: connection lost during {command}: {exc}"
                 ) from None
+        if done.exited == -1:  # no exit status: the session died under the command
+            self.close()
+            raise UnreachableError(f"{self.ssh.host}: connection lost during {command}")
         seconds = time.monotonic() - started
         result = process.Completed(args, done.exited, done.stdout, done.stderr, seconds)
         if check and result.returncode != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from reconcile.core.hosts import HostIntent
 from reconcile.core.intent import GuestIntent
 
 
@@ -18,12 +19,18 @@ class ActionKind(StrEnum):
     WAIT_READY = "wait-ready"  # the system's readiness line on the serial console
     DESTROY = "destroy"  # stop at once
     UNDEFINE = "undefine"  # remove the definition and release the GC root
+    # baremetal hosts, in this order
+    COPY = "copy"  # `nix copy` the closure into the host's store (nothing if present)
+    PROFILE = "profile"  # point the host's system profile at it (not for `test`)
+    ACTIVATE = "activate"  # switch-to-configuration switch|boot|test, detached from SSH
+    REBOOT = "reboot"  # `boot` with reboot = true: reboot and wait for the new boot id
+    HEALTH = "health"  # the manifest's checks; on failure roll back to `previous`
 
 
 @dataclass(frozen=True)
 class Action:
     kind: ActionKind
-    subject: str  # guest name, or "closures" for the build
+    subject: str  # guest or host name, or "closures" for the build
     hypervisor: str = ""
     domain: str = ""
     intent: GuestIntent | None = None
@@ -31,6 +38,9 @@ class Action:
     graceful: bool = True  # SHUTDOWN: try ACPI first
     timeout_s: float = 0.0
     path: str = ""  # BUILD_KERNEL: the build's directory
+    host: HostIntent | None = None  # host actions
+    previous: str = ""  # host actions: the system to roll back to ("" = none known)
+    boot_id: str = ""  # REBOOT: the boot observed before it
 
     @property
     def key(self) -> str:

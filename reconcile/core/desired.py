@@ -114,6 +114,8 @@ class Ssh:
     identity: Path | None
     connect_timeout_s: float
     command_timeout_s: float
+    total_timeout_s: float = 1800.0
+    passphrase_env: str | None = None  # the variable's name; its value is a secret
 
 
 @dataclass(frozen=True)

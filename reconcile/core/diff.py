@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from reconcile.core.desired import GuestState, RestartPolicy
 from reconcile.core.domain import DomainFacts
+from reconcile.core.hosts import HostChange
 from reconcile.core.intent import GuestIntent
 from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
 
@@ -184,9 +185,12 @@ class Diff:
     lab: str
     changes: tuple[GuestChange, ...]
     unmanaged: tuple[tuple[str, str], ...]  # (hypervisor, domain) not ours: listed, never touched
+    hosts: tuple[HostChange, ...] = ()
 
     def has_changes(self) -> bool:
-        return any(c.kind.is_change() for c in self.changes)
+        return any(c.kind.is_change() for c in self.changes) or any(
+            h.kind.is_change() for h in self.hosts
+        )
 
 
 def diff_lab(

@@ -75,6 +75,17 @@ class PlanError(ReconcileError):
     """The plan cannot be made (a cycle, an unresolvable input, a stale saved plan)."""
 
 
+class RolledBackError(ReconcileError):
+    """A host's activation or health checks failed; it is back on its previous system."""
+
+
+class DegradedError(ReconcileError):
+    """The action took effect but left the subject degraded (switch-to-configuration's 4).
+
+    Raised by a performer to say "done, degraded": its dependents still run.
+    """
+
+
 class ApplyError(ReconcileError):
     """Applying failed in a way that is not one action's failure."""
 

@@ -1,12 +1,22 @@
-"""A baremetal host as observed: which system is active, which booted, which boot.
+"""Baremetal hosts: what one should run, what it runs, and the difference.
 
 The probe is a fixed command (no manifest data in it) whose `key=value` lines a pure
-parser reads. One round trip per host.
+parser reads: one round trip per host. The diff is pure and keeps unknown (the probe
+failed) apart from everything else: an unknown host is never acted on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from reconcile.core.desired import Activation, Host
+
+SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
+# Written on the host by the health step once the active system passed its checks; on /run,
+# so a reboot forgets it and the booted system is checked again.
+STATE_DIR = "/run/reconcile"
+CONFIRMED = f"{STATE_DIR}/confirmed"
 
 # Runs on the host through its login shell's `sh`; systemd's view only where systemd is.
 PROBE = (
@@ -14,6 +24,8 @@ PROBE = (
     "-c",
     'echo "current=$(readlink /run/current-system)"; '
     'echo "booted=$(readlink /run/booted-system)"; '
+    f'echo "profile=$(readlink -f {SYSTEM_PROFILE} 2>/dev/null)"; '
+    f'echo "confirmed=$(cat {CONFIRMED} 2>/dev/null)"; '
     'echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"; '
     "if [ -d /run/systemd/system ]; then "
     'echo "systemd=$(systemctl is-system-running 2>/dev/null)"; '
@@ -27,6 +39,8 @@ class HostObservation:
     booted: str | None  # /run/booted-system's target
     boot_id: str
     systemd: str  # "running", "degraded", ... or "absent" (no systemd: activate directly)
+    profile: str | None = None  # the system profile's current generation, resolved
+    confirmed: str | None = None  # the system whose health checks last passed
 
     @property
     def has_systemd(self) -> bool:
@@ -48,4 +62,97 @@ def parse_probe(output: str) -> HostObservation:
         booted=values["booted"] or None,
         boot_id=values["boot_id"],
         systemd=values["systemd"] or "unknown",
+        profile=values.get("profile") or None,
+        confirmed=values.get("confirmed") or None,
     )
+
+
+@dataclass(frozen=True)
+class HostIntent:
+    """A host of the manifest with its system resolved to a store path."""
+
+    host: Host
+    toplevel: str
+    installable: str
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+
+class HostChangeKind(StrEnum):
+    SWITCH = "switch"  # copy, set the profile, activate, check health (or roll back)
+    REBOOT = "reboot"  # the profile is right, the host has not booted it: reboot (allowed)
+    VERIFY = "verify"  # active as desired, but its health was never confirmed
+    NOOP = "no-op"
+    UNKNOWN = "unknown"
+
+    def is_change(self) -> bool:
+        return self in (HostChangeKind.SWITCH, HostChangeKind.REBOOT, HostChangeKind.VERIFY)
+
+
+@dataclass(frozen=True)
+class HostChange:
+    name: str
+    target: str  # user@host:port, for people
+    kind: HostChangeKind
+    before: str | None = None  # the system the host runs (or boots next, for `boot`)
+    after: str | None = None
+    note: str = ""
+    intent: HostIntent | None = None
+    observation: HostObservation | None = None
+    reboot: bool = False  # a SWITCH that reboots into the new system after `boot`
+
+
+def ssh_target(host: Host) -> str:
+    return f"{host.ssh.user}@{host.ssh.host}:{host.ssh.port}"
+
+
+def diff_host(intent: HostIntent, seen: HostObservation | None, error: str = "") -> HostChange:
+    """The change that brings one host to its intent; `seen` None means unknown (`error`)."""
+    host = intent.host
+    base = HostChange(host.name, ssh_target(host), HostChangeKind.NOOP, after=intent.toplevel)
+    if seen is None:
+        return replace(base, kind=HostChangeKind.UNKNOWN, note=error or "not observed")
+    base = replace(base, intent=intent, observation=seen)
+    degraded = f" (systemd: {seen.systemd})" if seen.systemd not in ("running", "absent") else ""
+    if host.activation is Activation.BOOT:
+        if seen.profile != intent.toplevel:
+            note = (
+                "boot: then reboot into it and wait for the new boot"
+                if host.reboot
+                else "boot: active at the next boot (reboot = false: not rebooted by reconcile)"
+            )
+            return replace(
+                base,
+                kind=HostChangeKind.SWITCH,
+                before=seen.profile,
+                note=note,
+                reboot=host.reboot,
+            )
+        if seen.booted != intent.toplevel:
+            if host.reboot:
+                return replace(
+                    base,
+                    kind=HostChangeKind.REBOOT,
+                    before=seen.booted,
+                    note="set to boot, not yet booted",
+                )
+            return replace(
+                base,
+                before=seen.booted,
+                note="set to boot at the next reboot (reboot = false)" + degraded,
+            )
+    elif seen.current != intent.toplevel:
+        return replace(
+            base, kind=HostChangeKind.SWITCH, before=seen.current, note=host.activation.value
+        )
+    active = seen.current
+    if seen.confirmed != active or active is None:
+        return replace(
+            base,
+            kind=HostChangeKind.VERIFY,
+            before=active,
+            note="active, but its health checks never passed",
+        )
+    return replace(base, before=active, note=degraded.strip(" ()"))

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconcile.core.actions import Action, ActionKind
-from reconcile.core.desired import GuestState
+from reconcile.core.desired import Activation, GuestState
 from reconcile.core.diff import ChangeKind, Diff, GuestChange
 from reconcile.core.errors import PlanError
+from reconcile.core.hosts import HostChange, HostChangeKind
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -41,6 +42,12 @@ class Plan:
 
     def has_changes(self) -> bool:
         return self.diff.has_changes() or bool(self.kernels_to_remove)
+
+    def unknown(self) -> dict[str, str]:
+        """What could not be observed, with why: the plan says nothing about it."""
+        found = {c.name: c.note for c in self.diff.changes if c.kind is ChangeKind.UNKNOWN}
+        found.update((h.name, h.note) for h in self.diff.hosts if h.kind is HostChangeKind.UNKNOWN)
+        return found
 
     @functools.cached_property
     def graph(self) -> nx.DiGraph[str]:
@@ -128,6 +135,39 @@ def _guest_actions(change: GuestChange, needs: list[str]) -> Iterator[tuple[Acti
         yield step(act(ActionKind.WAIT_READY, intent.guest.boot_timeout_s))
 
 
+def _host_actions(change: HostChange, needs: list[str]) -> Iterator[tuple[Action, list[str]]]:
+    """One host's actions in order: copy, profile, activate, [reboot], health."""
+    intent, seen = change.intent, change.observation
+    if intent is None or seen is None or not change.kind.is_change():
+        return
+    host = intent.host
+    previous = (seen.profile if host.activation is Activation.BOOT else seen.current) or ""
+    kinds: list[ActionKind] = []
+    if change.kind is HostChangeKind.SWITCH:
+        kinds += [ActionKind.COPY]
+        if host.activation is not Activation.TEST:
+            kinds.append(ActionKind.PROFILE)
+        kinds.append(ActionKind.ACTIVATE)
+        if change.reboot:
+            kinds.append(ActionKind.REBOOT)
+    elif change.kind is HostChangeKind.REBOOT:
+        kinds.append(ActionKind.REBOOT)
+    kinds.append(ActionKind.HEALTH)
+    deps = needs
+    for kind in kinds:
+        timeout = host.health_timeout_s if kind is ActionKind.HEALTH else 0.0
+        action = Action(
+            kind,
+            host.name,
+            host=intent,
+            previous=previous if change.kind is HostChangeKind.SWITCH else "",
+            boot_id=seen.boot_id,
+            timeout_s=timeout,
+        )
+        yield action, deps
+        deps = [action.key]
+
+
 def make_plan(
     diff: Diff,
     unbuilt: dict[str, str],
@@ -141,7 +181,9 @@ def make_plan(
     nodes: dict[str, Action] = {}
     edges: list[tuple[str, str]] = []
     defining = [c for c in diff.changes if c.redefine and c.kind.is_change()]
-    to_build = tuple(sorted({unbuilt[c.name] for c in defining if c.name in unbuilt}))
+    switching = [h for h in diff.hosts if h.kind is HostChangeKind.SWITCH]
+    names = [c.name for c in defining] + [h.name for h in switching]
+    to_build = tuple(sorted({unbuilt[n] for n in names if n in unbuilt}))
     if to_build:
         nodes[BUILD_KEY] = Action(ActionKind.BUILD, "closures", installables=to_build)
     wanted = {c.intent.kernel.name for c in defining if c.intent is not None}
@@ -154,6 +196,11 @@ def make_plan(
         if change.intent is not None and f"kernel:{change.intent.kernel.name}" in nodes:
             needs.append(f"kernel:{change.intent.kernel.name}")
         for action, deps in _guest_actions(change, needs):
+            nodes[action.key] = action
+            edges.extend((dep, action.key) for dep in deps)
+    for host in diff.hosts:
+        needs = [BUILD_KEY] if host.name in unbuilt and BUILD_KEY in nodes else []
+        for action, deps in _host_actions(host, needs):
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
     for directory in stale_kernels:

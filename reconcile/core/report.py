@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from reconcile.core.diff import ChangeKind, GuestChange
+from reconcile.core.hosts import HostChange, HostChangeKind
 from reconcile.core.plan import Plan
 
 FORMAT_VERSION = 1
@@ -57,6 +58,25 @@ def _change_lines(change: GuestChange) -> list[str]:
     return lines
 
 
+_HOST_LABELS = {
+    HostChangeKind.SWITCH: "will be switched to its new system",
+    HostChangeKind.REBOOT: "will be rebooted into its new system",
+    HostChangeKind.VERIFY: "will have its health checked",
+    HostChangeKind.UNKNOWN: "is unknown and left alone",
+}
+
+
+def _host_lines(change: HostChange) -> list[str]:
+    symbol = {HostChangeKind.UNKNOWN: "?", HostChangeKind.NOOP: " "}.get(change.kind, "~")
+    head = f"  {symbol} host {change.name} ({change.target})"
+    lines = [f"{head} {_HOST_LABELS.get(change.kind, '')}".rstrip()]
+    if change.kind in (HostChangeKind.SWITCH, HostChangeKind.REBOOT):
+        lines.append(f"      system: {change.before or '(none)'} -> {change.after}")
+    if change.note:
+        lines.append(f"      ({change.note})")
+    return lines
+
+
 def render_text(plan: Plan) -> str:
     diff = plan.diff
     out: list[str] = []
@@ -80,6 +100,12 @@ def render_text(plan: Plan) -> str:
         for change in shown:
             out += _change_lines(change)
         out.append("")
+    hosts = [h for h in diff.hosts if h.kind is not HostChangeKind.NOOP]
+    if hosts:
+        out.append("Hosts:")
+        for host in hosts:
+            out += _host_lines(host)
+        out.append("")
     if diff.unmanaged:
         out.append("Unmanaged domains (no reconcile mark for this lab; never touched):")
         out += [f"  {domain} on {hv}" for hv, domain in diff.unmanaged]
@@ -87,14 +113,21 @@ def render_text(plan: Plan) -> str:
     counts = Counter(c.kind for c in diff.changes)
     if plan.has_changes():
         parts = [f"{counts[k]} to {k.value}" for k in _SUMMARY_ORDER if counts[k]]
+        host_counts = Counter(h.kind for h in diff.hosts)
+        parts += [
+            f"{host_counts[k]} host(s) to {k.value}"
+            for k in (HostChangeKind.SWITCH, HostChangeKind.REBOOT, HostChangeKind.VERIFY)
+            if host_counts[k]
+        ]
         if plan.kernels_to_remove:
             parts.append(f"{len(plan.kernels_to_remove)} kernel build(s) to remove")
         out.append("Plan: " + ", ".join(parts) + ".")
     else:
         out.append(f"No changes. Lab '{diff.lab}' matches the manifest.")
     problems = counts[ChangeKind.UNKNOWN] + counts[ChangeKind.CONFLICT]
+    problems += sum(1 for h in diff.hosts if h.kind is HostChangeKind.UNKNOWN)
     if problems:
-        out.append(f"Warning: {problems} guest(s) could not be planned (see above).")
+        out.append(f"Warning: {problems} guest(s) or host(s) could not be planned (see above).")
     return "\n".join(out) + "\n"
 
 
@@ -120,6 +153,24 @@ def _change_json(change: GuestChange) -> dict[str, Any]:
     return doc
 
 
+def _host_json(change: HostChange) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "host": change.name,
+        "target": change.target,
+        "change": change.kind.value,
+        "before": change.before,
+        "after": change.after,
+        "note": change.note,
+    }
+    if change.intent is not None:
+        doc["desired"] = {
+            "system": change.intent.toplevel,
+            "activation": change.intent.host.activation.value,
+            "reboot": change.reboot,
+        }
+    return doc
+
+
 def render_json(plan: Plan) -> dict[str, Any]:
     diff = plan.diff
     counts = Counter(c.kind.value for c in diff.changes)
@@ -134,6 +185,10 @@ def render_json(plan: Plan) -> dict[str, Any]:
             {"kernel": name, "directory": directory} for name, directory in plan.kernels_to_build
         ],
         "changes": [_change_json(c) for c in diff.changes],
+        "hosts": [_host_json(h) for h in diff.hosts],
+        "host_summary": {
+            k.value: sum(1 for h in diff.hosts if h.kind is k) for k in HostChangeKind
+        },
         "actions": [
             {
                 "key": a.key,

@@ -19,7 +19,7 @@ from typing import Protocol
 import structlog
 
 from reconcile.core.actions import Action
-from reconcile.core.errors import ReconcileError
+from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
 from reconcile.core.plan import Plan
 
 log = structlog.get_logger(__name__)
@@ -29,13 +29,15 @@ FAULT_ENV = "RECONCILE_FAULT"  # test hook: "kill-before:KEY" or "kill-after:KEY
 
 class Outcome(StrEnum):
     DONE = "done"
+    DEGRADED = "degraded"  # done, but the subject reports failed units (its dependents run)
     SKIPPED = "skipped"  # already satisfied when re-checked
     FAILED = "failed"
     STALE = "stale"  # the world changed since the plan: not acted on
     BLOCKED = "blocked"  # a dependency failed
+    ROLLED_BACK = "rolled-back"  # failed, and the host is back on its previous system
 
     def ok(self) -> bool:
-        return self in (Outcome.DONE, Outcome.SKIPPED)
+        return self in (Outcome.DONE, Outcome.DEGRADED, Outcome.SKIPPED)
 
 
 class Check(StrEnum):
@@ -71,7 +73,7 @@ def _fault(when: str, key: str) -> None:
 
 def _run_one(performer: Performer, action: Action) -> Result:
     started = time.monotonic()
-    bound = log.bind(action=action.key, guest=action.subject)
+    bound = log.bind(action=action.key, subject=action.subject)
     try:
         _fault("kill-before", action.key)
         if performer.check(action) is Check.SATISFIED:
@@ -80,6 +82,12 @@ def _run_one(performer: Performer, action: Action) -> Result:
         bound.info("start")
         performer.perform(action)
         _fault("kill-after", action.key)
+    except DegradedError as error:
+        bound.warning("done, degraded", error=error.message)
+        return Result(action, Outcome.DEGRADED, time.monotonic() - started, error.message)
+    except RolledBackError as error:
+        bound.error("rolled back", error=error.message)
+        return Result(action, Outcome.ROLLED_BACK, time.monotonic() - started, error.message)
     except StaleError as error:
         bound.error("plan is stale", error=error.message)
         return Result(action, Outcome.STALE, time.monotonic() - started, error.message)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 
-from reconcile.adapters import files, kernel_build, nix
+from reconcile.adapters import files, kernel_build, nix, ssh
+from reconcile.adapters.agent import Agent
 from reconcile.adapters.kernels import resolve_prebuilt
 from reconcile.adapters.libvirt import LibvirtHypervisor
 from reconcile.core.desired import Guest, GuestMode, Manifest, PrebuiltKernel
 from reconcile.core.diff import diff_lab
 from reconcile.core.errors import PlanError, ReconcileError
+from reconcile.core.hosts import HostChange, HostIntent, HostObservation, diff_host
 from reconcile.core.intent import (
     GuestIntent,
     KernelInputs,
@@ -26,11 +29,12 @@ from reconcile.core.kconfig import describe_missing, fix_fragment, missing_optio
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.observed import HypervisorObservation
 from reconcile.core.plan import Plan, make_plan
-from reconcile.core.select import select_guests
+from reconcile.core.select import select
 
 log = structlog.get_logger(__name__)
 
 HypervisorFactory = Callable[[str], LibvirtHypervisor]
+HOST_PROBES = 16  # hosts probed at once
 
 
 @dataclass(frozen=True)
@@ -41,21 +45,49 @@ class PlanOptions:
 
 @dataclass
 class Context:
-    """What one run holds open: the manifest and one connection per hypervisor."""
+    """What one run holds open: the manifest, one connection per hypervisor and per host."""
 
     manifest: Manifest
     connect: HypervisorFactory = LibvirtHypervisor
     _hypervisors: dict[str, LibvirtHypervisor] = field(default_factory=dict)
+    _sessions: dict[str, ssh.Session] = field(default_factory=dict)
+    seen_hosts: dict[str, HostObservation] = field(default_factory=dict)
+    _agent: Agent | None = None
 
     def hypervisor(self, name: str) -> LibvirtHypervisor:
         if name not in self._hypervisors:
             self._hypervisors[name] = self.connect(self.manifest.hypervisors[name].uri)
         return self._hypervisors[name]
 
+    def session(self, host: str) -> ssh.Session:
+        """The run's SSH connection to a host (opened on first command)."""
+        if host not in self._sessions:
+            self._sessions[host] = ssh.Session(self.manifest.hosts[host].ssh)
+        return self._sessions[host]
+
+    def reconnect(self, host: str) -> ssh.Session:
+        """A new connection in place of one that dropped."""
+        old = self._sessions.pop(host, None)
+        if old is not None:
+            old.close()
+        return self.session(host)
+
+    def agent_env(self, host: str) -> dict[str, str]:
+        """Environment giving OpenSSH the host's passphrase-protected identity (an agent)."""
+        if self._agent is None:
+            self._agent = Agent(self.manifest.lab.state_dir / "ssh")
+        return self._agent.env(self.manifest.hosts[host].ssh)
+
     def close(self) -> None:
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
         for hv in self._hypervisors.values():
             hv.close()
         self._hypervisors.clear()
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
 
 
 def load(path: Path) -> Manifest:
@@ -101,12 +133,19 @@ def resolve_kernels(
     return kernels, to_build
 
 
-def intents(
-    manifest: Manifest, targets: Sequence[str]
-) -> tuple[list[GuestIntent], dict[str, str], dict[str, str]]:
-    """Each targeted guest's intent, the installables not yet built (by guest), and the
-    kernels to build (by kernel)."""
-    guests = select_guests(manifest, targets)
+@dataclass(frozen=True)
+class Wanted:
+    """The targeted guests and hosts with their inputs resolved."""
+
+    guests: list[GuestIntent]
+    hosts: list[HostIntent]
+    unbuilt: dict[str, str]  # installables not yet in the store, by guest or host name
+    kernels: dict[str, str]  # kernels to build, with their build directory
+
+
+def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
+    """Each targeted guest's and host's intent; all systems are evaluated in one call."""
+    guests, hosts = select(manifest, targets)
     for guest in guests:
         if guest.mode is not GuestMode.IMAGELESS:
             raise ReconcileError(
@@ -114,18 +153,24 @@ def intents(
                 hint="disk guests come with their own issue; remove it or use --target",
             )
     kernels, kernels_to_build = resolve_kernels(manifest, guests)
-    installables = {g.name: system_installable(manifest.lab.flake, g.system) for g in guests}
+    systems = [(g.name, g.system) for g in guests] + [(h.name, h.system) for h in hosts]
+    installables = {name: system_installable(manifest.lab.flake, s) for name, s in systems}
     cache = nix.EvalCache(manifest.lab.state_dir / "eval-cache.json")
     toplevels = nix.resolve_systems(manifest.lab.flake, sorted(set(installables.values())), cache)
     result = []
-    unbuilt = {}
+    unbuilt = {
+        name: installable
+        for name, installable in installables.items()
+        if not nix.is_built(toplevels[installable])
+    }
     for guest in guests:
         assert guest.kernel is not None
         toplevel = toplevels[installables[guest.name]]
         result.append(guest_intent(manifest, guest, toplevel, kernels[guest.kernel]))
-        if not nix.is_built(toplevel):
-            unbuilt[guest.name] = installables[guest.name]
-    return result, unbuilt, kernels_to_build
+    host_intents = [
+        HostIntent(h, toplevels[installables[h.name]], installables[h.name]) for h in hosts
+    ]
+    return Wanted(result, host_intents, unbuilt, kernels_to_build)
 
 
 def observe(ctx: Context) -> dict[str, HypervisorObservation]:
@@ -138,17 +183,43 @@ def observe(ctx: Context) -> dict[str, HypervisorObservation]:
     return observations
 
 
+def observe_hosts(ctx: Context, hosts: Sequence[HostIntent]) -> list[HostChange]:
+    """Each host probed over its own connection, in parallel; a failure is unknown."""
+
+    def one(intent: HostIntent) -> HostChange:
+        started = time.monotonic()
+        try:
+            seen = ssh.observe_host(ctx.session(intent.name))
+        except ReconcileError as error:
+            why = error.message + (f" (hint: {error.hint})" if error.hint else "")
+            log.warning("host unknown", host=intent.name, error=error.message)
+            return diff_host(intent, None, why)
+        log.debug("observed", host=intent.name, seconds=round(time.monotonic() - started, 3))
+        ctx.seen_hosts[intent.name] = seen
+        return diff_host(intent, seen)
+
+    for intent in hosts:
+        ctx.session(intent.name)  # made here, not racing in the threads
+    if len(hosts) <= 1:
+        return [one(h) for h in hosts]
+    with ThreadPoolExecutor(max_workers=min(HOST_PROBES, len(hosts))) as pool:
+        return list(pool.map(one, hosts))
+
+
 def make(ctx: Context, options: PlanOptions) -> Plan:
-    wanted, unbuilt, kernels = intents(ctx.manifest, options.targets)
-    observations = observe(ctx)
-    scope = frozenset(g.name for g in select_guests(ctx.manifest, options.targets))
+    wanted = intents(ctx.manifest, options.targets)
+    observations = observe(ctx) if wanted.guests or not options.targets else {}
+    host_changes = observe_hosts(ctx, wanted.hosts)
+    scope = frozenset(g.name for g in wanted.guests)
     diff = diff_lab(
         ctx.manifest.lab.name,
-        wanted,
+        wanted.guests,
         observations,
         prune=options.prune,
         scope=scope if options.targets else None,
     )
+    diff = replace(diff, hosts=tuple(host_changes))
+    unbuilt, kernels = wanted.unbuilt, wanted.kernels
     stale = (
         stale_kernel_builds(ctx.manifest, observations)
         if options.prune and not options.targets

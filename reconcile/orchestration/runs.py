@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from reconcile.adapters.lock import LabLock
+from reconcile.core.actions import Action
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.plan import Plan
 from reconcile.core.report import render_json, render_text
 from reconcile.orchestration import pipeline
-from reconcile.orchestration.executor import Result, execute
+from reconcile.orchestration.executor import Check, Performer, Result, execute
 from reconcile.orchestration.guests import GuestPerformer
+from reconcile.orchestration.hosts import HOST_ACTIONS, HostPerformer
 from reconcile.orchestration.pipeline import Context, PlanOptions
 
 __all__ = ["ApplyOptions", "PlanOptions", "Planned", "plan", "session"]
@@ -95,6 +97,23 @@ def read_saved(path: Path) -> dict[str, Any] | None:
     return document
 
 
+class LabPerformer:
+    """Routes each action to the performer of its kind: hosts, or guests (and builds)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.guests = GuestPerformer(ctx)
+        self.hosts = HostPerformer(ctx)
+
+    def _for(self, action: Action) -> Performer:
+        return self.hosts if action.kind in HOST_ACTIONS else self.guests
+
+    def check(self, action: Action) -> Check:
+        return self._for(action).check(action)
+
+    def perform(self, action: Action) -> None:
+        self._for(action).perform(action)
+
+
 @dataclass
 class Session:
     """An apply in progress: the lab locked, the plan made under the lock."""
@@ -105,7 +124,7 @@ class Session:
     def apply(self, options: ApplyOptions, on_result: Callable[[Result], None]) -> list[Result]:
         return execute(
             self.planned.plan,
-            GuestPerformer(self.ctx),
+            LabPerformer(self.ctx),
             parallel=options.parallel,
             on_result=on_result,
         )

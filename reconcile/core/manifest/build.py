@@ -86,6 +86,8 @@ def _ssh(base: Path, s: dict[str, Json]) -> d.Ssh:
         identity=resolve_path(base, s["identity"]) if "identity" in s else None,
         connect_timeout_s=parse_duration(s["connect_timeout"]),
         command_timeout_s=parse_duration(s["command_timeout"]),
+        total_timeout_s=parse_duration(s["total_timeout"]),
+        passphrase_env=s.get("passphrase_env"),
     )
 
 

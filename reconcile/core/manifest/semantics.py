@@ -145,6 +145,11 @@ def _check_hosts(doc: dict[str, Json]) -> Iterator[Finding]:
                 "names must be unique across guests and hosts",
             )
         ssh = host["ssh"]
+        if "passphrase_env" in ssh and "identity" not in ssh:
+            yield Finding(
+                (*path, "ssh", "passphrase_env"),
+                "a passphrase is for an identity: give `identity` too",
+            )
         if "host_key" in ssh and "known_hosts" in ssh:
             yield Finding((*path, "ssh"), "give either `host_key` or `known_hosts`, not both")
         elif "host_key" not in ssh and "known_hosts" not in ssh:
@@ -169,6 +174,7 @@ def _check_durations(doc: dict[str, Json]) -> Iterator[Finding]:
         ssh = host["ssh"]
         candidates.append((("hosts", name, "ssh", "connect_timeout"), ssh["connect_timeout"]))
         candidates.append((("hosts", name, "ssh", "command_timeout"), ssh["command_timeout"]))
+        candidates.append((("hosts", name, "ssh", "total_timeout"), ssh["total_timeout"]))
     if "gitops" in doc:
         candidates.append((("gitops", "interval"), doc["gitops"]["interval"]))
     for path, text in candidates:

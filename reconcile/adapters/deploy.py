@@ -1,0 +1,265 @@
+"""Putting a closure on a baremetal host: copy, profile, activation, health, rollback.
+
+Every remote command is argv. The few shell scripts here are constants; the values they
+work on (store paths, modes, unit names) arrive as positional parameters ("$1"), never
+as shell text. Activation runs detached from the SSH session (under `systemd-run` where
+the host has systemd, `setsid` otherwise) and writes its exit code to a file on the
+host's /run, so a dropped connection loses nothing: the result is read after reconnecting.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from reconcile.adapters import process
+from reconcile.adapters.ssh import Session, UnreachableError, known_name
+from reconcile.core.desired import Activation, HealthCheck, Ssh
+from reconcile.core.errors import CommandError, ReconcileError
+from reconcile.core.hosts import CONFIRMED, STATE_DIR, SYSTEM_PROFILE
+
+log = structlog.get_logger(__name__)
+
+NIX = ("nix", "--extra-experimental-features", "nix-command")
+
+# $1 mode, $2 toplevel, $3 id: run switch-to-configuration, keep its output and exit code.
+RUNNER = (
+    'd="$0"; mkdir -p "$d"; '
+    '"$2/bin/switch-to-configuration" "$1" > "$d/$3.log" 2>&1; '
+    'echo "$?" > "$d/$3.status.tmp" && mv "$d/$3.status.tmp" "$d/$3.status"'
+)
+# Detach the runner from this session (no systemd): stdio closed, own session.
+DETACH = 'setsid -f sh -c "$0" "$@" < /dev/null > /dev/null 2>&1'
+# $1 the status file: wait for it, print it.
+AWAIT = 'while [ ! -e "$1" ]; do sleep 0.1; done; cat "$1"'
+# $1 the expected active system ("" = whatever is active): record it as confirmed.
+CONFIRM = (
+    'c=$(readlink /run/current-system) || exit 3; [ -z "$1" ] || [ "$c" = "$1" ] || exit 4; '
+    f'mkdir -p {STATE_DIR} && echo "$c" > {CONFIRMED}.tmp && mv {CONFIRMED}.tmp {CONFIRMED}'
+)
+HEALTH_POLL_S = 1.0
+RECONNECT_POLL_S = 1.0
+
+
+def known_hosts_file(ssh: Ssh, name: str, state_dir: Path) -> Path:
+    """A known_hosts file pinning the host's key, for OpenSSH (nix copy)."""
+    if ssh.known_hosts is not None:
+        return ssh.known_hosts
+    assert ssh.host_key is not None  # the manifest requires one or the other
+    path = state_dir / "ssh" / f"{name}.known_hosts"
+    line = f"{known_name(ssh)} {ssh.host_key}\n"
+    if not path.exists() or path.read_text() != line:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(line)
+        tmp.replace(path)
+    return path
+
+
+def nix_sshopts(ssh: Ssh, known_hosts: Path) -> str:
+    """NIX_SSHOPTS pinning the host key. Nix splits it on whitespace: no spaces in paths."""
+    paths = [str(known_hosts)] + ([str(ssh.identity)] if ssh.identity else [])
+    if any(any(c.isspace() for c in p) for p in paths):
+        raise ReconcileError(
+            f"cannot pin the host key for nix copy: a path has whitespace: {paths}",
+            hint="nix splits NIX_SSHOPTS on whitespace; move the lab's state_dir or "
+            "known_hosts/identity to a path without spaces",
+        )
+    opts = [
+        "-F", "/dev/null",
+        "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"ConnectTimeout={max(1, int(ssh.connect_timeout_s))}",
+        "-o", "LogLevel=ERROR",
+        "-p", str(ssh.port),
+    ]  # fmt: skip
+    if ssh.identity is not None:
+        opts += ["-o", "IdentitiesOnly=yes", "-i", str(ssh.identity)]
+    return " ".join(opts)
+
+
+def store_uri(ssh: Ssh) -> str:
+    return f"ssh-ng://{ssh.user}@{ssh.host}"
+
+
+def copy_closure(
+    ssh: Ssh, toplevel: str, known_hosts: Path, timeout_s: float, env: dict[str, str]
+) -> None:
+    """`nix copy` the closure to the host's store; Nix skips what is already there.
+
+    Local builds are unsigned and a NixOS host requires signatures from non-trusted
+    sources: `--no-check-sigs` asks the host (we log in as a trusted user) to accept them.
+    """
+    process.run(
+        [*NIX, "copy", "--no-check-sigs", "--to", store_uri(ssh), toplevel],
+        env={**env, "NIX_SSHOPTS": nix_sshopts(ssh, known_hosts)},
+        timeout=timeout_s,
+        hint=f"the copy to {ssh.user}@{ssh.host} failed; the host is unchanged",
+    )
+
+
+def has_path(session: Session, toplevel: str) -> bool:
+    done = session.run(["nix-store", "--check-validity", "--", toplevel], check=False)
+    return done.returncode == 0
+
+
+def profile_target(session: Session) -> str:
+    return session.run(["readlink", "-f", SYSTEM_PROFILE], check=False).stdout.strip()
+
+
+def set_profile(session: Session, toplevel: str) -> None:
+    session.run(["nix-env", "-p", SYSTEM_PROFILE, "--set", toplevel])
+
+
+@dataclass(frozen=True)
+class Activated:
+    code: int
+    output: str  # the tail of switch-to-configuration's output
+
+    @property
+    def degraded(self) -> bool:
+        return self.code == 4
+
+
+def start_activation(session: Session, toplevel: str, mode: Activation, systemd: bool) -> str:
+    """Start switch-to-configuration detached; returns the id its status file is named by."""
+    run_id = f"activate-{uuid.uuid4().hex[:12]}"
+    args = [mode.value, toplevel, run_id]
+    if systemd:
+        argv = [
+            "systemd-run", f"--unit=reconcile-{run_id}", "--collect", "--quiet",
+            "--no-ask-password", "--service-type=exec", "--",
+            "sh", "-c", RUNNER, STATE_DIR, *args,
+        ]  # fmt: skip
+    else:
+        argv = ["sh", "-c", DETACH, RUNNER, STATE_DIR, *args]
+    session.run(argv)
+    log.info("activation started", host=session.ssh.host, mode=mode.value, id=run_id)
+    return run_id
+
+
+def await_activation(
+    session: Session, run_id: str, deadline: float, reconnect: Callable[[], Session]
+) -> Activated:
+    """The activation's exit code, reconnecting while the host is reachable again in time."""
+    status = f"{STATE_DIR}/{run_id}.status"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ReconcileError(
+                f"{session.ssh.host}: activation {run_id} did not finish in time",
+                hint=f"its output is in {STATE_DIR}/{run_id}.log on the host; "
+                "the next run observes where it got to",
+            )
+        try:
+            code = session.run(["sh", "-c", AWAIT, "sh", status], timeout_s=remaining)
+            text = session.run(["tail", "-c", "3000", f"{STATE_DIR}/{run_id}.log"], check=False)
+            return Activated(int(code.stdout.strip() or "1"), text.stdout)
+        except UnreachableError as error:
+            log.warning("connection lost during activation; reconnecting", error=error.message)
+            time.sleep(RECONNECT_POLL_S)
+            session = _reconnect(reconnect, deadline)
+        except CommandError as error:
+            if not error.retryable:
+                raise
+            session = reconnect()
+
+
+def _reconnect(reconnect: Callable[[], Session], deadline: float) -> Session:
+    while True:
+        session = reconnect()
+        try:
+            session.run(["true"])
+            return session
+        except UnreachableError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(RECONNECT_POLL_S)
+
+
+def activate(session: Session, toplevel: str, mode: Activation, systemd: bool) -> Activated:
+    """Start and await one activation (for rollbacks: no reconnecting)."""
+    run_id = start_activation(session, toplevel, mode, systemd)
+    deadline = time.monotonic() + session.ssh.command_timeout_s
+    return await_activation(session, run_id, deadline, lambda: session)
+
+
+def confirm(session: Session, expected: str) -> None:
+    """Record the active system as healthy (read back by the next probe)."""
+    session.run(["sh", "-c", CONFIRM, "sh", expected])
+
+
+def _check_once(ssh: Ssh, session: Session, check: HealthCheck) -> str | None:
+    """None when the check passes, else why not."""
+    if check.kind == "tcp":
+        try:
+            with socket.create_connection((ssh.host, int(str(check.value))), timeout=3):
+                return None
+        except OSError as exc:
+            return f"tcp {check.value}: {exc.strerror or exc}"
+    if check.kind == "systemd":
+        argv: list[str] = ["systemctl", "is-active", "--", str(check.value)]
+    else:
+        assert isinstance(check.value, tuple)
+        argv = list(check.value)
+    done = session.run(argv, check=False, timeout_s=min(30.0, ssh.command_timeout_s))
+    if done.returncode == 0:
+        return None
+    said = (done.stdout.strip() or done.stderr.strip())[-200:]
+    return f"{check.kind} {check.value}: exit {done.returncode}" + (f": {said}" if said else "")
+
+
+def check_health(ssh: Ssh, checks: tuple[HealthCheck, ...], timeout_s: float) -> list[str]:
+    """Run every check over a fresh connection until all pass or `timeout_s` is spent.
+
+    Returns the failures of the last round (empty: healthy). A fresh connection proves the
+    host still takes new SSH logins after its switch.
+    """
+    deadline = time.monotonic() + timeout_s
+    failures: list[str] = []
+    while True:
+        session = Session(ssh)
+        try:
+            failures = [f for c in checks if (f := _check_once(ssh, session, c)) is not None]
+        except UnreachableError as error:
+            failures = [f"ssh: {error.message}"]
+        finally:
+            session.close()
+        if not failures or time.monotonic() + HEALTH_POLL_S > deadline:
+            return failures
+        log.info("health checks not passing yet", host=ssh.host, failures=failures)
+        time.sleep(HEALTH_POLL_S)
+
+
+def reboot(session: Session, systemd: bool) -> None:
+    """Ask the host to reboot, detached so the command returns before the connection dies."""
+    command = "systemctl reboot" if systemd else "reboot"
+    session.run(["sh", "-c", DETACH, f"sleep 1; {command}"])
+    session.close()
+
+
+def wait_for_new_boot(ssh: Ssh, old_boot_id: str, deadline: float) -> str:
+    """Poll with fresh connections until the host answers with another boot id."""
+    while time.monotonic() < deadline:
+        session = Session(ssh)
+        try:
+            boot_id = session.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
+            if boot_id and boot_id != old_boot_id:
+                return boot_id
+        except (UnreachableError, CommandError):
+            pass
+        finally:
+            session.close()
+        time.sleep(RECONNECT_POLL_S)
+    raise ReconcileError(
+        f"{ssh.host}: no new boot before the deadline",
+        hint="check the host's console; the next run observes where it got to",
+    )

@@ -1,0 +1,189 @@
+"""Performing host actions: copy, profile, activate, reboot, health; rollback on failure.
+
+Each host's actions run in order (the plan chains them); different hosts run in parallel
+up to the executor's worker limit. Everything done to one host in one run shares one
+deadline, the manifest's `ssh.total_timeout`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from reconcile.adapters import deploy
+from reconcile.adapters.ssh import Session
+from reconcile.core.actions import Action, ActionKind
+from reconcile.core.desired import Activation, Host
+from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
+from reconcile.core.hosts import SYSTEM_PROFILE, HostIntent
+from reconcile.orchestration.executor import Check
+from reconcile.orchestration.pipeline import Context
+
+log = structlog.get_logger(__name__)
+
+HOST_ACTIONS = frozenset(
+    {ActionKind.COPY, ActionKind.PROFILE, ActionKind.ACTIVATE, ActionKind.REBOOT, ActionKind.HEALTH}
+)
+
+
+class HostPerformer:
+    """The executor's Performer for host actions."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._deadlines: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _intent(self, action: Action) -> HostIntent:
+        assert action.host is not None
+        return action.host
+
+    def _session(self, action: Action) -> Session:
+        return self.ctx.session(action.subject)
+
+    def _remaining(self, host: Host) -> float:
+        """Seconds left of this host's budget for the run (started at its first action)."""
+        with self._lock:
+            deadline = self._deadlines.setdefault(
+                host.name, time.monotonic() + host.ssh.total_timeout_s
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ReconcileError(
+                f"host '{host.name}': ssh.total_timeout ({host.ssh.total_timeout_s:g}s) spent",
+                hint=f"raise hosts.{host.name}.ssh.total_timeout; the next run goes on from here",
+            )
+        return remaining
+
+    def _systemd(self, name: str) -> bool:
+        seen = self.ctx.seen_hosts.get(name)
+        return seen is not None and seen.has_systemd
+
+    # -- re-check -----------------------------------------------------------------
+
+    def check(self, action: Action) -> Check:
+        intent = self._intent(action)
+        session = self._session(action)
+        satisfied = False
+        match action.kind:
+            case ActionKind.COPY:
+                satisfied = deploy.has_path(session, intent.toplevel)
+            case ActionKind.PROFILE:
+                satisfied = deploy.profile_target(session) == intent.toplevel
+            case ActionKind.REBOOT:
+                booted = session.run(["readlink", "/run/booted-system"], check=False)
+                satisfied = booted.stdout.strip() == intent.toplevel
+            case ActionKind.ACTIVATE | ActionKind.HEALTH:
+                satisfied = False  # activation and checks are always run when planned
+        return Check.SATISFIED if satisfied else Check.NEEDED
+
+    # -- acting -------------------------------------------------------------------
+
+    def perform(self, action: Action) -> None:
+        intent = self._intent(action)
+        host = intent.host
+        remaining = self._remaining(host)
+        match action.kind:
+            case ActionKind.COPY:
+                known_hosts = deploy.known_hosts_file(
+                    host.ssh, host.name, self.ctx.manifest.lab.state_dir
+                )
+                deploy.copy_closure(
+                    host.ssh,
+                    intent.toplevel,
+                    known_hosts,
+                    min(remaining, host.ssh.command_timeout_s),
+                    self._copy_env(host),
+                )
+            case ActionKind.PROFILE:
+                deploy.set_profile(self._session(action), intent.toplevel)
+            case ActionKind.ACTIVATE:
+                self._activate(action, remaining)
+            case ActionKind.REBOOT:
+                deploy.reboot(self._session(action), self._systemd(host.name))
+                self.ctx.reconnect(host.name)
+                boot_id = deploy.wait_for_new_boot(
+                    host.ssh, action.boot_id, time.monotonic() + remaining
+                )
+                log.info("host rebooted", host=host.name, boot_id=boot_id)
+            case ActionKind.HEALTH:
+                self._health(action, remaining)
+            case _:
+                raise AssertionError(f"not a host action: {action.kind}")
+
+    def _copy_env(self, host: Host) -> dict[str, str]:
+        return self.ctx.agent_env(host.name) if host.ssh.passphrase_env else {}
+
+    def _activate(self, action: Action, remaining: float) -> None:
+        intent = self._intent(action)
+        host = intent.host
+        session = self._session(action)
+        run_id = deploy.start_activation(
+            session, intent.toplevel, host.activation, self._systemd(host.name)
+        )
+        result = deploy.await_activation(
+            session,
+            run_id,
+            time.monotonic() + min(remaining, host.ssh.command_timeout_s),
+            lambda: self.ctx.reconnect(host.name),
+        )
+        said = _last_lines(result.output)
+        if result.code == 0:
+            return
+        if result.degraded:
+            raise DegradedError(
+                f"host '{host.name}': switch-to-configuration {host.activation.value} exited 4: "
+                f"the new system is active, but some units failed{said}"
+            )
+        self._rollback(
+            action,
+            f"host '{host.name}': switch-to-configuration {host.activation.value} failed "
+            f"(exit {result.code}){said}",
+        )
+
+    def _health(self, action: Action, remaining: float) -> None:
+        intent = self._intent(action)
+        host = intent.host
+        failures = deploy.check_health(host.ssh, host.health, min(remaining, action.timeout_s))
+        if failures:
+            self._rollback(
+                action,
+                f"host '{host.name}': health checks failed after "
+                f"{action.timeout_s:g}s: " + "; ".join(failures),
+            )
+        # `boot` (not rebooted) leaves the old system running: confirm whatever is active
+        expected = "" if host.activation is Activation.BOOT and not host.reboot else intent.toplevel
+        deploy.confirm(self.ctx.reconnect(host.name), expected)
+
+    def _rollback(self, action: Action, why: str) -> None:
+        """Back to the system the host ran before this run; always raises."""
+        host = self._intent(action).host
+        previous = action.previous
+        if not previous:
+            raise ReconcileError(
+                f"{why}; no previous system is known to roll back to",
+                hint="fix the system and apply again, or roll back by hand: "
+                "nix-env -p /nix/var/nix/profiles/system --rollback && "
+                "/run/current-system/bin/switch-to-configuration switch",
+            )
+        log.warning("rolling back", host=host.name, to=previous, why=why)
+        session = self.ctx.reconnect(host.name)
+        if host.activation is not Activation.TEST:
+            session.run(["nix-env", "-p", SYSTEM_PROFILE, "--rollback"], check=False)
+            if deploy.profile_target(session) != previous:
+                deploy.set_profile(session, previous)
+        result = deploy.activate(session, previous, host.activation, self._systemd(host.name))
+        if result.code not in (0, 4):
+            raise ReconcileError(
+                f"{why}; the rollback to {previous} failed too "
+                f"(exit {result.code}){_last_lines(result.output)}",
+                hint="the host needs a person: log in and check its current system",
+            )
+        raise RolledBackError(f"{why}; rolled back to {previous}")
+
+
+def _last_lines(output: str, lines: int = 8) -> str:
+    tail = output.strip().splitlines()[-lines:]
+    return (":\n    " + "\n    ".join(tail)) if tail else ""
