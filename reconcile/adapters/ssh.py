@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -125,6 +126,10 @@ class Session:
                 f"{ssh.user}@{ssh.host}:{ssh.port} unreachable: {exc}",
                 hint="the host is unknown this run; nothing was changed on it",
             ) from None
+        # Small request/response exchanges: Nagle plus delayed ACKs cost ~45 ms a command.
+        transport = conn.client.get_transport()
+        if transport is not None and isinstance(transport.sock, socket.socket):
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.debug("ssh connected", host=ssh.host, port=ssh.port)
         self._conn = conn
         return conn
