@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import structlog
@@ -86,6 +87,9 @@ class Agent:
     def close(self) -> None:
         if self._pid:
             process.run(["ssh-agent", "-k"], env={"SSH_AGENT_PID": self._pid}, check=False)
+            deadline = time.monotonic() + 5
+            while Path(f"/proc/{self._pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)  # gone before the run ends, not a moment after
             self._pid = ""
         if self._socket is not None:
             for name in ("askpass", "socket"):

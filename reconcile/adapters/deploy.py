@@ -38,9 +38,10 @@ RUNNER = (
 DETACH = 'setsid -f sh -c "$0" "$@" < /dev/null > /dev/null 2>&1'
 # $1 the status file: wait for it, print it.
 AWAIT = 'while [ ! -e "$1" ]; do sleep 0.1; done; cat "$1"'
-# $1 the expected active system ("" = whatever is active): record it as confirmed.
+# $1 the expected active system ("" = whatever is active, if any): record it as confirmed.
 CONFIRM = (
-    'c=$(readlink /run/current-system) || exit 3; [ -z "$1" ] || [ "$c" = "$1" ] || exit 4; '
+    'c=$(readlink /run/current-system); [ -n "$c" ] || { [ -z "$1" ]; exit; }; '
+    '[ -z "$1" ] || [ "$c" = "$1" ] || exit 4; '
     f'mkdir -p {STATE_DIR} && echo "$c" > {CONFIRMED}.tmp && mv {CONFIRMED}.tmp {CONFIRMED}'
 )
 HEALTH_POLL_S = 1.0

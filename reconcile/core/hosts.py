@@ -148,7 +148,7 @@ def diff_host(intent: HostIntent, seen: HostObservation | None, error: str = "")
             base, kind=HostChangeKind.SWITCH, before=seen.current, note=host.activation.value
         )
     active = seen.current
-    if seen.confirmed != active or active is None:
+    if active is not None and seen.confirmed != active:
         return replace(
             base,
             kind=HostChangeKind.VERIFY,

@@ -63,6 +63,7 @@ _HOST_LABELS = {
     HostChangeKind.REBOOT: "will be rebooted into its new system",
     HostChangeKind.VERIFY: "will have its health checked",
     HostChangeKind.UNKNOWN: "is unknown and left alone",
+    HostChangeKind.NOOP: "is as desired",
 }
 
 
@@ -100,7 +101,8 @@ def render_text(plan: Plan) -> str:
         for change in shown:
             out += _change_lines(change)
         out.append("")
-    hosts = [h for h in diff.hosts if h.kind is not HostChangeKind.NOOP]
+    # in-sync hosts only when there is something to know (degraded, a boot still pending)
+    hosts = [h for h in diff.hosts if h.kind is not HostChangeKind.NOOP or h.note]
     if hosts:
         out.append("Hosts:")
         for host in hosts:

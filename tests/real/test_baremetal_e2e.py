@@ -36,6 +36,7 @@ EXTRA_SYSTEMS = """
   degraded = { message = "degraded"; switchBehaviour = "degraded"; };
   slow = { message = "slow"; switchDelay = 4; };
   slow2 = { message = "slow 2"; switchDelay = 4; };
+  slow3 = { message = "slow 3"; switchDelay = 4; };
   fresh = { message = "never deployed"; };
 }
 """
@@ -67,6 +68,12 @@ health = {self.health.get(name, f"[{{ tcp = 22 }}, {{ command = {HEALTH} }}]")}
 health_timeout = "3s"
 """
         self.manifest.write_text(text)
+        return self.manifest
+
+    def write_with(self, extra: str) -> Path:
+        """The manifest with `extra` lines added to every host's table."""
+        text = self.write().read_text()
+        self.manifest.write_text(text.replace('"3s"\n', f'"3s"\n{extra}\n'))
         return self.manifest
 
     def run(
@@ -145,7 +152,7 @@ def test_apply_copies_and_switches_then_plan_is_empty(lab: Lab) -> None:
 
 
 def test_hosts_deploy_in_parallel(lab: Lab) -> None:
-    lab.systems = {"bm1": "host-b", "bm2": "host-b"}
+    lab.systems = {"bm1": "slow", "bm2": "slow"}  # activation takes 4 s
     proc = lab.run("--log-format", "json", "apply", str(lab.write()), "--yes")
     assert proc.returncode == 0, output(proc)
     events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
@@ -184,7 +191,7 @@ def test_wrong_and_unknown_host_keys_are_refused_with_nothing_changed(lab: Lab) 
     assert bm1.current_system() == before
     assert not bm1.has_path(fresh)
     del lab.ssh_extra["bm1"]
-    lab.systems["bm1"] = "host-b"
+    lab.systems["bm1"] = "slow"
     lab.assert_converged()
 
 
@@ -202,7 +209,7 @@ def test_unreachable_host_leaves_the_others_converged(lab: Lab) -> None:
         assert plan.returncode == 1 and "could not be observed" in plan.stderr
     finally:
         bm2.restore_network()
-    assert bm2.current_system() == lab.toplevel("host-b")  # untouched while unknown
+    assert bm2.current_system() == lab.toplevel("slow")  # untouched while unknown
     assert lab.host_changes() == {"bm1": "no-op", "bm2": "switch"}
     assert lab.apply().returncode == 0
     lab.assert_converged()
@@ -272,7 +279,7 @@ def wait_for_activation(host: TestHost, proc: subprocess.Popen[str]) -> None:
 def test_connection_cut_during_activation_is_recovered(lab: Lab) -> None:
     """Killing the SSH session mid-activation: the run reconnects and reads the result."""
     bm1 = lab.hosts["bm1"]
-    lab.systems["bm1"] = "slow"
+    lab.systems["bm1"] = "slow2"
     bm1.run("rm -rf /run/reconcile")
     proc = start_apply(lab)
     wait_for_activation(bm1, proc)
@@ -283,7 +290,7 @@ def test_connection_cut_during_activation_is_recovered(lab: Lab) -> None:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
     assert "connection lost during activation" in err
-    assert bm1.current_system() == lab.toplevel("slow")
+    assert bm1.current_system() == lab.toplevel("slow2")
     lab.assert_converged()
 
 
@@ -292,7 +299,7 @@ def test_connection_down_past_the_deadline_is_recovered_by_the_next_run(lab: Lab
     lab.ssh_extra["bm1"] = (
         f'host_key = "{bm1.host_key_line}", identity = "{bm1.identity}", total_timeout = "8s"'
     )
-    lab.systems["bm1"] = "slow2"  # its switch takes 4 s
+    lab.systems["bm1"] = "slow3"  # its switch takes 4 s
     bm1.run("rm -rf /run/reconcile")
     proc = start_apply(lab)
     wait_for_activation(bm1, proc)
@@ -304,7 +311,7 @@ def test_connection_down_past_the_deadline_is_recovered_by_the_next_run(lab: Lab
     assert proc.returncode == 1, out + err
     # the activation went on without us; the next plan only has its health to check
     time.sleep(5)  # the detached activation's 4 s
-    assert bm1.current_system() == lab.toplevel("slow2")
+    assert bm1.current_system() == lab.toplevel("slow3")
     assert lab.host_changes()["bm1"] == "verify"
     again = lab.apply()
     assert again.returncode == 0, output(again)
@@ -363,3 +370,36 @@ def test_secret_passphrase_never_in_logs(lab: Lab, tmp_path: Path) -> None:
     missing = lab.run("plan", str(lab.write()))
     assert missing.returncode == 1 and "RC_TEST_PASS, which is not set" in output(missing)
     del lab.ssh_extra["bm2"]
+
+
+def test_boot_activation_reboots_only_when_allowed(lab: Lab) -> None:
+    """`boot` sets the next boot; a reboot happens only with reboot = true, then the new
+    boot id is awaited and health checked. The host's reboot is its user space only
+    (tests/support/hosts.py: fake_reboot), since it shares this machine's kernel."""
+    root = lab.root / "reboot-lab"
+    root.mkdir()
+    with TestHost(fake_reboot=True) as host:
+        other = Lab(root, {"bm3": host})
+        other.flake = lab.flake
+        other.health["bm3"] = "[{ tcp = 22 }]"
+        boot_id = host.boot_id()
+        other.systems["bm3"] = "host-a"
+        proc = other.run("apply", str(other.write_with('activation = "boot"')), "--yes")
+        assert proc.returncode == 0, output(proc)
+        assert "bm3/reboot" not in proc.stdout and host.reboots() == 0
+        assert host.boot_id() == boot_id
+        plan = other.run("plan", str(other.write_with('activation = "boot"')))
+        assert "set to boot at the next reboot (reboot = false)" in plan.stdout
+
+        manifest = other.write_with('activation = "boot"\nreboot = true')
+        changes = json.loads(other.run("plan", str(manifest), "--json").stdout)["hosts"]
+        assert [c["change"] for c in changes] == ["reboot"]
+        proc = other.run("apply", str(manifest), "--yes")
+        assert proc.returncode == 0, output(proc)
+        assert "reboot done" in proc.stdout and "health done" in proc.stdout
+        assert host.reboots() == 1
+        assert host.boot_id() != boot_id
+        want = other.toplevel("host-a")
+        assert host.run(["readlink", "/run/booted-system"]).stdout.strip() == want
+        again = other.run("plan", str(manifest), "--detailed-exitcode")
+        assert again.returncode == 0, output(again)

@@ -141,8 +141,10 @@ class TestHost:
         nix_conf_extra: str = "",
         base_dir: Path | None = None,
         ready_timeout_s: float = 10.0,
+        fake_reboot: bool = False,
     ) -> None:
         self.requested_index = index
+        self.fake_reboot = fake_reboot
         self.nix_conf_extra = nix_conf_extra
         self.base_dir = base_dir
         self.ready_timeout_s = ready_timeout_s
@@ -314,16 +316,16 @@ class TestHost:
         base = conf.read_text() if conf.exists() else ""
         (etc_nix / "nix.conf").write_text(base + "\n" + self.nix_conf_extra + "\n")
         d = shlex.quote(str(self.dir))
-        script = " && ".join(
-            [
-                f"mount --bind {d}/nix /nix",
-                f"mount --bind {d}/etc-nix /etc/nix",
-                "mount -t tmpfs -o mode=0755 tmpfs /run",
-                "mkdir -p /run/sshd",
-                "nix-store --init",
-                f"exec {SSHD} -D -e -f {d}/ssh/sshd_config",
-            ]
-        )
+        steps = [
+            f"mount --bind {d}/nix /nix",
+            f"mount --bind {d}/etc-nix /etc/nix",
+            "mount -t tmpfs -o mode=0755 tmpfs /run",
+            "mkdir -p /run/sshd",
+            "nix-store --init",
+        ]
+        if self.fake_reboot:
+            steps += self._fake_reboot_steps()
+        script = " && ".join([*steps, f"exec {SSHD} -D -e -f {d}/ssh/sshd_config"])
         argv = ["ip", "netns", "exec", self.netns,
                 "unshare", "--mount", "--propagation", "private", "sh", "-c", script]  # fmt: skip
         self._log = os.open(self.dir / "sshd.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -348,6 +350,43 @@ class TestHost:
         self.mount_ns = os.readlink(f"/proc/{self.sshd_pid}/ns/mnt")
         if self.mount_ns == os.readlink("/proc/self/ns/mnt"):
             raise RuntimeError("sshd shares the root mount namespace")
+
+    def _fake_reboot_steps(self) -> list[str]:
+        """Mounts that make `reboot` on this host a reboot of its user space only.
+
+        The host shares this machine's kernel: a real reboot would reboot the machine. Here
+        `reboot` (and `systemctl`, which Debian's `reboot` links to) is a script that gives
+        the host a new boot id (a file bind-mounted over /proc/sys/kernel/random/boot_id),
+        boots the system profile (/run/booted-system and /run/current-system) and forgets
+        /run/reconcile, as a real reboot's fresh /run would.
+        """
+        boot_id = self.dir / "boot_id"
+        boot_id.write_text(Path("/proc/sys/kernel/random/boot_id").read_text())
+        script = self.dir / "reboot"
+        script.write_text(
+            "#!/bin/sh\n"
+            "# the test host's reboot: see tests/support/hosts.py\n"
+            f"cat /proc/sys/kernel/random/uuid > {shlex.quote(str(boot_id))}\n"
+            "target=$(readlink -f /nix/var/nix/profiles/system)\n"
+            'ln -sfn "$target" /run/booted-system\n'
+            'ln -sfn "$target" /run/current-system\n'
+            "rm -rf /run/reconcile /run/next-boot-system\n"
+            f"echo rebooted >> {shlex.quote(str(self.dir / 'reboots'))}\n"
+        )
+        script.chmod(0o755)
+        b, r = shlex.quote(str(boot_id)), shlex.quote(str(script))
+        return [
+            f"mount --bind {b} /proc/sys/kernel/random/boot_id",
+            f"mount --bind {r} $(readlink -f /usr/sbin/reboot)",
+        ]
+
+    def reboots(self) -> int:
+        """How many times `reboot` ran on this host (with `fake_reboot`)."""
+        path = self.dir / "reboots"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    def boot_id(self) -> str:
+        return self.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
 
     def _port_open(self) -> bool:
         try:
