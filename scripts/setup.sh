@@ -9,6 +9,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils openssh-server busybox-static nix-bin
   linux-image-amd64 git iproute2 cpio gzip
   linux-source bc bison flex libelf-dev libssl-dev xz-utils build-essential
+  chromium
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

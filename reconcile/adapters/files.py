@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
-from reconcile.core.errors import ManifestError, Problem
+from reconcile.core.errors import ManifestError, Problem, ReconcileError
 from reconcile.core.manifest import MAX_BYTES
 
 
@@ -26,3 +29,41 @@ def read_manifest(path: Path) -> bytes:
     except OSError as exc:
         raise fail(f"cannot read: {exc.strerror}") from None
     return data
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace `path` with `text` all at once: a reader sees the old file or the new, never half.
+
+    node_exporter's textfile collector may read at any moment, and a crash must not leave a
+    torn file. The temporary name starts with a dot and ends in `.tmp`, so the collector
+    (which reads `*.prom`) never picks it up. `mode` is set exactly, whatever the umask.
+    """
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_directory(path.parent)
+    except OSError as exc:
+        raise ReconcileError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint="check that its directory exists and is writable by this user",
+        ) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable: it lives in the directory, not in the file."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
