@@ -8,25 +8,36 @@ unless --debug is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from reconcile import __version__
 from reconcile.adapters import files
+from reconcile.core import timer_units
+from reconcile.core.desired import Manifest
 from reconcile.core.errors import ManifestError, ReconcileError
+from reconcile.core.exits import (
+    EXIT_CHANGES,
+    EXIT_DEGRADED,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_ROLLED_BACK,
+)
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
-from reconcile.orchestration import runs
-from reconcile.orchestration.executor import Outcome, Result
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES = 2
-EXIT_DEGRADED = 3
-EXIT_ROLLED_BACK = 4
+from reconcile.orchestration import gitops, reports, runs
+from reconcile.orchestration.executor import (
+    Outcome,
+    Result,
+    by_subject,
+    exit_code,
+    subject_status,
+)
 
 EPILOG = """\
 exit codes:
@@ -110,49 +121,16 @@ def _confirm() -> bool:
     return answer.strip() == "yes"
 
 
-def _status(items: list[Result]) -> str:
-    """One subject's status. Its steps after a rollback are blocked: that is the rollback."""
-    outcomes = {r.outcome for r in items}
-    if outcomes & {Outcome.FAILED, Outcome.STALE}:
-        return "FAILED"
-    if Outcome.ROLLED_BACK in outcomes:
-        return "ROLLED BACK"
-    if Outcome.BLOCKED in outcomes:
-        return "FAILED"
-    if Outcome.DEGRADED in outcomes:
-        return "DEGRADED"
-    return "ok"
-
-
-def _by_subject(results: list[Result]) -> dict[str, list[Result]]:
-    by_subject: dict[str, list[Result]] = {}
-    for result in results:
-        by_subject.setdefault(result.action.subject, []).append(result)
-    return by_subject
-
-
-def _exit_code(results: list[Result], unknown: list[str]) -> int:
-    """1 beats 4 beats 3: an error needs a person before anything else does."""
-    statuses = {_status(items) for items in _by_subject(results).values()}
-    if unknown or "FAILED" in statuses:
-        return EXIT_ERROR
-    if "ROLLED BACK" in statuses:
-        return EXIT_ROLLED_BACK
-    if "DEGRADED" in statuses:
-        return EXIT_DEGRADED
-    return EXIT_OK
-
-
 def _summary(results: list[Result], unknown: dict[str, str]) -> str:
     """Per guest and host: its status, each step's outcome and time, and what went wrong."""
-    by_subject = _by_subject(results)
+    subjects = by_subject(results)
     lines = ["", "Apply results:"]
-    width = max((len(s) for s in [*by_subject, *unknown]), default=0)
-    for subject, items in sorted(by_subject.items()):
+    width = max((len(s) for s in [*subjects, *unknown]), default=0)
+    for subject, items in sorted(subjects.items()):
         steps = ", ".join(
             f"{r.action.kind.value} {r.outcome.value} {r.seconds:.1f}s" for r in items
         )
-        lines.append(f"  {subject.ljust(width)}  {_status(items):11}  {steps}")
+        lines.append(f"  {subject.ljust(width)}  {subject_status(items):11}  {steps}")
         for r in items:
             if r.message:
                 message = r.message.replace("\n", "\n      ")
@@ -160,7 +138,7 @@ def _summary(results: list[Result], unknown: dict[str, str]) -> str:
     for subject, why in sorted(unknown.items()):
         lines.append(f"  {subject.ljust(width)}  {'UNKNOWN':11}  not acted on: {why}")
     counts = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
-    code = _exit_code(results, list(unknown))
+    code = exit_code(results, list(unknown))
     head = {
         EXIT_OK: "Apply complete: ",
         EXIT_DEGRADED: "Apply complete, DEGRADED: ",
@@ -181,6 +159,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         lock_timeout_s=args.lock_timeout,
         json_output=args.json,
     )
+    started = time.time()
     with runs.session(args.manifest, plan_options, options) as session:
         plan = session.planned.plan
         print(session.planned.rendered(json_output=args.json), end="")
@@ -191,9 +170,10 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 print("Apply cancelled.", file=sys.stderr)
                 return EXIT_ERROR
             results = session.apply(options, lambda _result: None)  # progress is in the logs
-        elif not unknown:
+        code = exit_code(results, list(unknown))
+        _record_apply(session.ctx.manifest, started, code, results, unknown)
+        if not results and not unknown:
             return EXIT_OK
-    code = _exit_code(results, list(unknown))
     if args.json:
         print(
             json.dumps(
@@ -216,6 +196,88 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     else:
         print(_summary(results, unknown), end="")
     return code
+
+
+def _record_apply(
+    manifest: Manifest, started: float, code: int, results: list[Result], unknown: dict[str, str]
+) -> None:
+    outcome = {EXIT_OK: "ok", EXIT_DEGRADED: "degraded", EXIT_ROLLED_BACK: "rolled-back"}
+    summary = {
+        "outcomes": {o.value: n for o in Outcome if (n := sum(r.outcome is o for r in results))},
+        "not_ok": sorted({r.action.subject for r in results if not r.outcome.ok()}),
+        "unknown": sorted(unknown),
+    }
+    reports.record_apply(
+        manifest, started, code, outcome.get(code, "failed") if results else "no-changes", summary
+    )
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    report = reports.drift(
+        args.manifest, reports.DriftOptions(tuple(args.target), metrics=args.metrics)
+    )
+    text = reports.rendered(report, args.format)
+    if args.out:
+        files.write_atomic(args.out, text)
+        print(f"Wrote the {args.format} drift report to {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return report.exit_code
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    runs_ = reports.recent(args.manifest, args.limit, args.kind)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in runs_], indent=2))
+        return EXIT_OK
+    if not runs_:
+        print("No runs recorded yet.")
+        return EXIT_OK
+    print(f"{'id':>5}  {'started (UTC)':20}  {'kind':7}  {'outcome':12}  exit  {'took':>7}  commit")
+    for r in runs_:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.started))
+        print(
+            f"{r.id:>5}  {when:20}  {r.kind:7}  {r.outcome:12}  {r.exit_code:>4}  "
+            f"{r.duration_s:>6.1f}s  {r.commit[:12]}"
+        )
+    return EXIT_OK
+
+
+def _cmd_gitops(args: argparse.Namespace) -> int:
+    if args.install_timer:
+        return _install_timer(args)
+    result = gitops.cycle(
+        args.manifest,
+        gitops.CycleOptions(
+            lock_timeout_s=args.lock_timeout,
+            parallel=args.parallel,
+            retry=args.retry,
+            report_dir=args.report_dir,
+            metrics=args.metrics,
+        ),
+    )
+    if result.plan_text:
+        print(result.plan_text, end="")
+    if result.results:
+        print(_summary(result.results, {}), end="")
+    print(f"gitops: {result.message} (exit {result.code})")
+    return result.code
+
+
+def _install_timer(args: argparse.Namespace) -> int:
+    manifest = parse_manifest(files.read_manifest(args.manifest), args.manifest)
+    settings = gitops.settings(manifest)
+    argv = [sys.executable, "-m", "reconcile", "gitops", str(args.manifest.resolve())]
+    argv += ["--report-dir", str(args.report_dir or manifest.lab.state_dir / "reports")]
+    if args.metrics:
+        argv += ["--metrics", str(args.metrics.resolve())]
+    service = args.unit_dir / timer_units.SERVICE
+    timer = args.unit_dir / timer_units.TIMER
+    files.write_atomic(service, timer_units.service_unit(argv))
+    files.write_atomic(timer, timer_units.timer_unit(settings.interval_s))
+    print(f"Wrote {service} and {timer} (a cycle every {settings.interval_s:g}s).")
+    print(f"Enable them: systemctl daemon-reload && systemctl enable --now {timer_units.TIMER}")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,6 +369,107 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.add_argument("--json", action="store_true", help="print the plan and results as JSON")
     apply.set_defaults(func=_cmd_apply)
+
+    drift = sub.add_parser(
+        "drift",
+        help="report what differs from the manifest, and since when; changes nothing",
+        description="Observe the lab as `plan` does (no lock that blocks apply) and report, "
+        "for every guest and host, whether it is in sync, drifted (field by field, desired "
+        "against observed), missing or unknown, with the time each difference was first seen "
+        "(from the run history in the lab's state directory). Unmanaged domains are listed "
+        "apart. The manifest's [drift] ignore patterns accept known differences.",
+        epilog="exit codes: 0 in sync, 2 drift, 1 error or something unknown "
+        "(see docs/drift-format.md)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drift.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
+    drift.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME|tag:TAG",
+        help="limit to this guest or host, or to those with this tag (repeatable)",
+    )
+    drift.add_argument(
+        "--format",
+        choices=reports.FORMATS,
+        default="text",
+        help="text (default), json (docs/drift-format.md), markdown, or html (one page)",
+    )
+    drift.add_argument("--out", type=Path, metavar="FILE", help="write the report here")
+    drift.add_argument(
+        "--metrics",
+        type=Path,
+        metavar="FILE",
+        help="also write Prometheus metrics (node_exporter textfile format, atomically)",
+    )
+    drift.set_defaults(func=_cmd_drift)
+
+    hist = sub.add_parser(
+        "history",
+        help="list recent runs (drift, apply, gitops) with their outcome",
+        description="The lab's recorded runs, newest first, from its state directory.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hist.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
+    hist.add_argument("--limit", type=_positive, default=20, metavar="N", help="default: 20")
+    hist.add_argument("--kind", choices=("drift", "apply", "gitops"), help="only these runs")
+    hist.add_argument("--json", action="store_true", help="print the runs as JSON")
+    hist.set_defaults(func=_cmd_history)
+
+    cycle = sub.add_parser(
+        "gitops",
+        help="one GitOps cycle: fetch the lab's repository, plan, apply by policy, report",
+        description="Run one cycle, as the controller's timer does: fetch gitops.branch of "
+        "gitops.repo into the state directory; refuse a head that does not descend from the "
+        "last applied commit (unless gitops.allow_rewrites), or that is unsigned when "
+        "gitops.require_signed; plan the repository's manifest; apply it when gitops.apply is "
+        '"auto"; record the commit, plan and outcome in the history; write the drift report '
+        "and metrics. A commit whose apply failed is not retried until a new commit arrives "
+        "(or --retry). MANIFEST is the controller's copy of the lab's manifest (its [gitops] "
+        "and [lab]).",
+        epilog="exit codes: 0 converged, nothing to do, or skipped (lock held); 1 error, "
+        "refused commit, or failed apply; 2 plan-only and changes present; 3 degraded; "
+        "4 rolled back",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cycle.add_argument("manifest", type=Path, metavar="MANIFEST", help="the controller's .toml")
+    cycle.add_argument(
+        "--lock-timeout",
+        type=_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="wait this long for the lab's lock, then skip the cycle (default: 60s)",
+    )
+    cycle.add_argument(
+        "--parallel", type=_positive, default=4, metavar="N", help="actions at once (default: 4)"
+    )
+    cycle.add_argument(
+        "--retry", action="store_true", help="apply a commit that failed before, once more"
+    )
+    cycle.add_argument(
+        "--report-dir",
+        type=Path,
+        metavar="DIR",
+        help="write drift.html, drift.json and drift.md of the lab there after the cycle",
+    )
+    cycle.add_argument(
+        "--metrics", type=Path, metavar="FILE", help="write Prometheus metrics (textfile format)"
+    )
+    cycle.add_argument(
+        "--install-timer",
+        action="store_true",
+        help="instead of a cycle, write the systemd service and timer that run one every "
+        "gitops.interval",
+    )
+    cycle.add_argument(
+        "--unit-dir",
+        type=Path,
+        default=Path("/etc/systemd/system"),
+        metavar="DIR",
+        help="where --install-timer writes the units (default: /etc/systemd/system)",
+    )
+    cycle.set_defaults(func=_cmd_gitops)
     return parser
 
 

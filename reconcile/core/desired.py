@@ -169,6 +169,7 @@ class GitOps:
     apply: GitOpsApply
     allow_rewrites: bool
     require_signed: bool
+    allowed_signers: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -181,3 +182,4 @@ class Manifest:
     guests: Mapping[str, Guest] = field(default_factory=dict)
     hosts: Mapping[str, Host] = field(default_factory=dict)
     gitops: GitOps | None = None
+    drift_ignore: tuple[str, ...] = ()  # KIND.NAME.FIELD patterns: accepted drift

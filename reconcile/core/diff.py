@@ -110,6 +110,17 @@ def _field_changes(intent: GuestIntent, facts: DomainFacts) -> tuple[FieldChange
     return changes
 
 
+def definition_matches(intent: GuestIntent, facts: DomainFacts) -> bool:
+    """Whether a definition is the intent's: our mark's hash and every field compared (a
+    hand edit such as `virsh setmaxmem --config` keeps the mark but changes the field)."""
+    mark = facts.mark
+    return (
+        mark is not None
+        and mark.spec_hash == intent.spec_hash
+        and not _field_changes(intent, facts)
+    )
+
+
 def _shares(shares: Mapping[str, str]) -> str:
     return ", ".join(f"{tag}={source}" for tag, source in sorted(shares.items()))
 
@@ -152,6 +163,13 @@ def diff_guest(intent: GuestIntent, observation: HypervisorObservation, lab: str
     live = domain.live if domain.live is not None and domain.live.mark is not None else None
     live_changes = _field_changes(intent, live) if live is not None else config_changes
     if not live_changes:
+        if config_changes:  # changed out of band in the definition only (virsh edit)
+            return replace(
+                known,
+                kind=ChangeKind.REDEFINE,
+                reasons=config_changes,
+                note="the persistent definition differs; the running guest does not",
+            )
         if live is not None and live.ready != intent.toplevel:
             return replace(
                 known, kind=ChangeKind.WAIT, note="running, but its boot was never seen ready"

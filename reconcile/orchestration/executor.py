@@ -20,6 +20,7 @@ import structlog
 
 from reconcile.core.actions import Action
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
+from reconcile.core.exits import EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK
 from reconcile.core.plan import Plan
 
 log = structlog.get_logger(__name__)
@@ -150,3 +151,36 @@ def execute(
                         ready.append(successor)
                 ready.sort(key=rank.__getitem__)
     return [results[k] for k in sorted(results, key=rank.__getitem__)]
+
+
+def subject_status(items: list[Result]) -> str:
+    """One subject's status. Its steps after a rollback are blocked: that is the rollback."""
+    outcomes = {r.outcome for r in items}
+    if outcomes & {Outcome.FAILED, Outcome.STALE}:
+        return "FAILED"
+    if Outcome.ROLLED_BACK in outcomes:
+        return "ROLLED BACK"
+    if Outcome.BLOCKED in outcomes:
+        return "FAILED"
+    if Outcome.DEGRADED in outcomes:
+        return "DEGRADED"
+    return "ok"
+
+
+def by_subject(results: list[Result]) -> dict[str, list[Result]]:
+    by_subject: dict[str, list[Result]] = {}
+    for result in results:
+        by_subject.setdefault(result.action.subject, []).append(result)
+    return by_subject
+
+
+def exit_code(results: list[Result], unknown: list[str]) -> int:
+    """1 beats 4 beats 3: an error needs a person before anything else does."""
+    statuses = {subject_status(items) for items in by_subject(results).values()}
+    if unknown or "FAILED" in statuses:
+        return EXIT_ERROR
+    if "ROLLED BACK" in statuses:
+        return EXIT_ROLLED_BACK
+    if "DEGRADED" in statuses:
+        return EXIT_DEGRADED
+    return EXIT_OK

@@ -13,7 +13,7 @@ from reconcile.adapters.kernel_build import KernelJob
 from reconcile.adapters.storeview import ensure_readonly_view
 from reconcile.core.actions import Action, ActionKind
 from reconcile.core.desired import KernelBuild
-from reconcile.core.diff import kernel_identity
+from reconcile.core.diff import definition_matches, kernel_identity
 from reconcile.core.domain import DomainSpec, Mark, Share
 from reconcile.core.errors import ReconcileError
 from reconcile.core.intent import GuestIntent, store_view
@@ -82,11 +82,7 @@ class GuestPerformer:
         match action.kind:
             case ActionKind.DEFINE:
                 assert action.intent is not None
-                satisfied = (
-                    domain is not None
-                    and domain.config.mark is not None
-                    and domain.config.mark.spec_hash == action.intent.spec_hash
-                )
+                satisfied = domain is not None and definition_matches(action.intent, domain.config)
             case ActionKind.START:
                 if domain is None:
                     raise StaleError(f"domain '{action.domain}' vanished before its start")

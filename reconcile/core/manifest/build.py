@@ -49,7 +49,8 @@ def build(doc: dict[str, Json], manifest: Path, digest: str) -> d.Manifest:
             for name, g in sorted(doc.get("guests", {}).items())
         },
         hosts={name: _host(base, name, h) for name, h in sorted(doc.get("hosts", {}).items())},
-        gitops=_gitops(doc["gitops"]) if "gitops" in doc else None,
+        gitops=_gitops(base, doc["gitops"]) if "gitops" in doc else None,
+        drift_ignore=tuple(doc.get("drift", {}).get("ignore", ())),
     )
 
 
@@ -139,13 +140,19 @@ def _host(base: Path, name: str, h: dict[str, Json]) -> d.Host:
     )
 
 
-def _gitops(g: dict[str, Json]) -> d.GitOps:
+def _gitops(base: Path, g: dict[str, Json]) -> d.GitOps:
+    repo = g["repo"]
+    if ":" not in repo and not repo.startswith("/"):  # a path, relative to the manifest
+        repo = str(resolve_path(base, repo))
     return d.GitOps(
-        repo=g["repo"],
+        repo=repo,
         branch=g["branch"],
         manifest=g["manifest"],
         interval_s=parse_duration(g["interval"]),
         apply=d.GitOpsApply(g["apply"]),
         allow_rewrites=g["allow_rewrites"],
         require_signed=g["require_signed"],
+        allowed_signers=(
+            resolve_path(base, g["allowed_signers"]) if "allowed_signers" in g else None
+        ),
     )

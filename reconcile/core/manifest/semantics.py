@@ -35,6 +35,7 @@ def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
         *_check_guests(doc),
         *_check_hosts(doc),
         *_check_durations(doc),
+        *_check_gitops(doc),
     ]
 
 
@@ -159,6 +160,16 @@ def _check_hosts(doc: dict[str, Json]) -> Iterator[Finding]:
                 'add host_key = "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`) '
                 'or known_hosts = "path/to/known_hosts"',
             )
+
+
+def _check_gitops(doc: dict[str, Json]) -> Iterator[Finding]:
+    gitops = doc.get("gitops")
+    if gitops and gitops["require_signed"] and "allowed_signers" not in gitops:
+        yield Finding(
+            ("gitops", "require_signed"),
+            "signed commits need the keys to trust: give `allowed_signers` too",
+            'allowed_signers = "allowed_signers" (lines of `PRINCIPAL ssh-ed25519 AAAA...`)',
+        )
 
 
 def _check_durations(doc: dict[str, Json]) -> Iterator[Finding]:

@@ -1,0 +1,157 @@
+"""Drift reports, the run history and the metrics file: what a lab looked like, and since when.
+
+`drift` is read-only towards the lab: it observes exactly as `plan` does (no lock that
+blocks `apply`) and writes only the lab's history database, and the report and metrics
+files it is asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconcile.adapters import files
+from reconcile.adapters.history import FILENAME, DriftObservation, History, RunRecord
+from reconcile.core.desired import Manifest
+from reconcile.core.drift import drift_items, drifted_fields, report_metrics, with_since
+from reconcile.core.drift_report import (
+    DriftReport,
+    DriftStatus,
+    render_html,
+    render_json,
+    render_markdown,
+    render_text,
+)
+from reconcile.core.metrics import render_metrics
+from reconcile.core.plan import Plan
+from reconcile.orchestration import pipeline
+from reconcile.orchestration.pipeline import Context, PlanOptions
+
+FORMATS = ("text", "json", "markdown", "html")
+
+
+def history(manifest: Manifest) -> History:
+    return History.open(manifest.lab.state_dir / FILENAME)
+
+
+def rendered(report: DriftReport, fmt: str) -> str:
+    import json  # noqa: PLC0415 (only this format needs it)
+
+    match fmt:
+        case "json":
+            return json.dumps(render_json(report), indent=2) + "\n"
+        case "markdown":
+            return render_markdown(report)
+        case "html":
+            return render_html(report)
+        case _:
+            return render_text(report)
+
+
+def record_drift(
+    manifest: Manifest,
+    plan: Plan,
+    *,
+    kind: str,
+    started: float,
+    commit: str = "",
+    extra: Mapping[str, Any] | None = None,
+    outcome: str | None = None,
+    exit_code: int | None = None,
+) -> DriftReport:
+    """The drift report of a plan, with since-when from the history, and this run recorded
+    (with the drift's verdict as its outcome, unless the caller's run had another)."""
+    items = drift_items(plan.diff, manifest.drift_ignore)
+    now = time.time()
+    draft = DriftReport(
+        lab=manifest.lab.name,
+        manifest=str(manifest.path),
+        generated_at=now,
+        items=tuple(items),
+        unmanaged=plan.diff.unmanaged,
+        commit=commit,
+    )
+    summary = {
+        "drift": {s.value: n for s, n in draft.counts.items()},
+        "drifted": sorted(f"{i.kind}.{i.name}" for i in items if i.status is DriftStatus.DRIFTED),
+        **(extra or {}),
+    }
+    with history(manifest) as db:
+        verdict = {0: "in-sync", 2: "drift"}.get(draft.exit_code, "error")
+        run_id = db.record_run(
+            kind,
+            started,
+            now,
+            outcome or verdict,
+            draft.exit_code if exit_code is None else exit_code,
+            manifest_digest=manifest.digest,
+            commit=commit,
+            summary=summary,
+        )
+        since = db.update_drift(
+            run_id,
+            now,
+            [DriftObservation(*row) for row in drifted_fields(items)],
+            unknown=[(i.kind, i.name) for i in items if i.status is DriftStatus.UNKNOWN],
+        )
+    return DriftReport(
+        lab=draft.lab,
+        manifest=draft.manifest,
+        generated_at=now,
+        items=tuple(with_since(items, since)),
+        unmanaged=draft.unmanaged,
+        commit=commit,
+    )
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    targets: tuple[str, ...] = ()
+    metrics: Path | None = None
+
+
+def drift(path: Path, options: DriftOptions) -> DriftReport:
+    """Observe the lab (read-only), report drift, record the run, write the metrics."""
+    started = time.time()
+    ctx = Context(pipeline.load(path))
+    try:
+        plan = pipeline.make(ctx, PlanOptions(options.targets))
+    finally:
+        ctx.close()
+    report = record_drift(ctx.manifest, plan, kind="drift", started=started)
+    if options.metrics is not None:
+        write_metrics(options.metrics, report, "drift", report.exit_code, started)
+    return report
+
+
+def write_metrics(path: Path, report: DriftReport, command: str, code: int, started: float) -> None:
+    finished = time.time()
+    metrics = report_metrics(
+        report, command=command, exit_code=code, finished=finished, seconds=finished - started
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_atomic(path, render_metrics(metrics))
+
+
+def record_apply(
+    manifest: Manifest, started: float, code: int, outcome: str, summary: Mapping[str, Any]
+) -> None:
+    with history(manifest) as db:
+        db.record_run(
+            "apply",
+            started,
+            time.time(),
+            outcome,
+            code,
+            manifest_digest=manifest.digest,
+            summary=dict(summary),
+        )
+
+
+def recent(path: Path, limit: int, kind: str | None) -> list[RunRecord]:
+    manifest = pipeline.load(path)
+    with history(manifest) as db:
+        return db.recent_runs(limit, kind)

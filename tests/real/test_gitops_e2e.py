@@ -1,0 +1,336 @@
+"""GitOps and drift end to end: real git (a bare repository as the remote), the real
+libvirtd with QEMU (TCG) guests booting the demo flake, the real CLI.
+
+The lab's manifest lives in the repository (`lab.toml`); the controller's copy
+(`controller.toml`) names the repository in its [gitops] table. Tests run in order and each
+leaves the lab converged on the branch's head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconcile.adapters.lock import LabLock
+from reconcile.core.drift_report import BANNER_COLORS
+from tests.conftest import ROOT
+from tests.core.test_metrics import parse as parse_metrics
+from tests.support.browser import decode_png, hex_rgb, screenshot
+from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree
+
+pytestmark = pytest.mark.real
+
+LAB = "gitops"
+BASE = Path("/var/lib/reconcile-tests/gitops")
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Lab Admin",
+    "GIT_AUTHOR_EMAIL": "admin@lab.example",
+    "GIT_COMMITTER_NAME": "Lab Admin",
+    "GIT_COMMITTER_EMAIL": "admin@lab.example",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-c", SYSTEM_URI, *args], capture_output=True, text=True, check=check
+    )
+
+
+def domains() -> dict[str, str]:
+    """This lab's domains and their state."""
+    out = virsh("list", "--all", "--name").stdout.split()
+    return {n: virsh("domstate", n).stdout.strip() for n in out if n.startswith(f"{LAB}-")}
+
+
+def cleanup() -> None:
+    for name in domains():
+        virsh("destroy", name, check=False)
+        virsh("undefine", name, check=False)
+
+
+class Repo:
+    """The lab's repository: a bare remote and a work clone the tests commit from."""
+
+    def __init__(self, root: Path) -> None:
+        self.remote = root / "remote.git"
+        self.work = root / "work"
+        self.flake = root / "flake"
+        self.state = root / "state"
+        self.guests: dict[str, str] = {}
+
+    def git(self, *args: str) -> str:
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **GIT_ENV},
+        )
+        return proc.stdout.strip()
+
+    def lab_header(self) -> str:
+        return (
+            f'[lab]\nname = "{LAB}"\nflake = "{self.flake}"\nstate_dir = "{self.state}"\n'
+            f'[hypervisors.local]\nuri = "{SYSTEM_URI}"\naccel = "qemu"\n'
+            '[kernels.host]\nimage = "/vmlinuz"\ninitrd_modules = ["virtio_pci", "virtiofs"]\n'
+        )
+
+    def manifest_text(self) -> str:
+        text = self.lab_header()
+        for name, extra in sorted(self.guests.items()):
+            text += (
+                f'\n[guests.{name}]\nmode = "imageless"\nsystem = "demo-a"\nkernel = "host"\n'
+                f'memory = "384MiB"\nshutdown_timeout = "15s"\nboot_timeout = "120s"\n{extra}\n'
+            )
+        return text
+
+    def commit(self, message: str, text: str | None = None, *, push: bool = True) -> str:
+        (self.work / "lab.toml").write_text(text if text is not None else self.manifest_text())
+        self.git("add", "lab.toml")
+        self.git("commit", "-q", "-m", message)
+        if push:
+            self.git("push", "-q", "origin", "HEAD:main")
+        return self.git("rev-parse", "HEAD")
+
+
+class Controller:
+    def __init__(self, root: Path, repo: Repo) -> None:
+        self.root = root
+        self.repo = repo
+        self.manifest = root / "controller.toml"
+        self.reports = root / "reports"
+        self.metrics = root / "metrics" / "reconcile.prom"
+        self.manifest.write_text(
+            repo.lab_header()
+            + f'\n[gitops]\nrepo = "{repo.remote}"\nbranch = "main"\nmanifest = "lab.toml"\n'
+            'interval = "5min"\napply = "auto"\n'
+        )
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reconcile", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
+
+    def cycle(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "gitops",
+            str(self.manifest),
+            "--report-dir",
+            str(self.reports),
+            "--metrics",
+            str(self.metrics),
+            *extra,
+        )
+
+    def drift(self) -> tuple[int, dict[str, object]]:
+        proc = self.run("drift", str(self.repo.work / "lab.toml"), "--format", "json")
+        assert proc.returncode in (0, 2), proc.stdout + proc.stderr
+        return proc.returncode, json.loads(proc.stdout)
+
+    def history(self) -> list[dict[str, object]]:
+        proc = self.run("history", str(self.manifest), "--json", "--limit", "50")
+        assert proc.returncode == 0, proc.stderr
+        runs: list[dict[str, object]] = json.loads(proc.stdout)
+        return runs
+
+
+def output(proc: subprocess.CompletedProcess[str]) -> str:
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Controller]:
+    ensure_libvirtd()
+    cleanup()
+    remove_tree(BASE)
+    BASE.mkdir(parents=True)
+    os.chmod(BASE.parent, 0o755)
+    shutil.copytree(ROOT / "nix", BASE / "flake", ignore=shutil.ignore_patterns("result*"))
+    shutil.copy2("/bin/busybox", BASE / "flake" / "bb" / "busybox")
+    repo = Repo(BASE)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(repo.remote)], check=True)
+    subprocess.run(["git", "clone", "-q", str(repo.remote), str(repo.work)], check=True)
+    repo.git("checkout", "-q", "-b", "main")
+    yield Controller(BASE, repo)
+    cleanup()
+    remove_tree(BASE)
+
+
+def test_a_commit_adding_a_guest_is_converged_by_one_cycle(lab: Controller) -> None:
+    lab.repo.guests = {"one": ""}
+    first = lab.repo.commit("one guest")
+    proc = lab.cycle()
+    assert proc.returncode == 0, output(proc)
+    assert f"gitops: commit {first[:12]}: applied (exit 0)" in proc.stdout
+    assert domains() == {"gitops-one": "running"}
+
+    lab.repo.guests["two"] = ""
+    second = lab.repo.commit("add guest two")
+    proc = lab.cycle()
+    assert proc.returncode == 0, output(proc)
+    assert "Plan: 1 to create." in proc.stdout
+    assert domains() == {"gitops-one": "running", "gitops-two": "running"}
+    runs = [r for r in lab.history() if r["kind"] == "gitops"]
+    assert [(r["commit"], r["outcome"]) for r in runs[:2]] == [
+        (second, "applied"),
+        (first, "applied"),
+    ]
+
+
+def test_a_second_cycle_without_a_new_commit_changes_nothing(lab: Controller) -> None:
+    ids = {d: virsh("domid", d).stdout.strip() for d in domains()}
+    proc = lab.cycle()
+    assert proc.returncode == 0, output(proc)
+    assert "in-sync (exit 0)" in proc.stdout and "No changes." in proc.stdout
+    assert {d: virsh("domid", d).stdout.strip() for d in domains()} == ids
+
+
+def test_a_force_pushed_branch_is_refused_and_the_lab_untouched(lab: Controller) -> None:
+    head = lab.repo.git("rev-parse", "HEAD")
+    lab.repo.git("reset", "-q", "--hard", "HEAD~1")
+    lab.repo.guests = {"one": "", "three": ""}
+    rewritten = lab.repo.commit("rewritten history", push=False)
+    lab.repo.git("push", "-q", "--force", "origin", "HEAD:main")
+    before = domains()
+    proc = lab.cycle()
+    assert proc.returncode == 1, output(proc)
+    assert f"refusing {rewritten[:12]}: it does not descend from {head[:12]}" in proc.stdout
+    assert domains() == before
+    # put the branch back: the same head as applied is accepted again
+    lab.repo.git("reset", "-q", "--hard", head)
+    lab.repo.git("push", "-q", "--force", "origin", "HEAD:main")
+    lab.repo.guests = {"one": "", "two": ""}
+    proc = lab.cycle()
+    assert proc.returncode == 0, output(proc)
+
+
+def test_a_commit_that_breaks_the_manifest_is_reported_and_nothing_applied(
+    lab: Controller,
+) -> None:
+    before = domains()
+    broken = lab.repo.commit("typo", lab.repo.manifest_text() + '\n[guests.four]\nmemroy = "1G"\n')
+    proc = lab.cycle()
+    assert proc.returncode == 1, output(proc)
+    assert f"commit {broken[:12]}:" in proc.stdout and "nothing was applied" in proc.stdout
+    assert "lab.toml:" in proc.stdout and "guests.four" in proc.stdout
+    assert domains() == before
+    again = lab.cycle()
+    assert again.returncode == 1
+    assert "failed in an earlier cycle; not retrying" in again.stdout
+    lab.repo.commit("fix the typo")
+    assert lab.cycle().returncode == 0
+
+
+def test_a_failed_apply_is_not_retried_on_the_same_commit(lab: Controller) -> None:
+    lab.repo.guests["bad"] = ""
+    text = lab.repo.manifest_text().replace(
+        '[guests.bad]\nmode = "imageless"\nsystem = "demo-a"',
+        '[guests.bad]\nmode = "imageless"\nsystem = "demo-broken"',
+    )
+    bad = lab.repo.commit("a guest whose system fails to build", text)
+    proc = lab.cycle()
+    assert proc.returncode == 1, output(proc)
+    assert "Apply FAILED" in proc.stdout and "demo-broken" in output(proc)
+    again = lab.cycle()
+    assert again.returncode == 1
+    assert f"commit {bad[:12]} failed in an earlier cycle" in again.stdout
+    assert "Closures to build" not in again.stdout  # nothing was planned or built
+    retried = lab.cycle("--retry")
+    assert retried.returncode == 1 and "Apply FAILED" in retried.stdout
+    del lab.repo.guests["bad"]
+    lab.repo.commit("drop the broken guest")
+    assert lab.cycle().returncode == 0
+
+
+def test_out_of_band_drift_is_reported_since_when_and_repaired(lab: Controller) -> None:
+    code, doc = lab.drift()
+    assert code == 0, doc
+    virsh("destroy", "gitops-one")
+    virsh("setmaxmem", "gitops-two", "300M", "--config")
+    code, doc = lab.drift()
+    assert code == 2
+    items = {i["name"]: i for i in doc["items"]}  # type: ignore[attr-defined]
+    one, two = items["one"], items["two"]
+    assert one["status"] == "drifted"
+    assert {"field": "state", "desired": "running", "observed": "shutoff"}.items() <= (
+        one["fields"][0].items()
+    )
+    assert two["status"] == "drifted"
+    memory = next(f for f in two["fields"] if f["field"] == "memory")
+    assert (memory["desired"], memory["observed"]) == ("384 MiB", "300 MiB")
+    first_seen = one["since"]
+    assert first_seen is not None and first_seen <= doc["generated_at"]
+    time.sleep(1.1)
+    code, doc = lab.drift()
+    items = {i["name"]: i for i in doc["items"]}  # type: ignore[attr-defined]
+    assert items["one"]["since"] == first_seen  # the same drift: since when, not since now
+    assert doc["generated_at"] > first_seen + 1  # type: ignore[operator]
+    text = lab.run("drift", str(lab.repo.work / "lab.toml"))
+    assert re.search(r"state\s*: running -> shutoff \(since \S+Z, for [1-9]s\)", text.stdout)
+
+    proc = lab.cycle()
+    assert proc.returncode == 0, output(proc)
+    assert domains() == {"gitops-one": "running", "gitops-two": "running"}
+    code, doc = lab.drift()
+    assert code == 0, json.dumps(doc["items"], indent=1)
+
+
+def test_html_report_and_metrics(lab: Controller, tmp_path: Path) -> None:
+    proc = lab.cycle()
+    assert proc.returncode == 0, output(proc)
+    page = lab.reports / "drift.html"
+    assert "In sync" in page.read_text() or "in sync" in page.read_text()
+    image = decode_png(screenshot(page, tmp_path / "report.png").read_bytes())
+    shutil.copy2(tmp_path / "report.png", "/tmp/gitops-drift-report.png")
+    green = hex_rgb(BANNER_COLORS[0])
+    assert image.count(green, (0, 0, image.width, 100)) > 0.5 * image.width * 100
+    json_doc = json.loads((lab.reports / "drift.json").read_text())
+    assert json_doc["in_sync"] is True and len(json_doc["items"]) == 2
+    families = parse_metrics(lab.metrics.read_text())
+    assert "reconcile_drifted_objects" in families
+    assert "reconcile_last_run_success" in families
+    assert not list(lab.metrics.parent.glob(".*tmp"))
+
+
+def test_a_human_apply_holding_the_lock_makes_the_cycle_skip(lab: Controller) -> None:
+    with LabLock(lab.repo.state / "lock"):
+        started = time.monotonic()
+        proc = lab.cycle("--lock-timeout", "2s")
+        waited = time.monotonic() - started
+    assert proc.returncode == 0, output(proc)
+    assert "skipped: the lab is locked by pid" in proc.stdout
+    assert "lab locked: skipping this cycle" in proc.stderr
+    assert waited >= 2
+    assert lab.history()[0]["outcome"] == "skipped-locked"
+
+
+def test_install_timer_writes_units_systemd_accepts(lab: Controller, tmp_path: Path) -> None:
+    proc = lab.run("gitops", str(lab.manifest), "--install-timer", "--unit-dir", str(tmp_path))
+    assert proc.returncode == 0, output(proc)
+    timer = (tmp_path / "reconcile-gitops.timer").read_text()
+    assert "OnUnitInactiveSec=300s" in timer
+    service = (tmp_path / "reconcile-gitops.service").read_text()
+    assert f'"{lab.manifest}"' in service and "Type=oneshot" in service
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "reconcile-gitops.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "reconcile-gitops.service:" not in verify.stderr, verify.stderr
