@@ -112,10 +112,12 @@ class Controller:
         self.manifest = root / "controller.toml"
         self.reports = root / "reports"
         self.metrics = root / "metrics" / "reconcile.prom"
+        self.configure()
+
+    def configure(self, extra: str = "") -> None:
         self.manifest.write_text(
-            repo.lab_header()
-            + f'\n[gitops]\nrepo = "{repo.remote}"\nbranch = "main"\nmanifest = "lab.toml"\n'
-            'interval = "5min"\napply = "auto"\n'
+            self.repo.lab_header() + f'\n[gitops]\nrepo = "{self.repo.remote}"\nbranch = "main"\n'
+            'manifest = "lab.toml"\ninterval = "5min"\napply = "auto"\n' + extra
         )
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -318,6 +320,32 @@ def test_a_human_apply_holding_the_lock_makes_the_cycle_skip(lab: Controller) ->
     assert "lab locked: skipping this cycle" in proc.stderr
     assert waited >= 2
     assert lab.history()[0]["outcome"] == "skipped-locked"
+
+
+def test_require_signed_refuses_unsigned_commits(lab: Controller, tmp_path: Path) -> None:
+    key = tmp_path / "signing_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text("admin@lab.example " + Path(f"{key}.pub").read_text())
+    lab.configure(f'require_signed = true\nallowed_signers = "{allowed}"\n')
+    try:
+        lab.repo.guests["one"] = 'tags = ["unsigned"]'
+        unsigned = lab.repo.commit("an unsigned change")
+        proc = lab.cycle()
+        assert proc.returncode == 1, output(proc)
+        assert f"refusing {unsigned[:12]}: not signed; the lab is untouched" in proc.stdout
+        lab.repo.guests["one"] = 'tags = ["signed"]'
+        (lab.repo.work / "lab.toml").write_text(lab.repo.manifest_text())
+        lab.repo.git("add", "lab.toml")
+        lab.repo.git(
+            "-c", "gpg.format=ssh", "-c", f"user.signingkey={key}.pub",
+            "commit", "-q", "-S", "-m", "a signed change",
+        )  # fmt: skip
+        lab.repo.git("push", "-q", "origin", "HEAD:main")
+        proc = lab.cycle()
+        assert proc.returncode == 0, output(proc)
+    finally:
+        lab.configure()
 
 
 def test_install_timer_writes_units_systemd_accepts(lab: Controller, tmp_path: Path) -> None:
