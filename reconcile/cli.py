@@ -313,10 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
         "plan",
         help="show what apply would change, and why; touches nothing",
         description="Evaluate the lab's systems (cached by the flake's narHash), observe the "
-        "hypervisors, and show what apply would do to each guest, field by field. Builds "
-        "nothing, defines nothing, takes no lock.",
-        epilog="exit codes: 0 success (with --detailed-exitcode: no changes), 1 error, "
-        "2 changes present (only with --detailed-exitcode)",
+        "hypervisors and hosts (one SSH round trip each), and show what apply would do to each "
+        "guest and host, field by field. Builds nothing, defines nothing, takes no lock.",
+        epilog="exit codes: 0 success (with --detailed-exitcode: no changes), 1 error or "
+        "something could not be observed, 2 changes present (only with --detailed-exitcode)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     plan.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
@@ -338,11 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser(
         "apply",
         help="make the lab match the manifest",
-        description="Plan, show the plan, ask for confirmation, then build closures, define, "
-        "start and restart guests in dependency order, in parallel where possible. Running "
+        description="Plan, show the plan, ask for confirmation, then build kernels and "
+        "closures, define, start and restart guests, and copy, activate and health-check "
+        "hosts (rolling back a host that fails), in dependency order, in parallel where "
+        "possible. Running "
         "it twice changes nothing the second time. Given a saved plan (from `plan --out`), "
         "applies exactly that plan, or refuses it when the manifest or the lab changed.",
-        epilog="exit codes: 0 success, 1 error or a failed action (the summary names it)",
+        epilog="exit codes: 0 success, 1 error, a failed action or an unknown guest or host "
+        "(the summary names it), 3 done but a host degraded, 4 a host rolled back",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     apply.add_argument(

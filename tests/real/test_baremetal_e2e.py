@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.cli import reconcile
 from tests.support.hosts import TestHost, build_demo_closure
 from tests.support.stack import remove_tree
 
@@ -79,14 +80,7 @@ health_timeout = "3s"
     def run(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconcile", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, **(env or {})},
-            timeout=600,
-        )
+        return reconcile(*args, env=env)
 
     def apply(
         self, *extra: str, env: dict[str, str] | None = None

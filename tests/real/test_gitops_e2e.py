@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from reconcile.core.drift_report import BANNER_COLORS
 from tests.conftest import ROOT
 from tests.core.test_metrics import parse as parse_metrics
 from tests.support.browser import decode_png, hex_rgb, screenshot
+from tests.support.cli import reconcile
 from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree
 
 pytestmark = pytest.mark.real
@@ -121,13 +121,7 @@ class Controller:
         )
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconcile", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=900,
-        )
+        return reconcile(*args)
 
     def cycle(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.run(

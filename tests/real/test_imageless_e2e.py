@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 
 from reconcile.adapters.lock import LabLock
 from tests.conftest import ROOT
+from tests.support.cli import reconcile
 from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree
 
 pytestmark = pytest.mark.real
@@ -91,14 +91,7 @@ initrd_modules = ["virtio_pci", "virtiofs"]
     def run(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconcile", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, **(env or {})},
-            timeout=600,
-        )
+        return reconcile(*args, env=env)
 
     def apply(
         self, *extra: str, env: dict[str, str] | None = None
