@@ -171,10 +171,22 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 return EXIT_ERROR
             results = session.apply(options, lambda _result: None)  # progress is in the logs
         code = exit_code(results, list(unknown))
-        _record_apply(session.ctx.manifest, started, code, results, unknown)
-        if not results and not unknown:
-            return EXIT_OK
-    if args.json:
+        manifest = session.ctx.manifest
+    if results or unknown:
+        _print_results(results, unknown, code, json_output=args.json)
+    try:
+        _record_apply(manifest, started, code, results, unknown)
+    except ReconcileError as error:  # the apply happened: say so, and that it is unrecorded
+        _report(error)
+        print("error: this apply is not in the lab's history (see above)", file=sys.stderr)
+        return EXIT_ERROR
+    return code
+
+
+def _print_results(
+    results: list[Result], unknown: dict[str, str], code: int, *, json_output: bool
+) -> None:
+    if json_output:
         print(
             json.dumps(
                 {
@@ -195,7 +207,6 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         )
     else:
         print(_summary(results, unknown), end="")
-    return code
 
 
 def _record_apply(

@@ -17,10 +17,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from reconcile.adapters import deploy
+from reconcile.core.errors import CommandError
+from reconcile.core.manifest import parse_manifest
 from tests.conftest import ROOT
 from tests.support.cli import reconcile
 from tests.support.hosts import TestHost, build_demo_closure
@@ -201,12 +205,30 @@ def test_unreachable_host_leaves_the_others_converged(lab: Lab) -> None:
         assert lab.hosts["bm1"].current_system() == lab.toplevel("host-a")
         plan = lab.plan()
         assert plan.returncode == 1 and "could not be observed" in plan.stderr
+        drift = lab.run("drift", str(lab.manifest), "--format", "json")
+        assert drift.returncode == 1, output(drift)
+        items = {i["name"]: i for i in json.loads(drift.stdout)["items"]}
+        assert items["bm2"]["status"] == "unknown" and "unreachable" in items["bm2"]["note"]
+        assert items["bm1"]["status"] == "in-sync"
     finally:
         bm2.restore_network()
     assert bm2.current_system() == lab.toplevel("slow")  # untouched while unknown
     assert lab.host_changes() == {"bm1": "no-op", "bm2": "switch"}
     assert lab.apply().returncode == 0
     lab.assert_converged()
+
+
+def test_nix_copy_pins_the_host_key_too(lab: Lab) -> None:
+    """The copy is OpenSSH under nix, not paramiko: it refuses a key that is not pinned."""
+    bm1 = lab.hosts["bm1"]
+    toplevel = lab.toplevel("fresh")
+    wrong = parse_manifest(lab.write().read_bytes(), lab.manifest).hosts["bm1"].ssh
+    wrong = replace(wrong, host_key=lab.hosts["bm2"].host_key_line)
+    known_hosts = deploy.known_hosts_file(wrong, "wrong-bm1", lab.root)
+    with pytest.raises(CommandError) as refused:
+        deploy.copy_closure(wrong, toplevel, known_hosts, 60, {})
+    assert "Host key verification failed" in refused.value.output_tail
+    assert not bm1.has_path(toplevel)
 
 
 def test_failed_health_check_rolls_back_with_its_exit_code(lab: Lab) -> None:
