@@ -15,6 +15,7 @@ test-fast: setup
 demo: setup
 	.venv/bin/reconcile apply manifests/demo.toml --yes
 	.venv/bin/reconcile plan manifests/demo.toml --detailed-exitcode
+	.venv/bin/reconcile drift manifests/demo.toml
 
 docs: setup
 	.venv/bin/python scripts/gen_manifest_docs.py

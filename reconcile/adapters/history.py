@@ -14,9 +14,12 @@ Timestamps are unix seconds passed in by the caller, so the semantics test witho
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +153,10 @@ class History:
             )
         history = cls(conn, path, busy_timeout_s)
         try:
-            with history._errors():
+            # Opens are serialised by a side lock file: switching a new file to WAL needs
+            # an exclusive lock, and SQLite does not always wait for it (SQLITE_BUSY at once
+            # when two processes create the file together).
+            with _opening(path, busy_timeout_s), history._errors():
                 history._configure()
                 history._check_integrity()
                 history._migrate()
@@ -367,6 +373,29 @@ class History:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
+
+
+@contextlib.contextmanager
+def _opening(path: Path, timeout_s: float) -> Iterator[None]:
+    """An exclusive flock on `<path>.lock` for the time of an open (waits `timeout_s`)."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise HistoryError(
+                        f"the run history {path} is being opened by another reconcile run "
+                        f"(waited {timeout_s:g}s)",
+                        hint="wait for it to finish, then run this again",
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 @contextlib.contextmanager
