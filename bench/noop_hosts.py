@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -20,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.noop_plan import reconcile  # noqa: E402
 from reconcile.adapters.ssh import Session, observe_host  # noqa: E402
 from reconcile.core.hosts import PROBE  # noqa: E402
 from reconcile.core.manifest import parse_manifest  # noqa: E402
@@ -43,17 +43,6 @@ health = [{{ tcp = 22 }}]
     path = STATE / f"hosts-{len(hosts)}.toml"
     path.write_text(text)
     return path
-
-
-def reconcile(*args: str) -> float:
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "reconcile", *args], capture_output=True, text=True, check=False
-    )
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"reconcile {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return seconds
 
 
 def probe_parts(path: Path) -> str:

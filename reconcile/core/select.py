@@ -47,8 +47,3 @@ def select(manifest: Manifest, targets: Sequence[str]) -> tuple[list[Guest], lis
         guests.update((g.name, g) for g in found_guests)
         hosts.update((h.name, h) for h in found_hosts)
     return [guests[n] for n in sorted(guests)], [hosts[n] for n in sorted(hosts)]
-
-
-def select_guests(manifest: Manifest, targets: Sequence[str]) -> list[Guest]:
-    """The targeted guests (see `select`)."""
-    return select(manifest, targets)[0]

@@ -17,7 +17,7 @@ from reconcile.core.manifest import parse_manifest
 from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
 from reconcile.core.plan import make_plan, order
 from reconcile.core.report import render_json, render_text
-from reconcile.core.select import select_guests
+from reconcile.core.select import select
 
 GOLDEN = Path(__file__).parent / "golden" / "plan"
 MANIFEST = b"""
@@ -249,7 +249,7 @@ def test_stopped_state_and_restart_never() -> None:
 
 def test_target_selects_by_name_and_tag_and_rejects_unknown() -> None:
     manifest = parse_manifest(MANIFEST, Path("/lab/m.toml"))
-    assert [g.name for g in select_guests(manifest, [])] == ["a", "b", "c"]
-    assert [g.name for g in select_guests(manifest, ["c", "tag:x"])] == ["b", "c"]
+    assert [g.name for g in select(manifest, [])[0]] == ["a", "b", "c"]
+    assert [g.name for g in select(manifest, ["c", "tag:x"])[0]] == ["b", "c"]
     with pytest.raises(ReconcileError, match="--target tag:nope matches no guest"):
-        select_guests(manifest, ["tag:nope"])
+        select(manifest, ["tag:nope"])
