@@ -14,18 +14,17 @@ Timestamps are unix seconds passed in by the caller, so the semantics test witho
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from reconcile.adapters.lock import flock_within
 from reconcile.core.errors import ReconcileError
 
 __all__ = [
@@ -380,19 +379,12 @@ def _opening(path: Path, timeout_s: float) -> Iterator[None]:
     """An exclusive flock on `<path>.lock` for the time of an open (waits `timeout_s`)."""
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise HistoryError(
-                        f"the run history {path} is being opened by another reconcile run "
-                        f"(waited {timeout_s:g}s)",
-                        hint="wait for it to finish, then run this again",
-                    ) from None
-                time.sleep(0.01)
+        if not flock_within(fd, timeout_s, poll_s=0.01):
+            raise HistoryError(
+                f"the run history {path} is being opened by another reconcile run "
+                f"(waited {timeout_s:g}s)",
+                hint="wait for it to finish, then run this again",
+            )
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

@@ -18,6 +18,19 @@ from types import TracebackType
 from reconcile.core.errors import LockError
 
 
+def flock_within(fd: int, timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Take an exclusive flock on `fd`, waiting at most `timeout_s`; False if not taken."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
+
+
 class LabLock:
     def __init__(self, path: Path, *, timeout_s: float = 0.0) -> None:
         self.path = path
@@ -27,20 +40,13 @@ class LabLock:
     def __enter__(self) -> LabLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _read_holder(self.path)
-                    os.close(fd)
-                    raise LockError(
-                        f"the lab is locked by {holder}",
-                        hint="wait for that run to finish, or pass --lock-timeout DURATION",
-                    ) from None
-                time.sleep(0.2)
+        if not flock_within(fd, self.timeout_s):
+            holder = _read_holder(self.path)
+            os.close(fd)
+            raise LockError(
+                f"the lab is locked by {holder}",
+                hint="wait for that run to finish, or pass --lock-timeout DURATION",
+            )
         os.ftruncate(fd, 0)
         info = {
             "pid": os.getpid(),
