@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-  qemu-system-x86 qemu-utils openssh-server busybox-static nix-bin
+  qemu-system-x86 qemu-utils openssh-server openssh-client busybox-static nix-bin
   linux-image-amd64 git iproute2 cpio gzip
   linux-source bc bison flex libelf-dev libssl-dev xz-utils build-essential
   chromium

@@ -7,6 +7,7 @@ files it is asked for.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,8 +39,6 @@ def history(manifest: Manifest) -> History:
 
 
 def rendered(report: DriftReport, fmt: str) -> str:
-    import json  # noqa: PLC0415 (only this format needs it)
-
     match fmt:
         case "json":
             return json.dumps(render_json(report), indent=2) + "\n"

@@ -5,7 +5,6 @@ second clone pushes to it, and the adapter fetches, checks out and judges what a
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -213,9 +212,7 @@ def test_checkout_of_a_commit_not_fetched_is_an_error(
 
 
 def test_a_stale_lock_from_a_killed_run_is_removed(dev: Dev, remote: Path, workdir: Path) -> None:
-    sha = dev.commit("one", {"a": "1"})
-    dev.push()
-    git.sync(str(remote), "main", workdir)
+    sha = published(dev, remote, workdir, dev.commit("one", {"a": "1"}))
     lock = workdir / "git" / "index.lock"
     lock.write_text("")
     with pytest.raises(GitError, match=r"index\.lock"):  # a live run's lock is respected
@@ -315,9 +312,11 @@ def test_inherited_git_environment_and_config_are_ignored(
 # Signatures ---------------------------------------------------------------------------
 
 
-needs_ssh_keygen = pytest.mark.skipif(
-    shutil.which("ssh-keygen") is None, reason="ssh-keygen (OpenSSH) is not installed"
-)
+def published(dev: Dev, remote: Path, workdir: Path, sha: str) -> str:
+    """Push the dev clone and fetch into the controller's copy; returns `sha`."""
+    dev.push()
+    git.sync(str(remote), "main", workdir)
+    return sha
 
 
 def keypair(directory: Path, name: str) -> Path:
@@ -338,14 +337,11 @@ def keys(tmp_path: Path) -> tuple[Path, Path, Path]:
     return allowed, stranger, signers
 
 
-@needs_ssh_keygen
 def test_an_ssh_signed_commit_by_an_allowed_key_is_good(
     dev: Dev, remote: Path, workdir: Path, keys: tuple[Path, Path, Path]
 ) -> None:
     allowed, _stranger, signers = keys
-    sha = dev.commit("signed", {"a": "1"}, sign_with=allowed)
-    dev.push()
-    git.sync(str(remote), "main", workdir)
+    sha = published(dev, remote, workdir, dev.commit("signed", {"a": "1"}, sign_with=allowed))
 
     signature = git.verify_signed(workdir, sha, signers)
 
@@ -356,14 +352,13 @@ def test_an_ssh_signed_commit_by_an_allowed_key_is_good(
     assert "alice@example.com" in signature.summary()
 
 
-@needs_ssh_keygen
 def test_a_commit_signed_by_a_key_not_allowed_is_not_good(
     dev: Dev, remote: Path, workdir: Path, keys: tuple[Path, Path, Path]
 ) -> None:
     _allowed, stranger, signers = keys
-    sha = dev.commit("signed by someone else", {"a": "1"}, sign_with=stranger)
-    dev.push()
-    git.sync(str(remote), "main", workdir)
+    sha = published(
+        dev, remote, workdir, dev.commit("signed by someone else", {"a": "1"}, sign_with=stranger)
+    )
 
     signature = git.verify_signed(workdir, sha, signers)
 
@@ -374,14 +369,11 @@ def test_a_commit_signed_by_a_key_not_allowed_is_not_good(
     assert "No principal matched" in signature.detail
 
 
-@needs_ssh_keygen
 def test_without_an_allowed_signers_file_no_ssh_signature_is_good(
     dev: Dev, remote: Path, workdir: Path, keys: tuple[Path, Path, Path]
 ) -> None:
     allowed, _stranger, _signers = keys
-    sha = dev.commit("signed", {"a": "1"}, sign_with=allowed)
-    dev.push()
-    git.sync(str(remote), "main", workdir)
+    sha = published(dev, remote, workdir, dev.commit("signed", {"a": "1"}, sign_with=allowed))
 
     signature = git.verify_signed(workdir, sha, None)
 
@@ -391,9 +383,7 @@ def test_without_an_allowed_signers_file_no_ssh_signature_is_good(
 def test_an_unsigned_commit_is_unsigned(
     dev: Dev, remote: Path, workdir: Path, tmp_path: Path
 ) -> None:
-    sha = dev.commit("plain", {"a": "1"})
-    dev.push()
-    git.sync(str(remote), "main", workdir)
+    sha = published(dev, remote, workdir, dev.commit("plain", {"a": "1"}))
     signers = tmp_path / "allowed_signers"
     signers.write_text("")
 
@@ -404,7 +394,6 @@ def test_an_unsigned_commit_is_unsigned(
     assert git.verify_signed(workdir, sha, None).status is SignatureStatus.UNSIGNED
 
 
-@needs_ssh_keygen
 def test_a_tampered_signed_commit_is_bad(
     dev: Dev, remote: Path, workdir: Path, keys: tuple[Path, Path, Path]
 ) -> None:
@@ -427,9 +416,7 @@ def test_a_tampered_signed_commit_is_bad(
 def test_a_missing_allowed_signers_file_is_an_error(
     dev: Dev, remote: Path, workdir: Path, tmp_path: Path
 ) -> None:
-    sha = dev.commit("plain", {"a": "1"})
-    dev.push()
-    git.sync(str(remote), "main", workdir)
+    sha = published(dev, remote, workdir, dev.commit("plain", {"a": "1"}))
     with pytest.raises(ReconcileError, match="allowed signers file not found") as err:
         git.verify_signed(workdir, sha, tmp_path / "nope")
     assert err.value.hint
