@@ -69,6 +69,29 @@ _LIBVIRTD_HINT = (
     "then check `virsh -c {uri} list --all`"
 )
 SHUTDOWN_RESEND_S = 5.0
+# A daemon that stops answering (hung, or its host gone) closes the connection after
+# interval * count seconds, and every call waiting on it fails: no call hangs for ever.
+KEEPALIVE = (5, 6)
+
+_events_lock = threading.Lock()
+_events_started = False
+
+
+def _start_event_loop() -> None:
+    """libvirt sends keepalives from an event loop only: one daemon thread per process,
+    registered before the first connection opens."""
+    global _events_started  # noqa: PLW0603 (libvirt's event loop is process-wide)
+    with _events_lock:
+        if _events_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_events, name="libvirt-events", daemon=True).start()
+        _events_started = True
+
+
+def _run_events() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
 
 
 class HypervisorError(ReconcileError):
@@ -117,9 +140,12 @@ class LibvirtHypervisor:
     Safe to share between threads: libvirt connections are, and opening is locked.
     """
 
-    def __init__(self, uri: str, *, poll_s: float = 0.25) -> None:
+    def __init__(
+        self, uri: str, *, poll_s: float = 0.25, keepalive: tuple[int, int] = KEEPALIVE
+    ) -> None:
         self.uri = uri
         self._poll_s = poll_s
+        self._keepalive = keepalive
         self._conn: Any = None
         self._lock = threading.Lock()
 
@@ -129,10 +155,17 @@ class LibvirtHypervisor:
         with self._lock:
             if self._conn is None:
                 libvirt.registerErrorHandler(_quiet, None)
+                _start_event_loop()
                 try:
-                    self._conn = self._call("open", libvirt.open, self.uri)
+                    conn = self._call("open", libvirt.open, self.uri)
                 except libvirt.libvirtError as exc:
                     raise self._error(exc, "connect to") from None
+                interval, count = self._keepalive
+                try:
+                    conn.setKeepAlive(interval, count)
+                except libvirt.libvirtError as exc:  # drivers without a daemon have none
+                    log.debug("no keepalive", uri=self.uri, error=_message(exc))
+                self._conn = conn
             return self._conn
 
     def close(self) -> None:

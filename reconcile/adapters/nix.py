@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from reconcile.adapters import process
+from reconcile.adapters import files, process
 from reconcile.core.errors import CommandError, ReconcileError
 
 log = structlog.get_logger(__name__)
@@ -24,8 +25,8 @@ NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
 GCROOTS_AUTO = Path("/nix/var/nix/gcroots/auto")
 
 
-def _json(argv: Sequence[str], hint: str) -> Any:
-    done = process.run(argv, hint=hint)
+def _json(argv: Sequence[str], hint: str, timeout_s: float = process.DEFAULT_TIMEOUT_S) -> Any:
+    done = process.run(argv, hint=hint, timeout=timeout_s)
     try:
         return json.loads(done.stdout)
     except json.JSONDecodeError as exc:
@@ -42,30 +43,32 @@ def flake_narhash(flake: str) -> str:
     return str(locked.get("narHash") or meta.get("url") or flake)
 
 
-def evaluate(installables: Sequence[str]) -> dict[str, str]:
+def evaluate(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
     """Out paths of each installable's derivation, evaluated (not built) in one call."""
     if not installables:
         return {}
     result = _json(
         [*NIX, "build", "--dry-run", "--json", "--no-link", *installables],
         hint="evaluate it yourself to see the full error: nix build --dry-run " + installables[0],
+        timeout_s=timeout_s,
     )
     return {
         inst: str(item["outputs"]["out"]) for inst, item in zip(installables, result, strict=True)
     }
 
 
-def build(installables: Sequence[str]) -> dict[str, str]:
+def build(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
     """Realise every installable in one `nix build` call; returns their out paths."""
     argv = [*NIX, "build", "--no-link", "--json", "--print-build-logs", *installables]
     try:
-        result = _json(argv, hint="rerun the build by hand to see its log")
+        result = _json(argv, hint="rerun the build by hand to see its log", timeout_s=timeout_s)
     except CommandError as error:
         raise CommandError(
             error.argv,
             error.returncode,
             error.output_tail,
-            hint="the Nix build failed; rerun the command above to see the whole log",
+            hint="the Nix build failed; rerun the command above to see the whole log"
+            + (" (or raise lab.build_timeout)" if error.returncode == -1 else ""),
         ) from None
     return {
         inst: str(item["outputs"]["out"]) for inst, item in zip(installables, result, strict=True)
@@ -90,16 +93,19 @@ class EvalCache:
 
     def store(self, narhash: str, paths: dict[str, str]) -> None:
         """Write atomically; a cache that cannot be written only costs an evaluation."""
+        # A unique temporary name: a drift timer, a plan and an apply may store at once.
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"narHash": narhash, "paths": paths}, sort_keys=True))
-            tmp.replace(self.path)
-        except OSError as exc:
+            files.write_atomic(
+                self.path, json.dumps({"narHash": narhash, "paths": paths}, sort_keys=True)
+            )
+        except (OSError, ReconcileError) as exc:
             log.warning("eval cache not written", path=str(self.path), error=str(exc))
 
 
-def resolve_systems(flake: str, installables: Sequence[str], cache: EvalCache) -> dict[str, str]:
+def resolve_systems(
+    flake: str, installables: Sequence[str], cache: EvalCache, timeout_s: float
+) -> dict[str, str]:
     """Out paths for the installables; evaluates only what the cache does not hold.
 
     Installables outside the lab's flake are evaluated every time (their inputs are not
@@ -110,7 +116,7 @@ def resolve_systems(flake: str, installables: Sequence[str], cache: EvalCache) -
     ours = [i for i in installables if i.startswith(flake + "#")]
     missing = sorted({i for i in ours if i not in cached})
     foreign = sorted({i for i in installables if i not in ours})
-    fresh = evaluate([*missing, *foreign])
+    fresh = evaluate([*missing, *foreign], timeout_s)
     if missing:
         cache.store(narhash, {**cached, **{i: fresh[i] for i in missing}})
     log.debug("systems resolved", cached=len(ours) - len(missing), evaluated=len(fresh))
@@ -125,8 +131,9 @@ def is_built(store_path: str) -> bool:
 def add_gc_root(link: Path, target: str) -> None:
     """An indirect GC root, as `nix-store --add-root --indirect` makes: our symlink under the
     lab's state directory, registered in Nix's gcroots/auto."""
+    link = link.absolute()  # what gcroots/auto points at must not depend on the cwd
     link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(link.name + ".tmp")
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
     tmp.replace(link)
@@ -138,6 +145,7 @@ def add_gc_root(link: Path, target: str) -> None:
 
 
 def remove_gc_root(link: Path) -> None:
+    link = link.absolute()
     link.unlink(missing_ok=True)
     (GCROOTS_AUTO / hashlib.sha256(str(link).encode()).hexdigest()[:32]).unlink(missing_ok=True)
 

@@ -7,11 +7,14 @@ command line and the tail of its output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,57 +40,105 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+# Every command is bounded. Quick commands (git, mount, nix metadata, ssh-agent) get this
+# unless the caller knows better; long work (builds, copies) passes its own limit.
+DEFAULT_TIMEOUT_S = 120.0
+LONG_TIMEOUT_S = 6 * 3600.0  # a build nobody bounded: a kernel from scratch on a small host
+KILL_GRACE_S = 5.0
+
+# Environment variables that hold secrets (a manifest's `passphrase_env` names them). No
+# child inherits them: a child that needs one is handed it explicitly in `env`.
+_SECRET_NAMES: set[str] = set()
+
+
+def hide_from_children(names: Iterable[str]) -> None:
+    """Never pass these variables to a child process unless a caller gives them in `env`."""
+    _SECRET_NAMES.update(names)
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a child gets: ours without the secrets, plus `env`."""
+    base = {k: v for k, v in os.environ.items() if k not in _SECRET_NAMES}
+    return {**base, **(env or {})}
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the command and everything it started (it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def run(
     argv: Sequence[str],
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    timeout: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
     stdin: str | None = None,
     check: bool = True,
     hint: str | None = None,
 ) -> Completed:
     """Run argv (never through a shell) and return its output.
 
-    `env` is added to the current environment. A missing program or a timeout is a
-    ReconcileError naming the command; a non-zero exit raises CommandError when `check`.
+    `env` is added to the environment (secrets removed, see `hide_from_children`). The
+    command runs in its own session, so a timeout kills it and everything it started. A
+    missing program or a timeout is a ReconcileError naming the command; a non-zero exit
+    raises CommandError when `check`.
     """
     args = tuple(str(a) for a in argv)
-    full_env = {**os.environ, **env} if env else None
-    log.debug("exec", argv=args, cwd=str(cwd) if cwd else None)
+    log.debug("exec", argv=args, cwd=str(cwd) if cwd else None, timeout=timeout)
     started = time.monotonic()
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(  # argv, never a shell string
             args,
             cwd=cwd,
-            env=full_env,
-            input=stdin,
-            capture_output=True,
+            env=child_env(env),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
+            errors="replace",
+            start_new_session=True,
         )
     except FileNotFoundError as exc:
         raise ReconcileError(
             f"program not found: {args[0]}",
             hint=hint or "install it, or check PATH (the README's set-up installs the stack)",
         ) from exc
-    except subprocess.TimeoutExpired as exc:
+    try:
+        stdout, stderr = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        stdout, stderr = proc.communicate(timeout=KILL_GRACE_S)
         raise CommandError(
-            args, -1, f"timed out after {timeout}s", hint=hint, retryable=True
-        ) from exc
+            args,
+            -1,
+            f"timed out after {timeout:g}s and was killed" + _said(stderr or stdout),
+            hint=hint,
+            retryable=True,
+        ) from None
+    except BaseException:
+        _kill_group(proc)  # interrupted: leave nothing running behind us
+        proc.wait()
+        raise
     seconds = time.monotonic() - started
-    done = Completed(args, proc.returncode, proc.stdout, proc.stderr, seconds)
+    done = Completed(args, proc.returncode, stdout, stderr, seconds)
     log.debug("exit", argv=args, code=proc.returncode, seconds=round(seconds, 3))
     if check and proc.returncode != 0:
-        raise CommandError(args, proc.returncode, tail(proc.stderr or proc.stdout), hint=hint)
+        raise CommandError(args, proc.returncode, tail(stderr or stdout), hint=hint)
     return done
+
+
+def _said(output: str) -> str:
+    text = tail(output, 5)
+    return f"; its last output:\n{text}" if text else ""
 
 
 def run_logged(
     argv: Sequence[str],
     log_path: Path,
     *,
+    timeout: float = LONG_TIMEOUT_S,
     cwd: Path | None = None,
     on_line: Callable[[str], None] = lambda _line: None,
     hint: str | None = None,
@@ -95,11 +146,13 @@ def run_logged(
     """Run a long command, appending its output to `log_path` line by line as it comes.
 
     `on_line` sees each line (for progress); a failure raises CommandError with the log's
-    tail, so the error shows what went wrong and where the whole log is.
+    tail, so the error shows what went wrong and where the whole log is. Past `timeout` the
+    command and everything it started are killed.
     """
     args = tuple(str(a) for a in argv)
     log.debug("exec", argv=args, cwd=str(cwd) if cwd else None, log=str(log_path))
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    timed_out = threading.Event()
     with log_path.open("a") as sink:
         sink.write(f"$ {shlex.join(args)}\n")
         sink.flush()
@@ -107,18 +160,44 @@ def run_logged(
             proc = subprocess.Popen(  # argv, never a shell string
                 args,
                 cwd=cwd,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise ReconcileError(f"program not found: {args[0]}", hint=hint) from exc
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sink.write(line)
-            on_line(line.rstrip("\n"))
-        code = proc.wait()
+
+        def expire() -> None:
+            timed_out.set()
+            _kill_group(proc)
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sink.write(line)
+                on_line(line.rstrip("\n"))
+            code = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
+    text = log_path.read_text(errors="replace") if code != 0 else ""
+    if timed_out.is_set():
+        raise CommandError(
+            args,
+            -1,
+            f"timed out after {timeout:g}s and was killed\n{tail(text)}",
+            hint=hint or f"the whole log is {log_path}",
+            retryable=True,
+        )
     if code != 0:
-        text = log_path.read_text(errors="replace")
         raise CommandError(args, code, tail(text), hint=hint or f"the whole log is {log_path}")

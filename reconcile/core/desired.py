@@ -50,6 +50,9 @@ class Lab:
     flake: str
     state_dir: Path
     description: str = ""
+    eval_timeout_s: float = 600.0
+    build_timeout_s: float = 6 * 3600.0
+    lock_warn_after_s: float = 2 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ class GuestPerformer:
         hv = self.ctx.hypervisor(action.hypervisor) if action.hypervisor else None
         match action.kind:
             case ActionKind.BUILD:
-                nix.build(action.installables)
+                nix.build(action.installables, self.ctx.manifest.lab.build_timeout_s)
             case ActionKind.REMOVE_KERNEL:
                 kernel_build.remove(Path(action.path))
             case ActionKind.BUILD_KERNEL:

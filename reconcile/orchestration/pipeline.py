@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from reconcile.adapters import files, kernel_build, nix, ssh
+from reconcile.adapters import files, kernel_build, nix, process, ssh
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.kernels import resolve_prebuilt
 from reconcile.adapters.libvirt import LibvirtHypervisor
@@ -91,7 +91,16 @@ class Context:
 
 
 def load(path: Path) -> Manifest:
-    return parse_manifest(files.read_manifest(path), path)
+    manifest = parse_manifest(files.read_manifest(path), path)
+    # The variables that hold passphrases are read in this process only (paramiko, or the
+    # askpass of a run's own agent): no other child inherits them.
+    process.hide_from_children(
+        ssh.passphrase_env
+        for ssh in [h.ssh for h in manifest.hosts.values()]
+        + [g.ssh for g in manifest.guests.values() if g.ssh is not None]
+        if ssh.passphrase_env is not None
+    )
+    return manifest
 
 
 def resolve_kernels(
@@ -156,7 +165,12 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
     systems = [(g.name, g.system) for g in guests] + [(h.name, h.system) for h in hosts]
     installables = {name: system_installable(manifest.lab.flake, s) for name, s in systems}
     cache = nix.EvalCache(manifest.lab.state_dir / "eval-cache.json")
-    toplevels = nix.resolve_systems(manifest.lab.flake, sorted(set(installables.values())), cache)
+    toplevels = nix.resolve_systems(
+        manifest.lab.flake,
+        sorted(set(installables.values())),
+        cache,
+        manifest.lab.eval_timeout_s,
+    )
     result = []
     unbuilt = {
         name: installable

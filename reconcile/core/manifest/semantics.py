@@ -19,6 +19,7 @@ RESERVED_SHARE_TAGS = ("store", "modules")
 BUILD_KEYS = ("ref", "config", "fragments", "set")
 PREBUILT_KEYS = ("image", "modules", "initrd_modules")
 DISK_ONLY_KEYS = ("disk", "ssh")
+LAB_DURATIONS = ("eval_timeout", "build_timeout", "lock_warn_after")
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:
@@ -174,7 +175,9 @@ def _check_gitops(doc: dict[str, Json]) -> Iterator[Finding]:
 
 def _check_durations(doc: dict[str, Json]) -> Iterator[Finding]:
     """Durations that must be positive (the schema's pattern admits `0s`)."""
-    candidates: list[tuple[tuple[str | int, ...], str]] = []
+    candidates: list[tuple[tuple[str | int, ...], str]] = [
+        (("lab", key), doc["lab"][key]) for key in LAB_DURATIONS if key in doc.get("lab", {})
+    ]
     for name, guest in doc.get("guests", {}).items():
         candidates.append((("guests", name, "boot_timeout"), guest["boot_timeout"]))
         if "ssh" in guest:
