@@ -21,6 +21,20 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+class _StderrLogger:
+    """Writes to whatever `sys.stderr` is now, not to the stream it was when configured (an
+    embedding program or a test harness may swap it and close the old one)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure_logging(*, debug: bool = False, verbose: int = 0, fmt: str = "console") -> None:
     level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
     renderer: Any = (
@@ -37,6 +51,6 @@ def configure_logging(*, debug: bool = False, verbose: int = 0, fmt: str = "cons
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

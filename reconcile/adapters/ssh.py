@@ -53,7 +53,13 @@ def pinned_keys(ssh: Ssh) -> paramiko.HostKeys:
     keys = paramiko.HostKeys()
     if ssh.host_key is not None:
         kind, data = ssh.host_key.split()[:2]
-        key = paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+        try:
+            key = paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+        except (paramiko.SSHException, ValueError) as exc:
+            raise ReconcileError(
+                f"{ssh.host}: the pinned host_key cannot be read as a {kind} key: {exc}",
+                hint="copy the key again from `ssh-keyscan HOST`, whole",
+            ) from None
         keys.add(known_name(ssh), kind, key)
     elif ssh.known_hosts is not None:
         try:
@@ -61,6 +67,11 @@ def pinned_keys(ssh: Ssh) -> paramiko.HostKeys:
         except OSError as exc:
             raise ReconcileError(
                 f"cannot read known_hosts {ssh.known_hosts}: {exc.strerror}"
+            ) from None
+        except (paramiko.SSHException, ValueError) as exc:
+            raise ReconcileError(
+                f"cannot read known_hosts {ssh.known_hosts}: {exc}",
+                hint="each line is `HOST TYPE BASE64`, as `ssh-keyscan HOST` prints",
             ) from None
     return keys
 

@@ -160,7 +160,6 @@ class Host:
     health: tuple[HealthCheck, ...]
     health_timeout_s: float
     tags: tuple[str, ...]
-    protect: bool
 
 
 @dataclass(frozen=True)

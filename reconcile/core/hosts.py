@@ -19,18 +19,27 @@ STATE_DIR = "/run/reconcile"
 CONFIRMED = f"{STATE_DIR}/confirmed"
 
 # Runs on the host through its login shell's `sh`; systemd's view only where systemd is.
-PROBE = (
-    "sh",
-    "-c",
-    'echo "current=$(readlink /run/current-system)"; '
-    'echo "booted=$(readlink /run/booted-system)"; '
-    f'echo "profile=$(readlink -f {SYSTEM_PROFILE} 2>/dev/null)"; '
-    f'echo "confirmed=$(cat {CONFIRMED} 2>/dev/null)"; '
-    'echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"; '
+# Each value is absent (empty) only when its file really is absent: one that exists but
+# cannot be read prints `error=`, and the last line is `end=ok`, so a probe that failed or
+# was cut part-way reads as unknown, never as "no system".
+_PROBE_SCRIPT = (
+    'link() { if [ -L "$1" ]; then t=$(readlink "$1") && echo "$2=$t" || echo "error=$1"; '
+    'elif [ -e "$1" ]; then echo "error=$1 is not a link"; else echo "$2="; fi; }; '
+    "link /run/current-system current; "
+    "link /run/booted-system booted; "
+    f"if [ -e {SYSTEM_PROFILE} ] || [ -L {SYSTEM_PROFILE} ]; then "
+    f't=$(readlink -f {SYSTEM_PROFILE}) && echo "profile=$t" || echo "error=profile"; '
+    'else echo "profile="; fi; '
+    f'if [ -e {CONFIRMED} ]; then t=$(cat {CONFIRMED}) && echo "confirmed=$t" '
+    '|| echo "error=confirmed"; else echo "confirmed="; fi; '
+    't=$(cat /proc/sys/kernel/random/boot_id) && echo "boot_id=$t" || echo "error=boot_id"; '
     "if [ -d /run/systemd/system ]; then "
     'echo "systemd=$(systemctl is-system-running 2>/dev/null)"; '
-    'else echo "systemd=absent"; fi',
+    'else echo "systemd=absent"; fi; '
+    "echo end=ok"
 )
+PROBE = ("sh", "-c", _PROBE_SCRIPT)
+PROBE_KEYS = frozenset({"current", "booted", "profile", "confirmed", "boot_id", "systemd", "end"})
 
 
 @dataclass(frozen=True)
@@ -48,22 +57,29 @@ class HostObservation:
 
 
 def parse_probe(output: str) -> HostObservation:
-    """The probe's output as an observation; ValueError when it is not the probe's."""
+    """The probe's output as an observation; ValueError when it is not the whole probe's."""
     values: dict[str, str] = {}
+    errors: list[str] = []
     for line in output.splitlines():
         key, sep, value = line.partition("=")
-        if sep:
+        if not sep:
+            continue
+        if key.strip() == "error":
+            errors.append(value.strip())
+        else:
             values[key.strip()] = value.strip()
-    missing = {"current", "booted", "boot_id", "systemd"} - set(values)
-    if missing:
-        raise ValueError(f"host probe output lacks {sorted(missing)}")
+    if errors:
+        raise ValueError(f"host probe could not read {', '.join(errors)}")
+    missing = PROBE_KEYS - set(values)
+    if missing or values["end"] != "ok" or not values["boot_id"]:
+        raise ValueError(f"host probe output is incomplete (lacks {sorted(missing) or 'end'})")
     return HostObservation(
         current=values["current"] or None,
         booted=values["booted"] or None,
         boot_id=values["boot_id"],
         systemd=values["systemd"] or "unknown",
-        profile=values.get("profile") or None,
-        confirmed=values.get("confirmed") or None,
+        profile=values["profile"] or None,
+        confirmed=values["confirmed"] or None,
     )
 
 

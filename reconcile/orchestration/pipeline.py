@@ -247,21 +247,36 @@ def stale_kernel_builds(
 ) -> tuple[str, ...]:
     """Kernel builds in the state directory that nothing uses any more (for --prune).
 
-    Kept: the current build of every kernel in the manifest, and any build a defined domain
-    of any hypervisor boots. Nothing is stale while a hypervisor could not be observed: a
-    failed probe is unknown, not absent.
+    Kept: the current build of every kernel in the manifest, and any build that a defined
+    or running domain of any hypervisor boots. Nothing is stale while a hypervisor or any
+    domain on one could not be observed: a failed probe is unknown, not absent.
     """
     root = manifest.lab.state_dir / "kernels"
-    if not root.is_dir() or any(o.domains is None for o in observations.values()):
+    if not root.is_dir() or any(o.domains is None or o.unknown for o in observations.values()):
         return ()
     keep = {
         kernel_build.locate(k, manifest.lab.state_dir).directory.name
         for k in manifest.kernels.values()
         if not isinstance(k.source, PrebuiltKernel)
     }
+    keep |= kernel_builds_in_use(root, observations)
+    return tuple(str(d) for d in sorted(root.iterdir()) if d.is_dir() and d.name not in keep)
+
+
+def kernel_builds_in_use(root: Path, observations: Mapping[str, HypervisorObservation]) -> set[str]:
+    """Names of the builds under `root` that a persistent or live definition boots.
+
+    Paths are compared resolved, so a state directory named through a link still matches.
+    """
+    real_root = root.resolve()
+    used = set()
     for observation in observations.values():
         for domain in (observation.domains or {}).values():
             for facts in (domain.config, domain.live):
-                if facts is not None and facts.kernel and str(root) in str(facts.kernel):
-                    keep.add(Path(str(facts.kernel)).parent.name)
-    return tuple(str(d) for d in sorted(root.iterdir()) if d.is_dir() and d.name not in keep)
+                if facts is None or not facts.kernel:
+                    continue
+                image = Path(facts.kernel)
+                for candidate in {image, image.resolve()}:
+                    if candidate.parent.parent in (root, real_root):
+                        used.add(candidate.parent.name)
+    return used

@@ -58,7 +58,7 @@ def plan_keys(*changes: object, unbuilt: dict[str, str] | None = None) -> list[s
 
 
 def test_probe_reads_profile_and_confirmation() -> None:
-    out = "current=/a\nbooted=/a\nprofile=/b\nconfirmed=\nboot_id=x\nsystemd=absent\n"
+    out = "current=/a\nbooted=/a\nprofile=/b\nconfirmed=\nboot_id=x\nsystemd=absent\nend=ok\n"
     got = parse_probe(out)
     assert (got.profile, got.confirmed, got.has_systemd) == ("/b", None, False)
 

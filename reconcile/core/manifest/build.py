@@ -139,7 +139,6 @@ def _host(base: Path, name: str, h: dict[str, Json]) -> d.Host:
         health=health,
         health_timeout_s=parse_duration(h["health_timeout"]),
         tags=tuple(h["tags"]),
-        protect=h["protect"],
     )
 
 

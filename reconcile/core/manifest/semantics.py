@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from reconcile.core.manifest.schema import Finding
+from reconcile.core.sshkeys import host_key_problem
 from reconcile.core.units import parse_duration
 
 Json = Any
@@ -36,6 +37,7 @@ def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
         *_check_guests(doc),
         *_check_hosts(doc),
         *_check_durations(doc),
+        *_check_host_keys(raw),
         *_check_gitops(doc),
     ]
 
@@ -171,6 +173,22 @@ def _check_gitops(doc: dict[str, Json]) -> Iterator[Finding]:
             "signed commits need the keys to trust: give `allowed_signers` too",
             'allowed_signers = "allowed_signers" (lines of `PRINCIPAL ssh-ed25519 AAAA...`)',
         )
+
+
+def _check_host_keys(node: Json, path: tuple[str | int, ...] = ()) -> Iterator[Finding]:
+    """Every `host_key` anywhere in the manifest (hosts, guests, hypervisors, gitops)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "host_key" and isinstance(value, str):
+                if problem := host_key_problem(value):
+                    yield Finding(
+                        (*path, key), problem, "copy the line from `ssh-keyscan HOST` whole"
+                    )
+            else:
+                yield from _check_host_keys(value, (*path, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _check_host_keys(item, (*path, index))
 
 
 def _check_durations(doc: dict[str, Json]) -> Iterator[Finding]:
