@@ -243,6 +243,7 @@ class History:
         items: Iterable[DriftObservation],
         *,
         unknown: Iterable[tuple[str, str]] = (),
+        looked_at: Iterable[tuple[str, str]] | None = None,
     ) -> dict[DriftKey, float]:
         """Record what a drift run saw; return since when each current item has drifted.
 
@@ -250,7 +251,8 @@ class History:
         same; different values mean a different drift, so its clock restarts at `now`.
         Entries not in `items` are no longer drifted and are forgotten, except those of
         subjects in `unknown` (kind, name): their probe failed, so their drift is not known
-        to have ended and their entries stay as they were.
+        to have ended and their entries stay as they were. A run limited to some subjects
+        (`looked_at`, kind and name) forgets nothing about the others.
         """
         current = _by_key(items)
         kept_subjects = set(unknown)
@@ -278,8 +280,9 @@ class History:
                         " observed, since, since_run, last_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (*key, item.desired, item.observed, now, run_id, run_id),
                     )
+            scope = None if looked_at is None else set(looked_at)
             for key in stored.keys() - current.keys():
-                if key[:2] not in kept_subjects:
+                if key[:2] not in kept_subjects and (scope is None or key[:2] in scope):
                     conn.execute(
                         "DELETE FROM drift WHERE subject_kind = ? AND subject = ? AND field = ?",
                         key,

@@ -60,9 +60,11 @@ def record_drift(
     extra: Mapping[str, Any] | None = None,
     outcome: str | None = None,
     exit_code: int | None = None,
+    scoped: bool = False,
 ) -> DriftReport:
     """The drift report of a plan, with since-when from the history, and this run recorded
-    (with the drift's verdict as its outcome, unless the caller's run had another)."""
+    (with the drift's verdict as its outcome, unless the caller's run had another).
+    `scoped`: the plan looked at some subjects only (`--target`)."""
     items = drift_items(plan.diff, manifest.drift_ignore)
     now = time.time()
     draft = DriftReport(
@@ -95,6 +97,7 @@ def record_drift(
             now,
             [DriftObservation(*row) for row in drifted_fields(items)],
             unknown=[(i.kind, i.name) for i in items if i.status is DriftStatus.UNKNOWN],
+            looked_at=[(i.kind, i.name) for i in items] if scoped else None,
         )
     return DriftReport(
         lab=draft.lab,
@@ -120,7 +123,9 @@ def drift(path: Path, options: DriftOptions) -> DriftReport:
         plan = pipeline.make(ctx, PlanOptions(options.targets))
     finally:
         ctx.close()
-    report = record_drift(ctx.manifest, plan, kind="drift", started=started)
+    report = record_drift(
+        ctx.manifest, plan, kind="drift", started=started, scoped=bool(options.targets)
+    )
     if options.metrics is not None:
         write_metrics(options.metrics, report, "drift", report.exit_code, started)
     return report

@@ -369,6 +369,22 @@ def test_drift_of_an_unknown_subject_is_kept(history: History) -> None:
     assert history.drift_since() == {("host", "nas", "system"): 100.0}
 
 
+def test_a_targeted_run_forgets_nothing_about_subjects_it_did_not_look_at(
+    history: History,
+) -> None:
+    both = [
+        drifted("web", "memory", "2GiB", "1GiB"),
+        DriftObservation("host", "nas", "system", "/nix/store/a", "/nix/store/b"),
+    ]
+    history.update_drift(record(history), 100.0, both)
+    # `drift --target web`: web is in sync now; nas was not looked at.
+    assert history.update_drift(record(history), 200.0, [], looked_at=[("guest", "web")]) == {}
+    assert history.drift_since() == {("host", "nas", "system"): 100.0}
+    # A whole run that sees nas in sync forgets it too.
+    assert history.update_drift(record(history), 300.0, []) == {}
+    assert history.drift_since() == {}
+
+
 def test_drift_since_survives_reopening(path: Path) -> None:
     with History.open(path) as history:
         history.update_drift(record(history), 100.0, [drifted("web", "memory", "2", "1")])
