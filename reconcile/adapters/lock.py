@@ -6,12 +6,14 @@ SIGKILLed apply included. The file's content says who holds it, for the error me
 
 from __future__ import annotations
 
+import calendar
 import fcntl
 import json
 import os
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -69,6 +71,64 @@ class LabLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lab's lock now, and for how long."""
+
+    pid: int
+    host: str
+    started: str  # as written, ISO 8601 UTC
+    argv: str
+    age_s: float
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} since {self.started} ({self.argv})"
+
+
+def holder(path: Path, now: float | None = None) -> Holder | None:
+    """The lock's holder, read without taking the lock (a drift timer must never make an
+    apply fail); None when nobody holds it.
+
+    Held means a flock on the file's inode is listed in /proc/locks; its content names who.
+    """
+    try:
+        st = path.stat()
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    inode = f":{st.st_ino} "
+    held = any(
+        line.split()[1:2] == ["FLOCK"] and inode in line and _same_device(line, st.st_dev)
+        for line in locks.splitlines()
+    )
+    if not held:
+        return None
+    try:
+        info = json.loads(path.read_text())
+        started = str(info["started"])
+        begun = calendar.timegm(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ"))
+        return Holder(
+            pid=int(info["pid"]),
+            host=str(info["host"]),
+            started=started,
+            argv=" ".join(str(a) for a in info.get("argv", [])),
+            age_s=max(0.0, (time.time() if now is None else now) - begun),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _same_device(line: str, dev: int) -> bool:
+    # /proc/locks spells the device MAJOR:MINOR in hex, then the inode: `fd:01:1234`.
+    fields = line.split()
+    where = next((f for f in fields if f.count(":") == 2), "")
+    major, minor, _ = where.split(":") if where else ("", "", "")
+    try:
+        return (int(major, 16), int(minor, 16)) == (os.major(dev), os.minor(dev))
+    except ValueError:
+        return False
 
 
 def _read_holder(path: Path) -> str:

@@ -1,0 +1,50 @@
+"""The lab lock's holder is read without taking the lock, from /proc/locks and the file."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from reconcile.adapters.lock import LabLock, holder
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from reconcile.adapters.lock import LabLock
+with LabLock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_nobody_holds_a_fresh_or_released_lock(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    assert holder(path) is None
+    with LabLock(path):
+        pass
+    assert holder(path) is None
+
+
+def test_another_process_holding_it_is_named_with_its_age(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        found = holder(path, now=time.time() + 3600)
+        assert found is not None
+        assert found.pid == child.pid
+        assert 3599 <= found.age_s <= 3700
+        assert "pid" in found.describe()
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        # The killed holder's words stay in the file, but its flock died with it.
+        assert path.read_text()
+        assert holder(path) is None
+    finally:
+        child.kill()
+        child.wait()
