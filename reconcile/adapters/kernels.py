@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from reconcile.adapters.files import read_regular
 from reconcile.adapters.initrd import early_module_files
 from reconcile.core.desired import Kernel, PrebuiltKernel
 from reconcile.core.errors import ReconcileError
 from reconcile.core.intent import KernelInputs
 from reconcile.core.kmod import bzimage_release
+
+IMAGE_MAX_BYTES = 256 << 20  # a bzImage is tens of MiB; anything far larger is not one
 
 
 def resolve_prebuilt(kernel: Kernel) -> KernelInputs:
@@ -17,7 +20,7 @@ def resolve_prebuilt(kernel: Kernel) -> KernelInputs:
     assert isinstance(source, PrebuiltKernel)
     try:
         image = source.image.resolve(strict=True)
-        data = image.read_bytes()
+        data = read_regular(image, IMAGE_MAX_BYTES)
     except OSError as exc:
         raise ReconcileError(
             f"kernel '{kernel.name}': cannot read image {source.image}: {exc.strerror}",

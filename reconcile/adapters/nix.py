@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
 GCROOTS_AUTO = Path("/nix/var/nix/gcroots/auto")
+CACHE_MAX_BYTES = 64 << 20
 
 
 def _json(argv: Sequence[str], hint: str, timeout_s: float = process.DEFAULT_TIMEOUT_S) -> Any:
@@ -83,9 +84,9 @@ class EvalCache:
 
     def load(self, narhash: str) -> dict[str, str]:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(files.read_regular(self.path, CACHE_MAX_BYTES))
         except (OSError, ValueError):
-            return {}
+            return {}  # absent, damaged or not a file: evaluate again
         if not isinstance(data, dict) or data.get("narHash") != narhash:
             return {}
         paths = data.get("paths", {})
@@ -154,7 +155,7 @@ def read_bootspec(toplevel: str) -> dict[str, Any]:
     """The closure's NixOS bootspec v1 (boot.json)."""
     path = Path(toplevel) / "boot.json"
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(files.read_regular(path, 1 << 20))
         spec: dict[str, Any] = doc["org.nixos.bootspec.v1"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ReconcileError(

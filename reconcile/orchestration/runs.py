@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconcile.adapters import files
 from reconcile.adapters.lock import LabLock
 from reconcile.core.actions import Action
 from reconcile.core.errors import PlanError, ReconcileError
@@ -24,6 +25,7 @@ from reconcile.orchestration.pipeline import Context, PlanOptions
 __all__ = ["ApplyOptions", "PlanOptions", "Planned", "plan", "session"]
 
 SAVED_FORMAT = "reconcile-plan/1"
+SAVED_MAX_BYTES = 64 << 20  # a saved plan of 10,000 guests is a few MiB
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,15 @@ def plan(path: Path, options: PlanOptions, *, saved: Path | None = None) -> Plan
 def read_saved(path: Path) -> dict[str, Any] | None:
     """The saved plan in `path`, or None when it is a manifest."""
     try:
-        head = path.read_bytes()[:64].lstrip()
+        data = files.read_regular(path, SAVED_MAX_BYTES)
+    except files.TooLargeError:
+        return None  # too large for a saved plan: let the manifest reader say what it is
     except OSError:
-        return None
-    if not head.startswith(b"{"):
+        return None  # not readable as a plan: the manifest reader gives the clear error
+    if data.lstrip()[:1] != b"{":
         return None
     try:
-        document: dict[str, Any] = json.loads(path.read_text())
+        document: dict[str, Any] = json.loads(data)
     except ValueError as exc:
         raise PlanError(f"{path}: not a saved plan ({exc})") from None
     if document.get("format") != SAVED_FORMAT:

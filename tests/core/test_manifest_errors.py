@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,24 @@ def test_directory_and_missing_path(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (code, err.splitlines()[0]) == (1, f"{tmp_path}: is a directory, not a manifest file")
     code, _, err = run_validate(tmp_path / "nope.toml", capsys)
     assert (code, err.splitlines()[0]) == (1, f"{tmp_path / 'nope.toml'}: no such file")
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "apply", "drift"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "dev-null"])
+def test_a_manifest_that_is_not_a_regular_file_is_refused_at_once(
+    tmp_path: Path, command: str, kind: str
+) -> None:
+    path = tmp_path / "lab.toml"
+    if kind == "fifo":
+        os.mkfifo(path)  # nobody writes to it: reading would block for ever
+    else:
+        path.symlink_to("/dev/zero" if kind == "dev-zero" else "/dev/null")
+    argv = [sys.executable, "-m", "reconcile", command, str(path)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 1
+    words = "a FIFO" if kind == "fifo" else "a device"
+    assert f"{path}: is {words}, not a regular file" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
