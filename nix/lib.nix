@@ -42,7 +42,8 @@ let
   '';
 
   behaviours = [ "ok" "fail" "degraded" ];
-  knownOptions = [ "message" "switchBehaviour" "failBuild" "healthy" "switchDelay" ];
+  knownOptions = [ "message" "switchBehaviour" "failBuild" "healthy" "switchDelay" "probeShares" ];
+  isTag = tag: builtins.match "[A-Za-z0-9_-]+" tag != null;
 
   mkSystem = name: options:
     let
@@ -53,12 +54,15 @@ let
         failBuild = false;
         healthy = true;
         switchDelay = 0;
+        probeShares = [ ];
       } // options;
     in
     if unknown != [ ] then
       throw "nix/systems.nix: ${name}: unknown option(s) ${toString unknown} (known: ${toString knownOptions})"
     else if !(builtins.elem o.switchBehaviour behaviours) then
       throw "nix/systems.nix: ${name}: switchBehaviour must be one of ${toString behaviours}"
+    else if !(builtins.all isTag o.probeShares) then
+      throw "nix/systems.nix: ${name}: probeShares must be virtiofs tags ([A-Za-z0-9_-]+)"
     else
       run "nixos-system-${name}"
         {
@@ -68,6 +72,7 @@ let
           health = if o.healthy then "ok" else "broken";
           switchDelay = toString o.switchDelay;
           failBuild = if o.failBuild then "1" else "";
+          probeShares = builtins.concatStringsSep "\n" o.probeShares;
         }
         ''
           set -e
@@ -90,6 +95,9 @@ let
           fill ${./power-button.sh} $out/etc/acpi/PWRF/00000080
           $b printf '%s\n' "$message" > $out/etc/reconcile-message
           $b printf '%s\n' "$health" > $out/etc/reconcile-health
+          if [ -n "$probeShares" ]; then
+            $b printf '%s\n' "$probeShares" > $out/etc/reconcile-probe-shares
+          fi
           echo "$systemName" > $out/nixos-version
           echo "${system}" > $out/system
           echo "root=tmpfs" > $out/kernel-params

@@ -37,6 +37,32 @@ else
   say "reconcile-store: read-only"
 fi
 
+# Write probes (systems.nix `probeShares`): each tag is mounted read-write by the guest,
+# whatever the host meant, and a file is created in it. Only the host can refuse then.
+# Prints "reconcile-probe: TAG mount=rw|ro|none write=written|EROFS|error: ...".
+mode_of() { awk -v d="$1" '$2 == d { split($4, o, ","); m = o[1] } END { print m ? m : "none" }' /proc/mounts; }
+probe() {
+  file="$2/.reconcile-probe-@name@"
+  if out=$( { echo "$toplevel" >"$file"; } 2>&1); then
+    write=written
+  else
+    case "$out" in *"Read-only file system"*) write=EROFS ;; *) write="error: $out" ;; esac
+  fi
+  say "reconcile-probe: $1 mount=$(mode_of "$2") write=$write"
+}
+if [ -f "$toplevel/etc/reconcile-probe-shares" ]; then
+  while read -r tag; do
+    case "$tag" in
+      store) dir=/nix/store ;;
+      modules) dir=/lib/modules ;;
+      *) dir=/mnt/$tag && mkdir -p "$dir" && mount -t virtiofs "$tag" "$dir" ;;
+    esac
+    case "$tag" in store | modules) mount -o remount,rw "$dir" ;; esac
+    probe "$tag" "$dir"
+    case "$tag" in store | modules) mount -o remount,ro "$dir" ;; esac
+  done <"$toplevel/etc/reconcile-probe-shares"
+fi
+
 # The ACPI power button powers the guest off (libvirt's graceful shutdown). Debian's kernel
 # has its drivers (button, evdev) as modules: they load from the `modules` share when it is
 # there (or from /early when reconcile put them in the initrd).

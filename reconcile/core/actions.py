@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from reconcile.core.hosts import HostIntent
-from reconcile.core.intent import GuestIntent
+from reconcile.core.intent import GuestIntent, View
 
 
 class ActionKind(StrEnum):
     BUILD = "build"  # realise every closure the plan needs, in one `nix build`
     BUILD_KERNEL = "build-kernel"  # configure and make one kernel of the manifest
     REMOVE_KERNEL = "remove-kernel"  # delete a kernel build nothing uses (--prune only)
+    VIEW = "view"  # make a read-only view anew (it was writable, stale or missing)
     DEFINE = "define"  # write the domain definition (and its initrd, GC root, log dir)
     SHUTDOWN = "shutdown"  # ACPI shutdown, then destroy after the timeout
     START = "start"
@@ -41,6 +42,7 @@ class Action:
     host: HostIntent | None = None  # host actions
     previous: str = ""  # host actions: the system to roll back to ("" = none known)
     boot_id: str = ""  # REBOOT: the boot observed before it
+    view: View | None = None  # VIEW only
 
     @property
     def key(self) -> str:
@@ -50,6 +52,8 @@ class Action:
             return f"kernel:{self.subject}"
         if self.kind is ActionKind.REMOVE_KERNEL:
             return f"remove-kernel:{self.subject}"
+        if self.kind is ActionKind.VIEW:
+            return f"view:{self.subject}"
         return f"{self.subject}/{self.kind.value}"
 
     def describe(self) -> str:
@@ -59,4 +63,6 @@ class Action:
             return f"build kernel {self.subject}"
         if self.kind is ActionKind.REMOVE_KERNEL:
             return f"remove kernel build {self.path}"
+        if self.kind is ActionKind.VIEW and self.view is not None:
+            return f"make the read-only view {self.view.path} of {self.view.source}"
         return f"{self.kind.value} {self.subject}"

@@ -14,8 +14,8 @@ from enum import StrEnum
 from reconcile.core.desired import GuestState, RestartPolicy
 from reconcile.core.domain import DomainFacts
 from reconcile.core.hosts import HostChange
-from reconcile.core.intent import GuestIntent
-from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
+from reconcile.core.intent import GuestIntent, View
+from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain, ViewState
 
 
 class ChangeKind(StrEnum):
@@ -199,15 +199,60 @@ def diff_orphan(
 
 
 @dataclass(frozen=True)
+class ViewChange:
+    """A read-only view that is not as it must be: apply makes it anew, read-only."""
+
+    view: View
+    state: ViewState
+    users: tuple[tuple[str, str], ...]  # (guest, share tag) it is the problem of
+
+
+# Guests that keep running as they are: a start (create, start, restart) makes its views.
+_KEEPS_RUNNING = frozenset({ChangeKind.NOOP, ChangeKind.WAIT, ChangeKind.REDEFINE})
+
+
+def diff_views(
+    intents: Iterable[GuestIntent],
+    states: Mapping[View, ViewState],
+    changes: Iterable[GuestChange],
+) -> tuple[ViewChange, ...]:
+    """Views that are writable or stale (always a problem: a writable bind in the state
+    directory lets a guest, or a `rm -r`, write to the host), and missing views of guests
+    that run and are not about to be started."""
+    by_name = {c.name: c for c in changes}
+    users: dict[View, list[tuple[str, str]]] = {}
+    for intent in intents:
+        change = by_name.get(intent.name)
+        for share in intent.shares:
+            view = share.view
+            if view is None or view not in states:
+                continue
+            state = states[view]
+            if state is ViewState.MISSING and not (
+                change is not None and change.running and change.kind in _KEEPS_RUNNING
+            ):
+                continue
+            if state is not ViewState.READ_ONLY:
+                users.setdefault(view, []).append((intent.name, share.tag))
+    return tuple(
+        ViewChange(view, states[view], tuple(sorted(found)))
+        for view, found in sorted(users.items(), key=lambda item: str(item[0].path))
+    )
+
+
+@dataclass(frozen=True)
 class Diff:
     lab: str
     changes: tuple[GuestChange, ...]
     unmanaged: tuple[tuple[str, str], ...]  # (hypervisor, domain) not ours: listed, never touched
     hosts: tuple[HostChange, ...] = ()
+    views: tuple[ViewChange, ...] = ()
 
     def has_changes(self) -> bool:
-        return any(c.kind.is_change() for c in self.changes) or any(
-            h.kind.is_change() for h in self.hosts
+        return (
+            any(c.kind.is_change() for c in self.changes)
+            or any(h.kind.is_change() for h in self.hosts)
+            or bool(self.views)
         )
 
 
@@ -219,8 +264,11 @@ def diff_lab(
     prune: bool,
     scope: frozenset[str] | None = None,
     unresolved: Iterable[GuestChange] = (),
+    views: Mapping[View, ViewState] | None = None,
 ) -> Diff:
-    """The whole lab's diff. `scope` limits orphans to targeted names (None: all)."""
+    """The whole lab's diff. `scope` limits orphans to targeted names (None: all); `views`
+    is each read-only view as observed (None: not observed)."""
+    intents = list(intents)
     changes = [diff_guest(i, observations[i.guest.hypervisor], lab) for i in intents]
     changes.extend(unresolved)
     wanted = {c.domain for c in changes}
@@ -236,4 +284,5 @@ def diff_lab(
                 continue
             changes.append(diff_orphan(domain, hypervisor, prune=prune, protected=mark.protect))
     changes.sort(key=lambda c: c.name)
-    return Diff(lab=lab, changes=tuple(changes), unmanaged=tuple(unmanaged))
+    view_changes = diff_views(intents, views, changes) if views is not None else ()
+    return Diff(lab, tuple(changes), tuple(unmanaged), views=view_changes)

@@ -259,8 +259,8 @@ def render_domain_xml(spec: DomainSpec) -> str:
         _sub(root, event, text="destroy")
     devices = _sub(root, "devices")
     for share in spec.shares:
-        # libvirt 9.0 rejects <readonly/> on virtiofs: read-only shares are mounted
-        # read-only by the guest (contracts.md §2).
+        # libvirt 9.0 rejects <readonly/> on virtiofs: a read-only share's source is a
+        # read-only view on the host (adapters/views.py).
         fs = _sub(devices, "filesystem", {"type": "mount", "accessmode": "passthrough"})
         _sub(fs, "driver", {"type": "virtiofs"})
         _sub(fs, "source", {"dir": str(share.source)})

@@ -92,9 +92,23 @@ def _apply_ignores(item: DriftItem, patterns: Sequence[str]) -> DriftItem:
     )
 
 
+def _with_views(item: DriftItem, diff: Diff) -> DriftItem:
+    """A guest whose read-only share has a bad host-side view has drifted in that share."""
+    fields = tuple(
+        DriftField(f"share {tag}", f"read-only view {v.view.path}", v.state.value)
+        for v in diff.views
+        for guest, tag in v.users
+        if guest == item.name
+    )
+    if not fields or item.status not in (DriftStatus.IN_SYNC, DriftStatus.DRIFTED):
+        return item
+    return replace(item, status=DriftStatus.DRIFTED, fields=item.fields + fields)
+
+
 def drift_items(diff: Diff, ignore: Sequence[str] = ()) -> list[DriftItem]:
     """Every guest and host of the diff as a drift item, ignore patterns applied."""
-    items = [_guest_item(c) for c in diff.changes] + [_host_item(h) for h in diff.hosts]
+    items = [_with_views(_guest_item(c), diff) for c in diff.changes]
+    items += [_host_item(h) for h in diff.hosts]
     return [_apply_ignores(i, ignore) for i in items]
 
 
@@ -140,7 +154,7 @@ def report_metrics(
     ]
     counts = report.counts
     drifted = counts[DriftStatus.DRIFTED] + counts[DriftStatus.MISSING]
-    return [
+    objects = [
         Metric(
             "reconcile_managed_objects",
             "Guests and hosts of the manifest, by observed status.",
@@ -165,6 +179,11 @@ def report_metrics(
             "gauge",
             [Sample(float(len(report.unmanaged)), lab)],
         ),
+    ]
+    # A run that did not observe the lab (a GitOps cycle that failed before) has no counts
+    # to give: zeros would read as "nothing drifted".
+    return [
+        *(objects if report.observed else []),
         Metric(
             "reconcile_last_run_timestamp_seconds",
             "When the last run of this command finished (unix time).",

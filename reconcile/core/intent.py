@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconcile.core.desired import Accel, Guest, Manifest
-from reconcile.core.domain import RENDER_VERSION, domain_name, domain_uuid, mac_address
-
-STORE_TAG = "store"
-MODULES_TAG = "modules"
+from reconcile.core.domain import (
+    MODULES_TAG,
+    NIX_STORE,
+    RENDER_VERSION,
+    STORE_TAG,
+    domain_name,
+    domain_uuid,
+    mac_address,
+)
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,27 @@ class KernelInputs:
 
 
 @dataclass(frozen=True)
+class View:
+    """A bind of `source` at `path` that is read-only on the host: what a read-only share serves.
+
+    libvirt 9.0 refuses `<readonly/>` on virtiofs and QEMU 7.2's virtiofsd has no read-only
+    option: without it, a guest that mounts its tag read-write writes to the host.
+    """
+
+    path: Path
+    source: Path
+
+
+@dataclass(frozen=True)
 class ShareSpec:
     tag: str
-    source: str
+    source: str  # what virtiofsd serves: `origin` itself, or its read-only view
     writable: bool
+    origin: str  # the host directory the guest sees
+
+    @property
+    def view(self) -> View | None:
+        return None if self.writable else View(Path(self.source), Path(self.origin))
 
 
 @dataclass(frozen=True)
@@ -57,10 +79,28 @@ class GuestIntent:
     def name(self) -> str:
         return self.guest.name
 
+    @property
+    def views(self) -> tuple[View, ...]:
+        """The read-only views its shares are served from (apply makes them before a start)."""
+        return tuple(v for s in self.shares if (v := s.view) is not None)
 
-def store_view(state_dir: Path) -> Path:
-    """Where the lab's read-only view of /nix/store is mounted."""
-    return state_dir / "store"
+
+def view_path(state_dir: Path, source: Path) -> Path:
+    """Where the lab's read-only view of `source` is mounted: one per source directory."""
+    if source == NIX_STORE:
+        return state_dir / "store"  # where earlier versions kept it: their bind is checked
+    digest = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    return state_dir / "views" / digest
+
+
+def share_spec(state_dir: Path, tag: str, origin: Path, writable: bool) -> ShareSpec:
+    source = origin if writable else view_path(state_dir, origin)
+    return ShareSpec(tag, str(source), writable, str(origin))
+
+
+def lab_views(intents: Iterable[GuestIntent]) -> list[View]:
+    """Every view the guests need, once each, by path."""
+    return sorted({v for i in intents for v in i.views}, key=lambda v: str(v.path))
 
 
 def kernel_cmdline(toplevel: str, params: tuple[str, ...]) -> str:
@@ -76,18 +116,18 @@ def guest_intent(
 ) -> GuestIntent:
     lab = manifest.lab.name
     hypervisor = manifest.hypervisors[guest.hypervisor]
+    state_dir = manifest.lab.state_dir
     shares = (
-        # a read-only bind of /nix/store (adapters/storeview.py): guests cannot write to it
-        ShareSpec(STORE_TAG, str(store_view(manifest.lab.state_dir)), False),
+        share_spec(state_dir, STORE_TAG, NIX_STORE, False),
         # the guest mounts it at /lib/modules: it holds the <release> directory
-        ShareSpec(MODULES_TAG, str(kernel.modules.parent), False),
-        *(ShareSpec(s.tag, str(s.source), s.writable) for s in guest.shares),
+        share_spec(state_dir, MODULES_TAG, kernel.modules.parent, False),
+        *(share_spec(state_dir, s.tag, s.source, s.writable) for s in guest.shares),
     )
     mac = None
     if guest.network is not None:
         mac = guest.network.mac or mac_address(lab, guest.name)
     cmdline = kernel_cmdline(toplevel, guest.kernel_params)
-    serial_log = manifest.lab.state_dir / "guests" / guest.name / "serial.log"
+    serial_log = state_dir / "guests" / guest.name / "serial.log"
     fields: Mapping[str, object] = {
         "accel": hypervisor.accel.value,
         "toplevel": toplevel,
@@ -95,7 +135,7 @@ def guest_intent(
         "cmdline": cmdline,
         "memory_mib": guest.memory_mib,
         "vcpus": guest.vcpus,
-        "shares": [[s.tag, s.source, s.writable] for s in shares],
+        "shares": [[s.tag, s.source, s.writable, s.origin] for s in shares],
         "network": [guest.network.libvirt, mac] if guest.network else None,
         "serial_log": str(serial_log),
         "mark": [lab, guest.name, guest.mode.value, guest.protect],

@@ -58,3 +58,24 @@ class HypervisorObservation:
     def __post_init__(self) -> None:
         if (self.domains is None) == (self.error is None):
             raise ValueError("an observation has either domains or an error")
+
+
+class ViewState(StrEnum):
+    """The host side of a read-only share, as `/proc/self/mountinfo` and stat show it."""
+
+    READ_ONLY = "read-only"  # one read-only bind, of its source
+    MISSING = "missing"  # nothing mounted there: the next start makes it
+    WRITABLE = "writable"  # a writable mount at or below it: replaced, never used
+    STALE = "stale"  # read-only, but not (only) a bind of its source: replaced
+
+    @property
+    def problem(self) -> str:
+        return _VIEW_PROBLEMS[self]
+
+
+_VIEW_PROBLEMS = {
+    ViewState.READ_ONLY: "",
+    ViewState.MISSING: "not mounted",
+    ViewState.WRITABLE: "writable from the host",
+    ViewState.STALE: "does not show its source (stacked, or the source was replaced)",
+}

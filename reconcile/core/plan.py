@@ -206,6 +206,9 @@ def make_plan(
     for directory in stale_kernels:
         remove = Action(ActionKind.REMOVE_KERNEL, directory.rsplit("/", 1)[-1], path=directory)
         nodes[remove.key] = remove
+    for problem in diff.views:
+        view = Action(ActionKind.VIEW, problem.view.path.name, view=problem.view)
+        nodes[view.key] = view
     plan = Plan(
         diff=diff,
         nodes=nodes,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from reconcile.core.diff import ChangeKind, GuestChange
+from reconcile.core.diff import ChangeKind, GuestChange, ViewChange
 from reconcile.core.hosts import HostChange, HostChangeKind
 from reconcile.core.plan import Plan
 
@@ -78,6 +78,14 @@ def _host_lines(change: HostChange) -> list[str]:
     return lines
 
 
+def _view_lines(change: ViewChange) -> list[str]:
+    users = ", ".join(f"{guest} ({tag})" for guest, tag in change.users)
+    return [
+        f"  ! view {change.view.path} of {change.view.source}: {change.state.problem}",
+        f"      (made anew, read-only; shares {users})",
+    ]
+
+
 def render_text(plan: Plan) -> str:
     diff = plan.diff
     out: list[str] = []
@@ -108,6 +116,11 @@ def render_text(plan: Plan) -> str:
         for host in hosts:
             out += _host_lines(host)
         out.append("")
+    if diff.views:
+        out.append("Read-only views (the host side of read-only shares):")
+        for view in diff.views:
+            out += _view_lines(view)
+        out.append("")
     if diff.unmanaged:
         out.append("Unmanaged domains (no reconcile mark for this lab; never touched):")
         out += [f"  {domain} on {hv}" for hv, domain in diff.unmanaged]
@@ -123,6 +136,8 @@ def render_text(plan: Plan) -> str:
         ]
         if plan.kernels_to_remove:
             parts.append(f"{len(plan.kernels_to_remove)} kernel build(s) to remove")
+        if diff.views:
+            parts.append(f"{len(diff.views)} view(s) to make read-only")
         out.append("Plan: " + ", ".join(parts) + ".")
     else:
         out.append(f"No changes. Lab '{diff.lab}' matches the manifest.")
@@ -201,4 +216,13 @@ def render_json(plan: Plan) -> dict[str, Any]:
             for a in plan.actions()
         ],
         "unmanaged": [{"hypervisor": hv, "domain": d} for hv, d in diff.unmanaged],
+        "views": [
+            {
+                "path": str(v.view.path),
+                "source": str(v.view.source),
+                "state": v.state.value,
+                "users": [{"guest": guest, "tag": tag} for guest, tag in v.users],
+            }
+            for v in diff.views
+        ],
     }

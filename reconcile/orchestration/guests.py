@@ -7,19 +7,18 @@ from pathlib import Path
 
 import structlog
 
-from reconcile.adapters import kernel_build, nix
+from reconcile.adapters import kernel_build, nix, views
 from reconcile.adapters.initrd import guest_initrd
 from reconcile.adapters.kernel_build import KernelJob
-from reconcile.adapters.storeview import ensure_readonly_view
 from reconcile.core.actions import Action, ActionKind
 from reconcile.core.desired import KernelBuild
 from reconcile.core.diff import definition_matches, kernel_identity
 from reconcile.core.domain import DomainSpec, Mark, Share
 from reconcile.core.errors import ReconcileError
-from reconcile.core.intent import GuestIntent, store_view
-from reconcile.core.observed import DomainState, ObservedDomain
+from reconcile.core.intent import GuestIntent
+from reconcile.core.observed import DomainState, ObservedDomain, ViewState
 from reconcile.orchestration.executor import Check, StaleError
-from reconcile.orchestration.pipeline import Context
+from reconcile.orchestration.pipeline import Context, kernel_builds_in_use, observe
 
 log = structlog.get_logger(__name__)
 
@@ -72,9 +71,16 @@ class GuestPerformer:
                 done = (Path(action.path) / "complete").exists()
                 return Check.SATISFIED if done else Check.NEEDED
             case ActionKind.REMOVE_KERNEL:
-                return Check.NEEDED if Path(action.path).exists() else Check.SATISFIED
+                if not Path(action.path).exists():
+                    return Check.SATISFIED
+                self._still_unused(Path(action.path))
+                return Check.NEEDED
             case ActionKind.WAIT_READY:
                 return Check.NEEDED
+            case ActionKind.VIEW:
+                assert action.view is not None
+                state = views.observe([action.view])[action.view]
+                return Check.SATISFIED if state is ViewState.READ_ONLY else Check.NEEDED
             case _:
                 pass
         domain = self._probe(action)
@@ -93,6 +99,14 @@ class GuestPerformer:
                 satisfied = domain is None
         return Check.SATISFIED if satisfied else Check.NEEDED
 
+    def _still_unused(self, build: Path) -> None:
+        """Look again, just before deleting: a domain defined since the plan keeps it."""
+        observations = observe(self.ctx)
+        if any(o.domains is None or o.unknown for o in observations.values()):
+            raise StaleError(f"kept {build.name}: a hypervisor or domain is unknown now")
+        if build.name in kernel_builds_in_use(build.parent, observations):
+            raise StaleError(f"kept {build.name}: a domain boots it now")
+
     # -- acting -------------------------------------------------------------------
 
     def perform(self, action: Action) -> None:
@@ -102,24 +116,29 @@ class GuestPerformer:
                 nix.build(action.installables, self.ctx.manifest.lab.build_timeout_s)
             case ActionKind.REMOVE_KERNEL:
                 kernel_build.remove(Path(action.path))
+            case ActionKind.VIEW:
+                assert action.view is not None
+                views.ensure(self._state_dir, [action.view])
             case ActionKind.BUILD_KERNEL:
                 kernel = self.ctx.manifest.kernels[action.subject]
                 directory = Path(action.path)
                 assert isinstance(kernel.source, KernelBuild)
                 key = directory.name.removeprefix(f"{kernel.name}-")
-                kernel_build.build(KernelJob(kernel.name, kernel.source, key, directory))
+                timeout = self.ctx.manifest.lab.build_timeout_s
+                kernel_build.build(KernelJob(kernel.name, kernel.source, key, directory, timeout))
             case ActionKind.DEFINE:
                 assert hv is not None and action.intent is not None
                 spec = self.domain_spec(action.intent)
                 hv.define(spec)
-                nix.add_gc_root(self._gcroot(action.subject), action.intent.toplevel)
+                self._sync_roots(action, also=action.intent.toplevel)
             case ActionKind.START:
                 assert hv is not None and action.intent is not None
                 action.intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
                 action.intent.serial_log.unlink(missing_ok=True)
                 self.domain_spec(action.intent)  # files it boots from exist (state dir wiped?)
-                ensure_readonly_view(store_view(self._state_dir))
+                views.ensure(self._state_dir, action.intent.views)  # read-only shares
                 hv.start(action.domain)
+                self._sync_roots(action)  # the old running closure needs no root now
             case ActionKind.WAIT_READY:
                 assert action.intent is not None
                 self.wait_ready(action)
@@ -133,7 +152,17 @@ class GuestPerformer:
             case ActionKind.UNDEFINE:
                 assert hv is not None
                 hv.undefine(action.domain)
-                nix.remove_gc_root(self._gcroot(action.subject))
+                nix.sync_gc_roots(self._gcroot(action.subject), set())
+
+    def _sync_roots(self, action: Action, also: str | None = None) -> None:
+        """Roots for every closure the domain's persistent or running definition uses."""
+        domain = self.ctx.hypervisor(action.hypervisor).probe(action.domain)
+        used = {also} if also else set()
+        if domain is not None:
+            for facts in (domain.config, domain.live):
+                if facts is not None and facts.mark is not None and facts.mark.toplevel:
+                    used.add(facts.mark.toplevel)
+        nix.sync_gc_roots(self._gcroot(action.subject), used)
 
     def domain_spec(self, intent: GuestIntent) -> DomainSpec:
         """The definition, now that the closure is built (its initrd is read from boot.json)."""

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from reconcile.adapters.lock import LabLock
+from reconcile.core.intent import view_path
 from tests.conftest import ROOT
 from tests.support.cli import reconcile
-from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree
+from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree, writable_mounts_below
 
 pytestmark = pytest.mark.real
 
@@ -39,6 +40,16 @@ shutdown_timeout = "15s"
 boot_timeout = "120s"
 {extra}
 """
+
+
+# Guest b's system tries to write to each share, mounted read-write by the guest; only
+# rw-data is writable (the others are served from read-only views on the host).
+PROBED = ("store", "modules", "ro-data", "rw-data")
+MODULES = Path("/lib/modules").resolve()  # the kernel's share (/usr/lib/modules, merged /usr)
+B_SHARES = """shares = [
+  {{ tag = "ro-data", source = "{root}/ro-data", writable = false }},
+  {{ tag = "rw-data", source = "{root}/rw-data", writable = true }},
+]"""
 
 
 def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -70,7 +81,7 @@ class Lab:
         self.manifest = root / "lab.toml"
         self.guests: dict[str, tuple[str, str, str]] = {}
 
-    def write(self, uri: str = SYSTEM_URI) -> Path:
+    def write(self, uri: str = SYSTEM_URI, hypervisor_extra: str = "") -> Path:
         text = f"""
 [lab]
 name = "{LAB}"
@@ -79,6 +90,7 @@ state_dir = "{self.state}"
 [hypervisors.local]
 uri = "{uri}"
 accel = "qemu"
+{hypervisor_extra}
 [kernels.host]
 image = "/vmlinuz"
 initrd_modules = ["virtio_pci", "virtiofs"]
@@ -127,16 +139,35 @@ def lab() -> Iterator[Lab]:
     os.chmod(BASE, 0o755)
     shutil.copytree(ROOT / "nix", root / "flake", ignore=shutil.ignore_patterns("result*"))
     shutil.copy2("/bin/busybox", root / "flake" / "bb" / "busybox")
+    systems = root / "flake" / "systems.nix"
+    probes = " ".join(f'"{tag}"' for tag in PROBED)
+    systems.write_text(
+        systems.read_text().replace(
+            'demo-b = { message = "demo system b"; };',
+            f'demo-b = {{ message = "demo system b"; probeShares = [ {probes} ]; }};',
+        )
+    )
+    (root / "ro-data").mkdir()
+    (root / "ro-data" / "kept").write_text("host data\n")
+    (root / "rw-data").mkdir()
     made = Lab(root)
     made.guests = {
         "a": ("demo-a", "384MiB", ""),
-        "b": ("demo-b", "384MiB", ""),
+        "b": ("demo-b", "384MiB", B_SHARES.format(root=root)),
         "c": ("demo-a", "384MiB", ""),
     }
     made.write()
     yield made
     cleanup()
-    remove_tree(root)  # unmounts the lab's view of /nix/store first
+    remove_tree(root)  # unmounts the lab's read-only views first
+    for stray in (Path("/nix/store"), Path("/lib/modules")):  # only if a probe got through
+        for path in stray.glob(".reconcile-probe-*"):
+            path.unlink()
+
+
+def probe_results(log: str) -> dict[str, str]:
+    found = re.findall(r"^reconcile-probe: (\S+) (.*?)\r?$", log, re.MULTILINE)
+    return dict(found)
 
 
 def test_apply_boots_guests_then_plan_is_empty(lab: Lab) -> None:
@@ -154,15 +185,64 @@ def test_apply_boots_guests_then_plan_is_empty(lab: Lab) -> None:
         "<source dir='/var/lib/reconcile-tests/e2e/state/store'/>"
         in virsh("dumpxml", "e2e-a").stdout
     )
+    xml = virsh("dumpxml", "e2e-b").stdout
+    for source, served in [
+        (MODULES, view_path(lab.state, MODULES)),
+        (lab.root / "ro-data", view_path(lab.state, lab.root / "ro-data")),
+        (lab.root / "rw-data", lab.root / "rw-data"),  # writable: shared as it is
+    ]:
+        assert f"<source dir='{served}'/>" in xml, source
+    assert writable_mounts_below(lab.state) == []
     lab.assert_converged()
     again = lab.apply()
     assert again.returncode == 0
     assert "No changes." in again.stdout
 
 
+def test_guest_writes_to_read_only_shares_fail_on_the_host(lab: Lab) -> None:
+    """Guest b mounts every share read-write and writes: only the writable one takes it."""
+    assert probe_results(lab.serial("b")) == {
+        "store": "mount=rw write=EROFS",
+        "modules": "mount=rw write=EROFS",
+        "ro-data": "mount=rw write=EROFS",
+        "rw-data": "mount=rw write=written",
+    }
+    assert not list(Path("/nix/store").glob(".reconcile-probe-*"))
+    assert not list(Path("/lib/modules").glob(".reconcile-probe-*"))
+    assert [p.name for p in (lab.root / "ro-data").iterdir()] == ["kept"]
+    assert (lab.root / "ro-data" / "kept").read_text() == "host data\n"
+    written = (lab.root / "rw-data" / ".reconcile-probe-demo-b").read_text()
+    assert written.startswith("/nix/store/") and "demo-b" in written
+
+
+def test_a_writable_or_missing_view_is_drift_and_apply_remakes_it(lab: Lab) -> None:
+    store = lab.state / "store"
+    modules = view_path(lab.state, MODULES)
+    subprocess.run(["mount", "-o", "remount,bind,rw", str(store)], check=True)
+    subprocess.run(["umount", str(modules)], check=True)
+    assert writable_mounts_below(lab.state) == [str(store)]
+    doc = lab.plan_json()
+    views = {v["path"]: v["state"] for v in doc["views"]}  # type: ignore[attr-defined]
+    assert views == {str(store): "writable", str(modules): "missing"}
+    plan = lab.run("plan", str(lab.manifest), "--detailed-exitcode")
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert f"view {store} of /nix/store: writable from the host" in plan.stdout
+    assert "2 view(s) to make read-only" in plan.stdout
+    drift = lab.run("drift", str(lab.manifest))
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    assert "share store" in drift.stdout and "share modules" in drift.stdout
+    ids = {g: domain_id(f"e2e-{g}") for g in ("a", "b", "c")}
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {g: domain_id(f"e2e-{g}") for g in ("a", "b", "c")} == ids  # nothing restarted
+    assert writable_mounts_below(lab.state) == []
+    lab.assert_converged()
+    assert lab.run("drift", str(lab.manifest)).returncode == 0
+
+
 def test_memory_change_restarts_only_that_guest(lab: Lab) -> None:
     before = {g: domain_id(f"e2e-{g}") for g in ("a", "b", "c")}
-    lab.guests["b"] = ("demo-b", "448MiB", "")
+    lab.guests["b"] = ("demo-b", "448MiB", B_SHARES.format(root=lab.root))
     lab.write()
     assert lab.changes() == {"a": "no-op", "b": "restart", "c": "no-op"}
     proc = lab.apply()
@@ -192,6 +272,43 @@ def test_closure_change_restarts_only_its_guests(lab: Lab) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert domain_id("e2e-b") == b_id
     assert token in lab.serial("a")
+    lab.assert_converged()
+
+
+def roots(lab: Lab, guest: str) -> set[str]:
+    """The closures guest's GC roots keep, each also registered with Nix (gcroots/auto)."""
+    directory = lab.state / "gcroots" / guest
+    if not directory.is_dir():
+        return set()
+    registered = {os.readlink(a) for a in Path("/nix/var/nix/gcroots/auto").iterdir()}
+    assert {str(link) for link in directory.iterdir()} <= registered
+    return {os.readlink(link) for link in directory.iterdir()}
+
+
+def test_a_running_older_closure_keeps_its_gc_root_until_restarted(lab: Lab) -> None:
+    running = virsh("dumpxml", "e2e-a").stdout
+    old = re.search(r"init=(/nix/store/[^/ ]+)/init", running)
+    assert old is not None
+    assert roots(lab, "a") == {old.group(1)}
+    lab.guests["a"] = ("demo-a", "384MiB", 'restart = "never"')
+    systems = lab.flake / "systems.nix"
+    token = f"demo system a, {uuid.uuid4().hex[:8]}"
+    systems.write_text(re.sub(r'"demo system a[^"]*"', f'"{token}"', systems.read_text()))
+    lab.write()
+    assert lab.changes()["a"] == "redefine"
+    a_id = domain_id("e2e-a")
+    proc = lab.apply("--target", "a")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert domain_id("e2e-a") == a_id  # not restarted: it still runs the old closure
+    kept = roots(lab, "a")
+    assert old.group(1) in kept and len(kept) == 2, kept  # the running one and the defined one
+    lab.guests["a"] = ("demo-a", "384MiB", "")
+    lab.write()
+    proc = lab.apply("--target", "a")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert domain_id("e2e-a") != a_id
+    assert roots(lab, "a") == kept - {old.group(1)}  # restarted: only the new closure's root
+    assert lab.apply().returncode == 0  # c runs demo-a too
     lab.assert_converged()
 
 
@@ -322,10 +439,15 @@ def test_saved_plan_applies_or_is_refused_as_stale(lab: Lab) -> None:
 
 
 def test_clear_errors_libvirt_nix_kernel(lab: Lab) -> None:
-    lab.write(uri="qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+    # Nothing listens on loopback port 1: the pinned qemu+ssh connection is refused.
+    lab.write(
+        uri="qemu+ssh://root@127.0.0.1:1/system",
+        hypervisor_extra='host_key = "ssh-ed25519 '
+        'AAAAC3NzaC1lZDI1NTE5AAAAIHVhmTUhVpvXYpbmqi7rMc9QIr4ldbyGFPIWu5SnU6RB"',
+    )
     proc = lab.run("plan", str(lab.manifest))
     assert "unknown" in proc.stdout and "Traceback" not in proc.stderr
-    assert "/nonexistent/libvirt-sock" in proc.stdout
+    assert "127.0.0.1:1" in proc.stdout
     proc = lab.apply()
     assert "Traceback" not in proc.stderr
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import time
@@ -53,6 +55,21 @@ def mounts_below(root: Path) -> list[str]:
     with open("/proc/self/mounts") as mounts:
         points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
     return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def writable_mounts_below(root: Path) -> list[str]:
+    """Mount points at or below `root` whose mount is writable (its own flag, from mountinfo)."""
+    prefix = str(root.resolve())
+    found = []
+    with open("/proc/self/mountinfo", "rb") as info:
+        for line in info:
+            fields = line.split(b" ")
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            path = os.fsdecode(point)
+            under = path == prefix or path.startswith(prefix + "/")
+            if under and b"ro" not in fields[5].split(b","):
+                found.append(path)
+    return found
 
 
 def remove_tree(root: Path) -> None:
