@@ -99,6 +99,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"Saved the plan to {args.out}; apply it with: reconcile apply {args.out}",
             file=sys.stderr,
         )
+    if outcome.lock_warning:
+        print(f"warning: {outcome.lock_warning}", file=sys.stderr)
     unknown = outcome.plan.unknown()
     if unknown:
         print(
@@ -251,6 +253,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
             f"{r.id:>5}  {when:20}  {r.kind:7}  {r.outcome:12}  {r.exit_code:>4}  "
             f"{r.duration_s:>6.1f}s  {r.commit[:12]}"
         )
+        if r.summary.get("stage"):  # a gitops cycle that failed: where, and why
+            lines = str(r.summary.get("message", "")).splitlines() or [""]
+            print(f"{'':5}  failed at {r.summary['stage']}: {lines[0][:200]}")
     return EXIT_OK
 
 
@@ -272,6 +277,10 @@ def _cmd_gitops(args: argparse.Namespace) -> int:
     if result.results:
         print(_summary(result.results, {}), end="")
     print(f"gitops: {result.message} (exit {result.code})")
+    if result.stage is not None:
+        print(f"error: the cycle stopped at {result.stage}: {result.outcome}", file=sys.stderr)
+        if result.hint:
+            print(f"hint: {result.hint}", file=sys.stderr)
     return result.code
 
 
@@ -284,7 +293,7 @@ def _install_timer(args: argparse.Namespace) -> int:
         argv += ["--metrics", str(args.metrics.resolve())]
     service = args.unit_dir / timer_units.SERVICE
     timer = args.unit_dir / timer_units.TIMER
-    files.write_atomic(service, timer_units.service_unit(argv))
+    files.write_atomic(service, timer_units.service_unit(argv, args.start_timeout))
     files.write_atomic(timer, timer_units.timer_unit(settings.interval_s))
     print(f"Wrote {service} and {timer} (a cycle every {settings.interval_s:g}s).")
     print(f"Enable them: systemctl daemon-reload && systemctl enable --now {timer_units.TIMER}")
@@ -436,8 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="one GitOps cycle: fetch the lab's repository, plan, apply by policy, report",
         description="Run one cycle, as the controller's timer does: fetch gitops.branch of "
         "gitops.repo into the state directory; refuse a head that does not descend from the "
-        "last applied commit (unless gitops.allow_rewrites), or that is unsigned when "
-        "gitops.require_signed; plan the repository's manifest; apply it when gitops.apply is "
+        "last applied commit (unless gitops.allow_rewrites), or that is not signed by "
+        "gitops.allowed_signers (unless gitops.require_signed = false); refuse a repository "
+        "manifest naming host paths outside gitops.allowed_paths; plan the repository's "
+        "manifest; apply it when gitops.apply is "
         '"auto"; record the commit, plan and outcome in the history; write the drift report '
         "and metrics. A commit whose apply failed is not retried until a new commit arrives "
         "(or --retry). MANIFEST is the controller's copy of the lab's manifest (its [gitops] "
@@ -475,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead of a cycle, write the systemd service and timer that run one every "
         "gitops.interval",
+    )
+    cycle.add_argument(
+        "--start-timeout",
+        type=_duration,
+        default=timer_units.START_TIMEOUT_S,
+        metavar="DURATION",
+        help="with --install-timer: stop a cycle that runs longer (TimeoutStartSec=; default: 1h)",
     )
     cycle.add_argument(
         "--unit-dir",

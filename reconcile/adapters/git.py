@@ -11,14 +11,23 @@ history, `workdir/tree` the checked-out files of exactly one commit, with no `.g
 Fetching and checking out are separate steps so the cycle can judge a fetched commit
 (descends from the last applied one? signed?) before the tree moves.
 
-Credentials come from ssh's own config and keys, or a GIT_ASKPASS program in the service's
-environment; git config is not read, so credential helpers are not used.
+Only transports that move data are allowed (`GIT_ALLOW_PROTOCOL`: file, git, http(s),
+ssh; never `ext::` or another remote helper that runs a command), and no repository URL or
+branch can become a git option (they are checked, and `--end-of-options` precedes them).
+
+ssh runs with no ssh config (`-F /dev/null`), in batch mode, and accepts only the pinned
+host key (`SshPin`: a key written to a known_hosts file of its own, or the operator's
+known_hosts file); an inherited GIT_SSH/GIT_SSH_COMMAND is dropped. The deploy key is
+`SshPin.identity`, else ssh's default keys or agent; https credentials come from a
+GIT_ASKPASS program in the service's environment (git config, so any credential helper, is
+not read).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,8 +36,10 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from reconcile.adapters import files
 from reconcile.adapters.process import Completed, run
 from reconcile.core.errors import CommandError, ReconcileError
+from reconcile.core.git_url import ALLOWED_PROTOCOLS, Transport, transport
 
 log = structlog.get_logger(__name__)
 
@@ -49,19 +60,18 @@ _ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_NO_REPLACE_OBJECTS": "1",
+    # Transports that only move data; `ext::` and other helpers that run commands are out.
+    "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
     "LC_ALL": "C",
 }
 
-# Inherited GIT_* variables we let through: how to reach the remote, and tracing. Every
+# Inherited GIT_* variables we let through: https credentials and CAs, and tracing. Every
 # other one is unset, since variables such as GIT_DIR, GIT_INDEX_FILE (both set inside a
-# git hook), GIT_CONFIG_PARAMETERS or GIT_SSL_NO_VERIFY would redirect or weaken git.
+# git hook), GIT_CONFIG_PARAMETERS or GIT_SSL_NO_VERIFY would redirect or weaken git, and
+# GIT_SSH, GIT_SSH_COMMAND or GIT_PROXY_COMMAND would replace the pinned ssh below.
 _KEEP_ENV = frozenset(
     {
-        "GIT_SSH",
-        "GIT_SSH_COMMAND",
-        "GIT_SSH_VARIANT",
         "GIT_ASKPASS",
-        "GIT_PROXY_COMMAND",
         "GIT_SSL_CAINFO",
         "GIT_SSL_CAPATH",
         "GIT_HTTP_USER_AGENT",
@@ -81,6 +91,52 @@ _CONFIG = (
     "advice.detachedHead=false",
     "init.defaultBranch=main",
 )
+
+# ssh for a repository without a pin: it can reach no host (no key is known).
+_NO_SSH = (
+    "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+    "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+)  # fmt: skip
+KEY_ALIAS = "reconcile-gitops-repo"  # the name a `host_key` pin is filed under
+
+
+@dataclass(frozen=True)
+class SshPin:
+    """How git's ssh reaches an ssh repository: the server's pinned key (`host_key`, a
+    `type base64` line, or a `known_hosts` file), the deploy key, the connect timeout."""
+
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    identity: Path | None = None
+    connect_timeout_s: float = 10.0
+
+
+def ssh_argv(pin: SshPin, known_hosts: Path) -> list[str]:
+    """The ssh git runs for a pinned repository; `known_hosts` is the file holding only the
+    pinned key (`pin.known_hosts` itself, or the file `sync` writes for `pin.host_key`)."""
+    argv = [
+        "ssh", "-F", "/dev/null",
+        "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "UpdateHostKeys=no",
+        "-o", f"ConnectTimeout={max(1, round(pin.connect_timeout_s))}",
+    ]  # fmt: skip
+    if pin.host_key is not None:
+        argv += ["-o", f"HostKeyAlias={KEY_ALIAS}"]
+    if pin.identity is not None:
+        argv += ["-o", "IdentitiesOnly=yes", "-i", str(pin.identity)]
+    return argv
+
+
+def ssh_command(argv: list[str] | tuple[str, ...]) -> str:
+    """A value for core.sshCommand: git runs it through the shell, so each piece is quoted."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def is_ssh(repo: str) -> bool:
+    return transport(repo) is Transport.SSH
 
 
 class GitError(ReconcileError):
@@ -149,14 +205,28 @@ def tree_path(workdir: Path) -> Path:
     return workdir.absolute() / "tree"
 
 
-def sync(repo: str, branch: str, workdir: Path, *, timeout: float = FETCH_TIMEOUT_S) -> Fetched:
+def sync(
+    repo: str,
+    branch: str,
+    workdir: Path,
+    *,
+    ssh: SshPin | None = None,
+    timeout: float = FETCH_TIMEOUT_S,
+) -> Fetched:
     """Fetch `branch` of `repo` into the copy in `workdir` (made on first use).
 
     Only that branch, no tags, forced: a force push is fetched like any other update, and
-    judging it is `is_ancestor`'s job. The checked-out tree does not move.
+    judging it is `is_ancestor`'s job. The checked-out tree does not move. An ssh `repo`
+    needs `ssh`, its pin.
     """
     _check_repo(repo)
     _check_branch(branch)
+    if is_ssh(repo) and (ssh is None or (ssh.host_key is None) == (ssh.known_hosts is None)):
+        raise ReconcileError(
+            f"the ssh repository {_redact(repo)} has no pinned host key",
+            hint='set gitops.host_key = "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`) or '
+            "gitops.known_hosts in the controller's manifest",
+        )
     gitdir = _gitdir(workdir)
     gitdir.mkdir(parents=True, exist_ok=True)
     # Idempotent: completes a copy a killed run left half made. --template= copies no
@@ -164,8 +234,23 @@ def sync(repo: str, branch: str, workdir: Path, *, timeout: float = FETCH_TIMEOU
     _ok(_git(workdir, "init", "--quiet", "--bare", "--template=", str(gitdir)), "git init")
     _clear_stale_locks(gitdir)
     # Set every time, so a manifest that changes `gitops.repo` is followed.
-    _ok(_git(workdir, "config", "remote.origin.url", repo), "git config remote.origin.url")
+    _ok(
+        _git(workdir, "config", "--end-of-options", "remote.origin.url", repo),
+        "git config remote.origin.url",
+    )
     ref = _tracking_ref(branch)
+    config: tuple[str, ...] = ()
+    if ssh is not None and is_ssh(repo):
+        known_hosts = ssh.known_hosts
+        if known_hosts is None:
+            known_hosts = workdir.absolute() / "ssh_known_hosts"
+            files.write_atomic(known_hosts, f"{KEY_ALIAS} {ssh.host_key}\n")
+        elif not known_hosts.is_file():
+            raise ReconcileError(
+                f"gitops.known_hosts not found: {known_hosts}",
+                hint="a known_hosts file holding the git server's key (`ssh-keyscan HOST`)",
+            )
+        config = (f"core.sshCommand={ssh_command(ssh_argv(ssh, known_hosts.absolute()))}",)
     done = _git(
         workdir,
         "fetch",
@@ -173,8 +258,10 @@ def sync(repo: str, branch: str, workdir: Path, *, timeout: float = FETCH_TIMEOU
         "--no-tags",
         "--no-recurse-submodules",
         "--no-write-fetch-head",
+        "--end-of-options",
         "origin",
         f"+refs/heads/{branch}:{ref}",
+        config=config,
         timeout=timeout,
         what=f"fetching {branch!r} from {_redact(repo)}",
     )
@@ -192,7 +279,10 @@ def sync(repo: str, branch: str, workdir: Path, *, timeout: float = FETCH_TIMEOU
         ),
         "git log",
     )
-    sha, subject, author, date = shown.stdout.rstrip("\n").split("\0")
+    fields = shown.stdout.rstrip("\n").split("\0")
+    if len(fields) != 4 or not _SHA.fullmatch(fields[0]):
+        raise GitError(f"unexpected output from git log: {shown.stdout[:200]!r}", hint=_LOCAL_HINT)
+    sha, subject, author, date = fields
     log.info("git fetched", repo=_redact(repo), branch=branch, sha=sha)
     return Fetched(_redact(repo), branch, sha, subject, author, date)
 
@@ -206,7 +296,16 @@ def checkout(workdir: Path, sha: str) -> Path:
     tree = tree_path(workdir)
     tree.mkdir(parents=True, exist_ok=True)
     _ok(
-        _git(workdir, "checkout", "--quiet", "--force", "--detach", sha, "--", tree=True),
+        _git(
+            workdir,
+            "checkout",
+            "--quiet",
+            "--force",
+            "--detach",
+            sha,  # a checked full commit id (git 2.39's checkout refuses --end-of-options)
+            "--",
+            tree=True,
+        ),
         f"git checkout {sha}",
     )
     # -ff: also nested repositories; -x: also files the commit's .gitignore names.
@@ -314,10 +413,8 @@ def _git(
     location = [f"--git-dir={_gitdir(workdir)}"]
     if tree:
         location.append(f"--work-tree={tree_path(workdir)}")
-    pinned = [*_CONFIG, *config]
-    if not {"GIT_SSH", "GIT_SSH_COMMAND"} & os.environ.keys():
-        # The environment's choice of ssh wins; ours only adds "never prompt".
-        pinned.append("core.sshCommand=ssh -o BatchMode=yes")
+    # The pinned ssh comes after the default that reaches no host: the last -c wins.
+    pinned = [*_CONFIG, f"core.sshCommand={ssh_command(_NO_SSH)}", *config]
     argv = [
         *_unset_inherited(),
         "git",
@@ -384,6 +481,12 @@ def _fetch_error(repo: str, branch: str, stderr: str) -> GitError:
             f"no git repository at {where}: {words}",
             hint="check `gitops.repo` in the manifest, and that the repository exists",
         )
+    if "host key verification failed" in text:
+        return GitError(
+            f"the ssh host key of {where} is not the pinned one: {words}",
+            hint="if the server's key changed on purpose, pin the new one in gitops.host_key "
+            "(or gitops.known_hosts) of the controller's manifest; otherwise do not trust it",
+        )
     if _any(text, _AUTH):
         return GitError(
             f"access to {where} denied: {words}",
@@ -447,10 +550,17 @@ def _any(text: str, needles: tuple[str, ...]) -> bool:
 
 
 def _check_repo(repo: str) -> None:
-    if not repo or repo.startswith("-") or any(c.isspace() or c == "\0" for c in repo):
+    if (
+        not repo
+        or repo.startswith("-")
+        or any(c.isspace() or c == "\0" for c in repo)
+        or transport(repo) is None
+    ):
         raise ReconcileError(
             f"not a usable git repository URL: {_redact(repo)!r}",
-            hint="`gitops.repo` is a path or URL, without spaces, not starting with '-'",
+            hint="`gitops.repo` is a path, or a file://, https://, http://, git:// or ssh:// "
+            "URL, or user@host:path, without spaces, not starting with '-' (remote helpers "
+            "such as ext:: run commands and are refused)",
         )
 
 
@@ -530,6 +640,11 @@ def _secret(url: str) -> tuple[str, str] | None:
     if parts.password:
         return f":{parts.password}@", ":***@"
     return None
+
+
+def redact(url: str) -> str:
+    """`url` without its password (or http user part), fit for logs and reports."""
+    return _redact(url)
 
 
 def _redact(text: str, url: str | None = None) -> str:

@@ -88,9 +88,27 @@ class DriftItem:
             raise ValueError(f"drift item kind must be one of {KINDS}, got {self.kind!r}")
 
 
+class NoticeLevel(StrEnum):
+    WARNING = "warning"
+    ERROR = "error"  # the run failed: the report's verdict is an error whatever the items say
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line every rendering shows above the objects: a GitOps cycle that ran unsigned, or
+    the stage and error a cycle failed with."""
+
+    level: NoticeLevel
+    text: str
+
+
 @dataclass(frozen=True)
 class DriftReport:
-    """The lab against its manifest at `generated_at`; `unmanaged` is (hypervisor, domain)."""
+    """The lab against its manifest at `generated_at`; `unmanaged` is (hypervisor, domain).
+
+    `observed` is False when the run stopped before observing the lab (a GitOps cycle that
+    failed to fetch or load its manifest): `items` is then empty, and says nothing.
+    """
 
     lab: str
     manifest: str
@@ -98,6 +116,8 @@ class DriftReport:
     items: tuple[DriftItem, ...]
     unmanaged: tuple[tuple[str, str], ...] = ()
     commit: str = ""
+    notices: tuple[Notice, ...] = ()
+    observed: bool = True
 
     @property
     def counts(self) -> dict[DriftStatus, int]:
@@ -113,14 +133,19 @@ class DriftReport:
         return self.exit_code == 0
 
     @property
+    def failed(self) -> bool:
+        return any(n.level is NoticeLevel.ERROR for n in self.notices)
+
+    @property
     def exit_code(self) -> int:
         """0 in sync, 2 drift, 1 when anything is unknown.
 
         Unknown wins over drift: a partial observation is an error to look at before the
-        drift it does show, and an unknown object cannot be said to be in sync.
+        drift it does show, and an unknown object cannot be said to be in sync. A run that
+        failed (an error notice) or did not observe the lab is 1 too.
         """
         statuses = {item.status for item in self.items}
-        if DriftStatus.UNKNOWN in statuses:
+        if DriftStatus.UNKNOWN in statuses or self.failed or not self.observed:
             return 1
         return 2 if statuses & _DRIFT else 0
 
@@ -180,11 +205,17 @@ def _plural(n: int, word: str) -> str:
 
 def headline(report: DriftReport) -> str:
     """The verdict in one or two words, from the exit code."""
+    if report.failed:
+        return "Failed"
     return {0: "In sync", 2: "Drifted"}.get(report.exit_code, "Unknown")
 
 
 def _verdict(report: DriftReport) -> str:
     counts = report.counts
+    if not report.observed:
+        return "The lab was not observed: the run stopped before it."
+    if report.failed and not counts[DriftStatus.UNKNOWN]:
+        return "The run failed (see above); the objects below are as observed after it."
     if report.exit_code == 1:
         n = counts[DriftStatus.UNKNOWN]
         return (
@@ -252,6 +283,12 @@ def render_text(report: DriftReport) -> str:
         "Fields read desired -> observed.",
         "",
     ]
+    for notice in report.notices:
+        first, *rest = notice.text.splitlines() or [""]
+        out.append(f"{notice.level.value}: {_t(first)}")
+        out += [f"  {_t(line)}" for line in rest]
+    if report.notices:
+        out.append("")
     for kind, items in _by_kind(report):
         out.append(f"{_KIND_TITLES[kind]}:")
         for item in items:
@@ -306,6 +343,8 @@ def render_json(report: DriftReport) -> dict[str, Any]:
         "in_sync": report.in_sync,
         "exit_code": report.exit_code,
         "summary": {status.value: n for status, n in report.counts.items()},
+        "observed": report.observed,
+        "notices": [{"level": n.level.value, "text": n.text} for n in report.notices],
         "items": [_item_json(item) for item in report.items],
         "unmanaged": [{"hypervisor": hv, "domain": d} for hv, d in report.unmanaged],
     }
@@ -357,6 +396,8 @@ def render_markdown(report: DriftReport) -> str:
         + (f", commit {md_escape(report.commit)}" if report.commit else "")
         + f", observed {iso_utc(now)}. What differs reads *field: desired → observed*.",
     ]
+    for notice in report.notices:
+        out += ["", f"> **{notice.level.value}**: {md_escape(notice.text)}"]
     for kind, items in _by_kind(report):
         out += ["", f"## {_KIND_TITLES[kind]}", ""]
         out += ["| name | status | where | what differs | since |", "|---|---|---|---|---|"]
@@ -431,6 +472,9 @@ code{font:12.5px/1.45 ui-monospace,"DejaVu Sans Mono",Menlo,monospace;white-spac
 tr.unknown .note{color:#a40e26}
 .when{display:block;color:#57606a;font-size:12px}
 .quiet{color:#8c959f}
+.notice{margin:14px 0 0;padding:10px 14px;border-radius:6px;white-space:pre-line}
+.notice.warning{background:#fff8c5;border:1px solid #d4a72c}
+.notice.error{background:#ffebe9;border:1px solid #cf222e}
 footer{margin:28px 0 20px;color:#8c959f;font-size:12px}
 """ + "".join(
     f".banner.{_BANNER_CLASS[code]}{{background:{c}}}\n" for code, c in BANNER_COLORS.items()
@@ -541,6 +585,12 @@ def render_html(report: DriftReport) -> str:
     tables = "\n".join(_html_table(kind, items, now) for kind, items in _by_kind(report))
     if not report.items:
         tables = "<p>The manifest manages no guests or hosts.</p>"
+    if not report.observed:
+        tables = "<p>The lab was not observed.</p>"
+    notices = "".join(
+        f'<p class="notice {n.level.value}"><strong>{n.level.value}:</strong> {_e(n.text)}</p>\n'
+        for n in report.notices
+    )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -548,7 +598,7 @@ def render_html(report: DriftReport) -> str:
         f"<title>{_e(headline(report))}: drift of lab {_e(report.lab)}</title>\n"
         f"<style>{_CSS}</style>\n</head>\n<body>\n"
         f"{_html_banner(report)}\n"
-        f'<main class="wrap">\n{tables}\n{_html_unmanaged(report)}\n'
+        f'<main class="wrap">\n{notices}{tables}\n{_html_unmanaged(report)}\n'
         f"<footer>reconcile drift · format {FORMAT_VERSION} · "
         f"generated {iso_utc(now)}</footer>\n</main>\n</body>\n</html>\n"
     )

@@ -14,8 +14,15 @@ def _quote(word: str) -> str:
     return f'"{escaped}"'
 
 
-def service_unit(argv: Sequence[str]) -> str:
-    """One cycle per start (oneshot); the timer starts it again after `interval`."""
+START_TIMEOUT_S = 3600.0  # a cycle that builds kernels and boots guests fits in an hour
+
+
+def service_unit(argv: Sequence[str], start_timeout_s: float = START_TIMEOUT_S) -> str:
+    """One cycle per start (oneshot); the timer starts it again after `interval`.
+
+    A oneshot's start has no time limit by default: a hung cycle (a git server that stops
+    answering mid-transfer, a wedged build) would block every later one. TimeoutStartSec
+    stops it; SIGTERM first, so the lab lock and history are left as after an interrupt."""
     return "\n".join(
         [
             "# Written by `reconcile gitops --install-timer`; rerun it rather than edit this.",
@@ -27,6 +34,7 @@ def service_unit(argv: Sequence[str]) -> str:
             "[Service]",
             "Type=oneshot",
             "ExecStart=" + " ".join(_quote(a) for a in argv),
+            f"TimeoutStartSec={max(1, round(start_timeout_s))}s",
             # exit 2 (plan-only: changes), 3 (degraded) and 4 (rolled back) are reports, not
             # unit failures; 1 (an error) is, so `systemctl --failed` shows it
             "SuccessExitStatus=2 3 4",

@@ -5,11 +5,18 @@ fetch to the report, so a human's `apply` and a cycle never interleave; when a h
 it, the cycle waits `lock_timeout` and then skips, saying so. The history database keeps
 what a cycle must remember: the last commit it accepted (a new head must descend from it,
 unless rewrites are allowed) and the last commit that failed (never retried in a loop).
+
+Trust (docs/security.md): the controller's manifest (`bootstrap`) is the operator's and
+governs every cycle; the repository's manifest is confined to the paths the bootstrap's
+`gitops.allowed_paths` allow, and its own `[gitops]` table is never used. Every cycle ends
+in `_finish`, whatever stage it stopped at: the history, the report directory and the
+metrics all say which commit, which stage and which error.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +24,13 @@ import structlog
 
 from reconcile.adapters import files, git
 from reconcile.adapters.lock import LabLock
+from reconcile.core import confinement
 from reconcile.core.desired import GitOps, GitOpsApply, Manifest
-from reconcile.core.drift_report import DriftReport
-from reconcile.core.errors import LockError, ManifestError, ReconcileError
+from reconcile.core.drift_report import DriftReport, Notice, NoticeLevel
+from reconcile.core.errors import LockError, ManifestError, Problem, ReconcileError
 from reconcile.core.exits import EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK
+from reconcile.core.gitops_status import Stage, cycle_metrics, unsigned_notice
+from reconcile.core.metrics import Metric
 from reconcile.core.plan import Plan
 from reconcile.core.report import render_text
 from reconcile.orchestration import pipeline, reports
@@ -52,6 +62,26 @@ class Cycle:
     plan_text: str = ""
     results: list[Result] = field(default_factory=list)
     report: DriftReport | None = None
+    stage: Stage | None = None  # the stage that failed or refused, None when none did
+    hint: str = ""
+
+
+class CycleError(ReconcileError):
+    """A stage refused the commit (`outcome` says why) or could not go on."""
+
+    def __init__(
+        self,
+        outcome: str,
+        message: str,
+        *,
+        hint: str | None = None,
+        problems: Sequence[Problem] = (),
+        mark_failed: bool = False,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.outcome = outcome
+        self.problems = tuple(problems)
+        self.mark_failed = mark_failed  # the commit itself is at fault: do not retry it
 
 
 def settings(manifest: Manifest) -> GitOps:
@@ -71,8 +101,9 @@ def cycle(bootstrap: Path, options: CycleOptions) -> Cycle:
     boot = pipeline.load(bootstrap)
     gitops = settings(boot)
     try:
+        pipeline.claim_state_dir(boot)
         with LabLock(boot.lab.state_dir / "lock", timeout_s=options.lock_timeout_s):
-            result = _locked_cycle(boot, gitops, options, started)
+            return _Run(boot, gitops, options, started).go()
     except LockError as error:
         log.warning(
             "lab locked: skipping this cycle", holder=error.message, waited=options.lock_timeout_s
@@ -83,107 +114,8 @@ def cycle(bootstrap: Path, options: CycleOptions) -> Cycle:
             f"skipped: {error.message} (waited {options.lock_timeout_s:g}s); "
             "the next cycle tries again",
         )
-        _record(boot, result, started)
-    return result
-
-
-def _locked_cycle(boot: Manifest, gitops: GitOps, options: CycleOptions, started: float) -> Cycle:
-    workdir = boot.lab.state_dir / "gitops"
-    fetched = git.sync(gitops.repo, gitops.branch, workdir)
-    sha = fetched.sha
-    log.info(
-        "fetched", repo=fetched.repo, branch=gitops.branch, commit=sha, subject=fetched.subject
-    )
-    with reports.history(boot) as db:
-        last, failed = db.get_state(LAST_HEAD), db.get_state(FAILED)
-    refusal = _refusal(workdir, gitops, sha, last, failed, retry=options.retry)
-    if refusal is not None:
-        outcome, message = refusal
-        result = Cycle(EXIT_ERROR, outcome, message, commit=sha)
-        _record(boot, result, started)
+        _record_run(boot, result, started, {"message": result.message})
         return result
-    tree = git.checkout(workdir, sha)
-    try:
-        manifest = _load_checked_out(tree, gitops, boot)
-    except ReconcileError as error:
-        problems = ""
-        if isinstance(error, ManifestError):
-            problems = "\n" + "\n".join(p.render() for p in error.problems)
-        result = Cycle(
-            EXIT_ERROR,
-            "invalid-manifest",
-            f"commit {sha[:12]}: {error.message}{problems}\nnothing was applied",
-            commit=sha,
-        )
-        _remember(boot, failed=sha)
-        _record(boot, result, started)
-        return result
-    result = _converge(manifest, gitops, options, sha)
-    if result.code in (EXIT_OK, EXIT_DEGRADED, EXIT_CHANGES):
-        _remember(boot, last=sha, failed=None)
-    else:
-        _remember(boot, failed=sha if gitops.apply is GitOpsApply.AUTO else None)
-    assert result.plan_after is not None
-    result.report = reports.record_drift(
-        manifest,
-        result.plan_after,
-        kind="gitops",
-        started=started,
-        commit=sha,
-        outcome=result.outcome,
-        exit_code=result.code,
-        extra={"message": result.message, "results": _results(result.results)},
-    )
-    _write_outputs(result.report, options, result.code, started)
-    return result
-
-
-def _refusal(
-    workdir: Path, gitops: GitOps, sha: str, last: str | None, failed: str | None, *, retry: bool
-) -> tuple[str, str] | None:
-    """Why this commit must not be applied (outcome, message), or None."""
-    if (
-        last
-        and last != sha
-        and not gitops.allow_rewrites
-        and not git.is_ancestor(workdir, last, sha)
-    ):
-        return (
-            "refused-rewrite",
-            f"refusing {sha[:12]}: it does not descend from {last[:12]}, the last commit "
-            f"applied (history of {gitops.branch} was rewritten); the lab is untouched. "
-            "If that was intended, set gitops.allow_rewrites = true for one cycle",
-        )
-    if gitops.require_signed:
-        signature = git.verify_signed(workdir, sha, gitops.allowed_signers)
-        if not signature.good:
-            return (
-                "refused-unsigned",
-                f"refusing {sha[:12]}: {signature.summary()}; the lab is untouched",
-            )
-    if failed == sha and not retry:
-        return (
-            "not-retried",
-            f"commit {sha[:12]} failed in an earlier cycle; not retrying it until a new commit "
-            "arrives (or run `reconcile gitops --retry` once)",
-        )
-    return None
-
-
-def _load_checked_out(tree: Path, gitops: GitOps, boot: Manifest) -> Manifest:
-    path = (tree / gitops.manifest).resolve()
-    if not path.is_relative_to(tree.resolve()):
-        raise ReconcileError(f"gitops.manifest {gitops.manifest} leads outside the repository")
-    manifest = pipeline.load(path)
-    if (manifest.lab.name, manifest.lab.state_dir) != (boot.lab.name, boot.lab.state_dir):
-        raise ReconcileError(
-            f"the repository's manifest is lab '{manifest.lab.name}' in "
-            f"{manifest.lab.state_dir}, the controller's is '{boot.lab.name}' in "
-            f"{boot.lab.state_dir}",
-            hint="the controller's manifest and the repository's must name the same lab and "
-            "state_dir (one lock, one history)",
-        )
-    return manifest
 
 
 @dataclass
@@ -191,27 +123,301 @@ class _Converged(Cycle):
     plan_after: Plan | None = None
 
 
-def _converge(manifest: Manifest, gitops: GitOps, options: CycleOptions, sha: str) -> _Converged:
-    ctx = Context(manifest)
-    try:
-        plan = pipeline.make(ctx, PlanOptions())
-        text = render_text(plan)
-        unknown = plan.unknown()
-        results: list[Result] = []
-        if gitops.apply is GitOpsApply.AUTO and plan.actions():
-            log.info("applying", commit=sha, actions=len(plan.actions()))
-            results = execute(plan, LabPerformer(ctx), parallel=options.parallel)
-            code = exit_code(results, list(unknown))
-            outcome = "applied" if code == EXIT_OK else f"apply-exit-{code}"
-            after = pipeline.make(ctx, PlanOptions())  # what the lab looks like now
+@dataclass
+class _Run:
+    """One cycle under the lock: the stage it is at, the commit once known."""
+
+    boot: Manifest
+    gitops: GitOps
+    options: CycleOptions
+    started: float
+    stage: Stage = Stage.FETCH
+    commit: str = ""
+    manifest: Manifest | None = None  # the repository's, once loaded
+
+    @property
+    def workdir(self) -> Path:
+        return self.boot.lab.state_dir / "gitops"
+
+    @property
+    def unsigned(self) -> bool:
+        return not self.gitops.require_signed
+
+    def go(self) -> Cycle:
+        if self.unsigned:
+            log.warning(
+                "commit signatures are not checked",
+                setting="gitops.require_signed = false",
+                repo=git.redact(self.gitops.repo),
+            )
+        try:
+            return self._stages()
+        except CycleError as error:
+            return self._failed(error)
+        except ManifestError as error:
+            return self._failed(
+                CycleError(
+                    "invalid-manifest", error.message, problems=error.problems, mark_failed=True
+                )
+            )
+        # A failure while applying leaves the commit failed (not retried in a loop); before
+        # that, the next cycle tries again (a fetch or a plan may fail for a passing cause).
+        except ReconcileError as error:
+            return self._failed(
+                CycleError(
+                    f"failed-{self.stage}",
+                    error.message,
+                    hint=error.hint,
+                    mark_failed=self.stage is Stage.APPLY,
+                )
+            )
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            return self._failed(
+                CycleError(
+                    f"failed-{self.stage}",
+                    f"{error.strerror or error}{where}",
+                    hint="check that the file or directory exists and is readable by the "
+                    "user running reconcile",
+                    mark_failed=self.stage is Stage.APPLY,
+                )
+            )
+
+    def _stages(self) -> Cycle:
+        gitops = self.gitops
+        self.stage = Stage.FETCH
+        pin = _ssh_pin(gitops) if git.is_ssh(gitops.repo) else None
+        fetched = git.sync(gitops.repo, gitops.branch, self.workdir, ssh=pin)
+        self.commit = sha = fetched.sha
+        log.info(
+            "fetched", repo=fetched.repo, branch=gitops.branch, commit=sha, subject=fetched.subject
+        )
+        self.stage = Stage.VERIFY
+        with reports.history(self.boot) as db:
+            last, failed = db.get_state(LAST_HEAD), db.get_state(FAILED)
+        self._verify(sha, last, failed)
+        self.stage = Stage.LOAD
+        tree = git.checkout(self.workdir, sha)
+        self.manifest = manifest = _load_checked_out(tree, gitops, self.boot)
+        self.stage = Stage.PLAN
+        result = self._converge(manifest)
+        accepted = result.code in (EXIT_OK, EXIT_DEGRADED, EXIT_CHANGES)
+        if accepted:
+            _remember(self.boot, last=sha, failed=None)
         else:
-            code = EXIT_ERROR if unknown else EXIT_CHANGES if plan.has_changes() else EXIT_OK
-            outcome = "in-sync" if code == EXIT_OK else "planned" if code == 2 else "unknown"
-            after = plan
-    finally:
-        ctx.close()
-    message = f"commit {sha[:12]}: {outcome}"
-    return _Converged(code, outcome, message, sha, text, results, plan_after=after)
+            _remember(self.boot, failed=sha if gitops.apply is GitOpsApply.AUTO else None)
+        if not accepted and result.results:
+            result.stage = Stage.APPLY
+        return self._finish(result, result.plan_after)
+
+    def _verify(self, sha: str, last: str | None, failed: str | None) -> None:
+        gitops = self.gitops
+        if (
+            last
+            and last != sha
+            and not gitops.allow_rewrites
+            and not git.is_ancestor(self.workdir, last, sha)
+        ):
+            raise CycleError(
+                "refused-rewrite",
+                f"refusing {sha[:12]}: it does not descend from {last[:12]}, the last commit "
+                f"applied (history of {gitops.branch} was rewritten); the lab is untouched. "
+                "If that was intended, set gitops.allow_rewrites = true for one cycle",
+            )
+        if gitops.require_signed:
+            signers = gitops.allowed_signers
+            if signers is not None and _inside(signers, self.workdir):
+                raise CycleError(
+                    "refused-unsigned",
+                    f"gitops.allowed_signers {signers} is inside the repository's own copy "
+                    f"({self.workdir}): the repository would choose who may sign it",
+                    hint="keep the allowed signers file in the controller's configuration, "
+                    "e.g. /etc/reconcile/allowed_signers",
+                )
+            signature = git.verify_signed(self.workdir, sha, signers)
+            if not signature.good:
+                raise CycleError(
+                    "refused-unsigned",
+                    f"refusing {sha[:12]}: {signature.summary()}; the lab is untouched",
+                    hint="sign the commit with a key listed in gitops.allowed_signers "
+                    "(git commit -S with gpg.format=ssh)",
+                )
+        if failed == sha and not self.options.retry:
+            raise CycleError(
+                "not-retried",
+                f"commit {sha[:12]} failed in an earlier cycle; not retrying it until a new "
+                "commit arrives (or run `reconcile gitops --retry` once)",
+            )
+
+    def _converge(self, manifest: Manifest) -> _Converged:
+        gitops, sha = self.gitops, self.commit
+        ctx = Context(manifest)
+        try:
+            plan = pipeline.make(ctx, PlanOptions())
+            text = render_text(plan)
+            unknown = plan.unknown()
+            results: list[Result] = []
+            if gitops.apply is GitOpsApply.AUTO and plan.actions():
+                self.stage = Stage.APPLY
+                log.info("applying", commit=sha, actions=len(plan.actions()))
+                results = execute(plan, LabPerformer(ctx), parallel=self.options.parallel)
+                code = exit_code(results, list(unknown))
+                outcome = "applied" if code == EXIT_OK else f"apply-exit-{code}"
+                after = pipeline.make(ctx, PlanOptions())  # what the lab looks like now
+            else:
+                code = EXIT_ERROR if unknown else EXIT_CHANGES if plan.has_changes() else EXIT_OK
+                outcome = "in-sync" if code == EXIT_OK else "planned" if code == 2 else "unknown"
+                after = plan
+        finally:
+            ctx.close()
+        message = f"commit {sha[:12]}: {outcome}"
+        return _Converged(code, outcome, message, sha, text, results, plan_after=after)
+
+    def _failed(self, error: CycleError) -> Cycle:
+        if error.mark_failed and self.commit:
+            _remember(self.boot, failed=self.commit)
+        problems = "".join("\n" + p.render() for p in error.problems)
+        later = self.stage.rank > Stage.VERIFY.rank
+        prefix = f"commit {self.commit[:12]}: " if self.commit and later else ""
+        tail = "\nnothing was applied" if self.stage in (Stage.LOAD, Stage.PLAN) else ""
+        if self.stage is Stage.FETCH:
+            prefix = "fetch failed: "
+        result = Cycle(
+            EXIT_ERROR,
+            error.outcome,
+            f"{prefix}{error.message}{problems}{tail}",
+            commit=self.commit,
+            stage=self.stage,
+            hint=error.hint or "",
+        )
+        log.error(
+            "gitops cycle failed",
+            stage=str(self.stage),
+            commit=self.commit,
+            outcome=error.outcome,
+            error=error.message,
+        )
+        return self._finish(result, None)
+
+    def _finish(self, result: Cycle, plan_after: Plan | None) -> Cycle:
+        """The one way out of a cycle: history, report directory, metrics."""
+        notices = []
+        if self.unsigned:
+            notices.append(Notice(NoticeLevel.WARNING, unsigned_notice(self.commit)))
+        if result.stage is not None:
+            what = result.message + (f"\nhint: {result.hint}" if result.hint else "")
+            notices.append(Notice(NoticeLevel.ERROR, f"cycle failed at {result.stage}: {what}"))
+        summary: dict[str, object] = {
+            "message": result.message,
+            "stage": str(result.stage or ""),
+            "unsigned": self.unsigned,
+        }
+        if result.stage is not None:
+            summary["hint"] = result.hint
+        if isinstance(result, _Converged):
+            summary["results"] = _results(result.results)
+        if plan_after is not None and self.manifest is not None:
+            report = reports.record_drift(
+                self.manifest,
+                plan_after,
+                kind="gitops",
+                started=self.started,
+                commit=result.commit,
+                outcome=result.outcome,
+                exit_code=result.code,
+                extra=summary,
+                notices=notices,
+            )
+        else:
+            _record_run(self.boot, result, self.started, summary)
+            report = DriftReport(
+                lab=self.boot.lab.name,
+                manifest=str(self.manifest.path if self.manifest else self.boot.path),
+                generated_at=time.time(),
+                items=(),
+                commit=result.commit,
+                notices=tuple(notices),
+                observed=False,
+            )
+        result.report = report
+        extra = cycle_metrics(self.boot.lab.name, failed=result.stage, unsigned=self.unsigned)
+        _write_outputs(report, self.options, result.code, self.started, extra)
+        return result
+
+
+def _ssh_pin(gitops: GitOps) -> git.SshPin:
+    return git.SshPin(
+        host_key=gitops.host_key,
+        known_hosts=gitops.known_hosts,
+        identity=gitops.identity,
+        connect_timeout_s=gitops.connect_timeout_s,
+    )
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    real = path.resolve()
+    return real.is_relative_to(directory.resolve())
+
+
+def _load_checked_out(tree: Path, gitops: GitOps, boot: Manifest) -> Manifest:
+    path = (tree / gitops.manifest).resolve()
+    if not path.is_relative_to(tree.resolve()):
+        raise CycleError(
+            "invalid-manifest",
+            f"gitops.manifest {gitops.manifest} leads outside the repository",
+            hint="name a file inside the repository, e.g. manifests/lab.toml",
+        )
+    manifest = pipeline.load(path)
+    if (manifest.lab.name, manifest.lab.state_dir) != (boot.lab.name, boot.lab.state_dir):
+        raise CycleError(
+            "invalid-manifest",
+            f"the repository's manifest is lab '{manifest.lab.name}' in "
+            f"{manifest.lab.state_dir}, the controller's is '{boot.lab.name}' in "
+            f"{boot.lab.state_dir}",
+            hint="the controller's manifest and the repository's must name the same lab and "
+            "state_dir (one lock, one history)",
+            mark_failed=True,
+        )
+    _confine(manifest, path, tree, gitops)
+    _ignore_gitops_table(manifest, gitops)
+    return manifest
+
+
+def _confine(manifest: Manifest, path: Path, tree: Path, gitops: GitOps) -> None:
+    """Refuse a repository manifest naming paths outside the controller's allowed roots."""
+    named = confinement.named_paths(manifest)
+    copy = tree.parent
+    wanted = {*(n.path for n in named), *gitops.allowed_paths, tree, copy}
+    real = {p: p.resolve() for p in wanted}
+    violations = confinement.judge(
+        named, real, roots=gitops.allowed_paths, checkout=tree, copy=copy
+    )
+    if violations:
+        text = files.read_manifest(path).decode("utf-8")
+        raise CycleError(
+            "refused-paths",
+            "the repository's manifest names what the controller does not allow",
+            hint="the controller's manifest (gitops.allowed_paths) decides which host paths "
+            "a repository may name; see docs/security.md",
+            problems=confinement.problems(text, path, violations),
+        )
+
+
+def _ignore_gitops_table(manifest: Manifest, gitops: GitOps) -> None:
+    theirs = manifest.gitops
+    if theirs is None:
+        return
+    if (theirs.require_signed, theirs.allow_rewrites, theirs.apply, set(theirs.allowed_paths)) != (
+        gitops.require_signed,
+        gitops.allow_rewrites,
+        gitops.apply,
+        set(gitops.allowed_paths),
+    ):
+        log.warning(
+            "the repository manifest's [gitops] table differs from the controller's and is "
+            "ignored: the controller's settings govern every cycle",
+            manifest=str(manifest.path),
+        )
 
 
 def _remember(boot: Manifest, **values: str | None) -> None:
@@ -221,7 +427,7 @@ def _remember(boot: Manifest, **values: str | None) -> None:
             db.set_state(keys[name], value)
 
 
-def _record(boot: Manifest, result: Cycle, started: float) -> None:
+def _record_run(boot: Manifest, result: Cycle, started: float, summary: dict[str, object]) -> None:
     with reports.history(boot) as db:
         db.record_run(
             "gitops",
@@ -231,7 +437,7 @@ def _record(boot: Manifest, result: Cycle, started: float) -> None:
             result.code,
             manifest_digest=boot.digest,
             commit=result.commit,
-            summary={"message": result.message},
+            summary=summary,
         )
 
 
@@ -239,12 +445,24 @@ def _results(results: list[Result]) -> list[dict[str, object]]:
     return [{"key": r.action.key, "outcome": r.outcome.value} for r in results]
 
 
-def _write_outputs(report: DriftReport, options: CycleOptions, code: int, started: float) -> None:
-    if options.report_dir is not None:
-        options.report_dir.mkdir(parents=True, exist_ok=True)
-        for fmt, suffix in (("html", "html"), ("json", "json"), ("markdown", "md")):
-            files.write_atomic(
-                options.report_dir / f"drift.{suffix}", reports.rendered(report, fmt)
-            )
-    if options.metrics is not None:
-        reports.write_metrics(options.metrics, report, "gitops", code, started)
+def _write_outputs(
+    report: DriftReport,
+    options: CycleOptions,
+    code: int,
+    started: float,
+    extra: Sequence[Metric],
+) -> None:
+    try:
+        if options.report_dir is not None:
+            options.report_dir.mkdir(parents=True, exist_ok=True)
+            for fmt, suffix in (("html", "html"), ("json", "json"), ("markdown", "md")):
+                files.write_atomic(
+                    options.report_dir / f"drift.{suffix}", reports.rendered(report, fmt)
+                )
+        if options.metrics is not None:
+            reports.write_metrics(options.metrics, report, "gitops", code, started, extra=extra)
+    except OSError as error:
+        raise ReconcileError(
+            f"cannot write the cycle's report or metrics: {error}",
+            hint="check --report-dir and --metrics; the cycle itself is recorded in the history",
+        ) from error

@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconcile.adapters import files
+from reconcile.adapters import files, lock
 from reconcile.adapters.history import FILENAME, DriftObservation, History, RunRecord
 from reconcile.core.desired import Manifest
 from reconcile.core.drift import drift_items, drifted_fields, report_metrics, with_since
 from reconcile.core.drift_report import (
     DriftReport,
     DriftStatus,
+    Notice,
+    NoticeLevel,
     render_html,
     render_json,
     render_markdown,
     render_text,
 )
-from reconcile.core.metrics import render_metrics
+from reconcile.core.lockage import held_too_long, lock_metric
+from reconcile.core.metrics import Metric, render_metrics
 from reconcile.core.plan import Plan
 from reconcile.orchestration import pipeline
 from reconcile.orchestration.pipeline import Context, PlanOptions
@@ -60,6 +63,7 @@ def record_drift(
     extra: Mapping[str, Any] | None = None,
     outcome: str | None = None,
     exit_code: int | None = None,
+    notices: Sequence[Notice] = (),
     scoped: bool = False,
 ) -> DriftReport:
     """The drift report of a plan, with since-when from the history, and this run recorded
@@ -74,6 +78,7 @@ def record_drift(
         items=tuple(items),
         unmanaged=plan.diff.unmanaged,
         commit=commit,
+        notices=tuple(notices),
     )
     summary = {
         "drift": {s.value: n for s, n in draft.counts.items()},
@@ -106,6 +111,7 @@ def record_drift(
         items=tuple(with_since(items, since)),
         unmanaged=draft.unmanaged,
         commit=commit,
+        notices=draft.notices,
     )
 
 
@@ -123,19 +129,48 @@ def drift(path: Path, options: DriftOptions) -> DriftReport:
         plan = pipeline.make(ctx, PlanOptions(options.targets))
     finally:
         ctx.close()
+    manifest = ctx.manifest
+    warning, age = lock_state(manifest)
     report = record_drift(
-        ctx.manifest, plan, kind="drift", started=started, scoped=bool(options.targets)
+        manifest,
+        plan,
+        kind="drift",
+        started=started,
+        scoped=bool(options.targets),
+        notices=[Notice(NoticeLevel.WARNING, warning)] if warning else [],
     )
     if options.metrics is not None:
-        write_metrics(options.metrics, report, "drift", report.exit_code, started)
+        extra = [lock_metric(manifest.lab.name, age)]
+        write_metrics(options.metrics, report, "drift", report.exit_code, started, extra=extra)
     return report
 
 
-def write_metrics(path: Path, report: DriftReport, command: str, code: int, started: float) -> None:
+def lock_state(manifest: Manifest) -> tuple[str | None, float]:
+    """A warning when the lab's lock has been held past lab.lock_warn_after, and for how long
+    it has been held (0 when free). Read without taking the lock."""
+    holder = lock.holder(manifest.lab.state_dir / "lock")
+    if holder is None:
+        return None, 0.0
+    return (
+        held_too_long(holder.describe(), holder.age_s, manifest.lab.lock_warn_after_s),
+        holder.age_s,
+    )
+
+
+def write_metrics(
+    path: Path,
+    report: DriftReport,
+    command: str,
+    code: int,
+    started: float,
+    *,
+    extra: Sequence[Metric] = (),
+) -> None:
     finished = time.time()
     metrics = report_metrics(
         report, command=command, exit_code=code, finished=finished, seconds=finished - started
     )
+    metrics += extra
     path.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomic(path, render_metrics(metrics))
 

@@ -5,8 +5,10 @@ second clone pushes to it, and the adapter fetches, checks out and judges what a
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from reconcile.adapters import git
 from reconcile.adapters.git import GitError, SignatureStatus
 from reconcile.core.errors import ReconcileError
+from tests.support.hosts import TestHost
 
 DATE = "2024-01-02T03:04:05+00:00"
 
@@ -250,10 +253,94 @@ def test_an_unreachable_url_is_a_retryable_network_error(workdir: Path) -> None:
     assert err.value.hint
 
 
-def test_an_unknown_url_scheme_is_a_url_error(workdir: Path) -> None:
-    with pytest.raises(GitError, match="remote-nosuch") as err:
-        git.sync("nosuch://host/lab.git", "main", workdir)
-    assert err.value.message.startswith("cannot use nosuch://host/lab.git as a git URL")
+@pytest.mark.parametrize(
+    "repo", ["nosuch://host/lab.git", "ext::sh -c touch% /tmp/pwned", "fd::3", "ext::sh"]
+)
+def test_transports_that_run_commands_or_are_unknown_are_refused(workdir: Path, repo: str) -> None:
+    with pytest.raises(ReconcileError, match="not a usable git repository URL") as err:
+        git.sync(repo, "main", workdir)
+    assert err.value.hint and "ext::" in err.value.hint
+    assert not workdir.exists()
+
+
+def test_git_itself_refuses_the_ext_transport(tmp_path: Path, workdir: Path) -> None:
+    """Behind the URL check, git's own protocol filter (GIT_ALLOW_PROTOCOL) holds."""
+    marker = tmp_path / "ran"
+    workdir.mkdir(parents=True)
+    done = git._git(workdir, "ls-remote", f"ext::sh -c touch% {marker}")
+    assert done.returncode != 0 and "transport 'ext' not allowed" in done.stderr
+    assert not marker.exists()
+
+
+def test_an_ssh_repository_without_a_pinned_key_is_refused(workdir: Path) -> None:
+    for repo in ("ssh://git@example.invalid/lab.git", "git@example.invalid:lab.git"):
+        with pytest.raises(ReconcileError, match="has no pinned host key") as err:
+            git.sync(repo, "main", workdir, ssh=git.SshPin())
+        assert err.value.hint and "gitops.host_key" in err.value.hint
+
+
+def test_the_ssh_command_pins_the_key_and_reads_no_config(tmp_path: Path) -> None:
+    pin = git.SshPin(
+        host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ", identity=tmp_path / "my key"
+    )
+    argv = git.ssh_argv(pin, tmp_path / "known hosts")
+    text = " ".join(argv)
+    for option in (
+        "-F /dev/null",
+        "-o BatchMode=yes",
+        "-o StrictHostKeyChecking=yes",
+        f"-o UserKnownHostsFile={tmp_path / 'known hosts'}",
+        "-o GlobalKnownHostsFile=/dev/null",
+        "-o ConnectTimeout=10",
+        f"-o HostKeyAlias={git.KEY_ALIAS}",
+        "-o IdentitiesOnly=yes",
+    ):
+        assert option in text
+    # git runs core.sshCommand through the shell: every piece comes back whole
+    assert shlex.split(git.ssh_command(argv)) == argv
+
+
+def test_inherited_ssh_commands_are_dropped(
+    dev: Dev, remote: Path, tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "ssh-ran"
+    fake = tmp_path / "fake-ssh"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(fake))
+    monkeypatch.setenv("GIT_SSH", str(fake))
+    with pytest.raises(GitError):
+        git.sync("ssh://git@127.0.0.1:1/lab.git", "main", workdir, ssh=git.SshPin(host_key=KEY))
+    assert not marker.exists()
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOkHTbDKBYZ6bqhhQRcSpFB0o2T4WaX3vTSRjC1z0+4T"
+
+
+@pytest.fixture(scope="module")
+def ssh_server() -> Iterator[TestHost]:
+    """A real sshd in a network namespace of its own (tests/support/hosts.py)."""
+    with TestHost() as host:
+        yield host
+
+
+@pytest.mark.real
+def test_git_over_ssh_fetches_with_the_pinned_key_and_refuses_another(
+    dev: Dev, remote: Path, tmp_path: Path, workdir: Path, ssh_server: TestHost
+) -> None:
+    sha = dev.commit("one", {"a": "1"})
+    dev.push()
+    url = f"ssh://root@{ssh_server.address}{remote}"
+    scp_like = f"root@{ssh_server.address}:{remote}"
+    pinned = git.SshPin(host_key=ssh_server.host_key_line, identity=ssh_server.identity)
+    assert git.sync(url, "main", workdir, ssh=pinned).sha == sha
+    by_file = git.SshPin(known_hosts=ssh_server.known_hosts, identity=ssh_server.identity)
+    assert git.sync(scp_like, "main", workdir, ssh=by_file).sha == sha
+
+    wrong = git.SshPin(host_key=KEY, identity=ssh_server.identity)
+    with pytest.raises(GitError, match="is not the pinned one") as err:
+        git.sync(url, "main", tmp_path / "other", ssh=wrong)
+    assert err.value.hint and "gitops.host_key" in err.value.hint
 
 
 def test_credentials_in_the_url_are_not_shown(workdir: Path) -> None:

@@ -220,6 +220,8 @@ TOP_KEYS = [
     "in_sync",
     "exit_code",
     "summary",
+    "observed",
+    "notices",
     "items",
     "unmanaged",
 ]

@@ -114,10 +114,15 @@ class Controller:
         self.metrics = root / "metrics" / "reconcile.prom"
         self.configure()
 
-    def configure(self, extra: str = "") -> None:
+    def configure(self, extra: str = "require_signed = false\n", repo: str = "") -> None:
+        """The controller's manifest; by default it follows unsigned commits, and lets the
+        repository's manifest name the flake (outside the repository) and /vmlinuz."""
         self.manifest.write_text(
-            self.repo.lab_header() + f'\n[gitops]\nrepo = "{self.repo.remote}"\nbranch = "main"\n'
-            'manifest = "lab.toml"\ninterval = "5min"\napply = "auto"\n' + extra
+            self.repo.lab_header()
+            + f'\n[gitops]\nrepo = "{repo or self.repo.remote}"\nbranch = "main"\n'
+            'manifest = "lab.toml"\ninterval = "5min"\napply = "auto"\n'
+            f'allowed_paths = ["{self.repo.flake}", "/vmlinuz", "{self.root / "allowed"}"]\n'
+            + extra
         )
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -144,6 +149,22 @@ class Controller:
         assert proc.returncode == 0, proc.stderr
         runs: list[dict[str, object]] = json.loads(proc.stdout)
         return runs
+
+    def assert_failed_at(self, stage: str, outcome: str) -> None:
+        """The last cycle's trace: history (JSON and text), metrics, the report directory."""
+        run = next(r for r in self.history() if r["kind"] == "gitops")
+        assert (run["outcome"], run["exit_code"]) == (outcome, 1), run
+        assert run["summary"]["stage"] == stage  # type: ignore[index]
+        text = self.run("history", str(self.manifest), "--kind", "gitops", "--limit", "1")
+        assert f"failed at {stage}: " in text.stdout, text.stdout
+        families = parse_metrics(self.metrics.read_text())
+        failed = {s[0]["stage"]: s[1] for s in families["reconcile_gitops_failed"].samples}
+        assert failed[stage] == 1 and sum(failed.values()) == 1, failed
+        report = json.loads((self.reports / "drift.json").read_text())
+        assert any(
+            n["level"] == "error" and n["text"].startswith(f"cycle failed at {stage}")
+            for n in report["notices"]
+        ), report["notices"]
 
 
 def output(proc: subprocess.CompletedProcess[str]) -> str:
@@ -208,6 +229,7 @@ def test_a_force_pushed_branch_is_refused_and_the_lab_untouched(lab: Controller)
     assert proc.returncode == 1, output(proc)
     assert f"refusing {rewritten[:12]}: it does not descend from {head[:12]}" in proc.stdout
     assert domains() == before
+    lab.assert_failed_at("verify", "refused-rewrite")
     # put the branch back: the same head as applied is accepted again
     lab.repo.git("reset", "-q", "--hard", head)
     lab.repo.git("push", "-q", "--force", "origin", "HEAD:main")
@@ -226,6 +248,7 @@ def test_a_commit_that_breaks_the_manifest_is_reported_and_nothing_applied(
     assert f"commit {broken[:12]}:" in proc.stdout and "nothing was applied" in proc.stdout
     assert "lab.toml:" in proc.stdout and "guests.four" in proc.stdout
     assert domains() == before
+    lab.assert_failed_at("load", "invalid-manifest")
     again = lab.cycle()
     assert again.returncode == 1
     assert "failed in an earlier cycle; not retrying" in again.stdout
@@ -243,6 +266,7 @@ def test_a_failed_apply_is_not_retried_on_the_same_commit(lab: Controller) -> No
     proc = lab.cycle()
     assert proc.returncode == 1, output(proc)
     assert "Apply FAILED" in proc.stdout and "demo-broken" in output(proc)
+    lab.assert_failed_at("apply", "apply-exit-1")
     again = lab.cycle()
     assert again.returncode == 1
     assert f"commit {bad[:12]} failed in an earlier cycle" in again.stdout
@@ -301,6 +325,13 @@ def test_html_report_and_metrics(lab: Controller, tmp_path: Path) -> None:
     families = parse_metrics(lab.metrics.read_text())
     assert "reconcile_drifted_objects" in families
     assert "reconcile_last_run_success" in families
+    # this controller follows unsigned commits: every rendering and the metrics say so
+    assert families["reconcile_gitops_unsigned"].samples[0][1] == 1
+    assert all(v == 0 for _, v in families["reconcile_gitops_failed"].samples)
+    assert "without checking its signature" in page.read_text()
+    assert "without checking its signature" in (lab.reports / "drift.md").read_text()
+    assert json_doc["notices"][0]["level"] == "warning"
+    assert "commit signatures are not checked" in proc.stderr
     assert not list(lab.metrics.parent.glob(".*tmp"))
 
 
@@ -316,18 +347,23 @@ def test_a_human_apply_holding_the_lock_makes_the_cycle_skip(lab: Controller) ->
     assert lab.history()[0]["outcome"] == "skipped-locked"
 
 
-def test_require_signed_refuses_unsigned_commits(lab: Controller, tmp_path: Path) -> None:
+def test_unsigned_commits_are_refused_by_default(lab: Controller, tmp_path: Path) -> None:
     key = tmp_path / "signing_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     allowed = tmp_path / "allowed_signers"
     allowed.write_text("admin@lab.example " + Path(f"{key}.pub").read_text())
-    lab.configure(f'require_signed = true\nallowed_signers = "{allowed}"\n')
+    lab.configure(f'allowed_signers = "{allowed}"\n')  # require_signed: the default
     try:
+        before = {d: virsh("domid", d).stdout.strip() for d in domains()}
         lab.repo.guests["one"] = 'tags = ["unsigned"]'
         unsigned = lab.repo.commit("an unsigned change")
         proc = lab.cycle()
         assert proc.returncode == 1, output(proc)
         assert f"refusing {unsigned[:12]}: not signed; the lab is untouched" in proc.stdout
+        assert {d: virsh("domid", d).stdout.strip() for d in domains()} == before
+        lab.assert_failed_at("verify", "refused-unsigned")
+        families = parse_metrics(lab.metrics.read_text())
+        assert families["reconcile_gitops_unsigned"].samples[0][1] == 0
         lab.repo.guests["one"] = 'tags = ["signed"]'
         (lab.repo.work / "lab.toml").write_text(lab.repo.manifest_text())
         lab.repo.git("add", "lab.toml")
@@ -342,6 +378,65 @@ def test_require_signed_refuses_unsigned_commits(lab: Controller, tmp_path: Path
         lab.configure()
 
 
+def test_a_repository_manifest_naming_paths_outside_the_allowed_roots_is_refused(
+    lab: Controller,
+) -> None:
+    before = {d: virsh("domid", d).stdout.strip() for d in domains()}
+    text = lab.repo.manifest_text() + (
+        '\n[kernels.evil]\nsource = "/usr/src"\n'
+        '\n[guests.peek]\nmode = "imageless"\nsystem = "demo-a"\nkernel = "host"\n'
+        'memory = "384MiB"\nshares = [{ tag = "etc", source = "/etc", writable = true }]\n'
+    )
+    refused = lab.repo.commit("reach outside", text)
+    proc = lab.cycle()
+    assert proc.returncode == 1, output(proc)
+    assert f"commit {refused[:12]}: the repository's manifest names what the controller" in (
+        proc.stdout
+    )
+    assert re.search(r"lab\.toml:\d+: kernels\.evil\.source: /usr/src is outside", proc.stdout)
+    assert re.search(r"lab\.toml:\d+: guests\.peek\.shares\[0\]\.source: /etc is", proc.stdout)
+    assert {d: virsh("domid", d).stdout.strip() for d in domains()} == before
+    lab.assert_failed_at("load", "refused-paths")
+    # a symlink in the repository is followed before judging: it cannot escape either
+    (lab.repo.work / "etc").symlink_to("/etc")
+    lab.repo.git("add", "etc")
+    text = lab.repo.manifest_text() + (
+        '\n[guests.peek]\nmode = "imageless"\nsystem = "demo-a"\nkernel = "host"\n'
+        'memory = "384MiB"\nshares = [{ tag = "etc", source = "etc" }]\n'
+    )
+    lab.repo.commit("reach outside through a link", text)
+    proc = lab.cycle()
+    assert proc.returncode == 1, output(proc)
+    assert "(resolves to /etc)" in proc.stdout
+    assert domains().keys() == before.keys()
+    lab.repo.git("rm", "-q", "etc")
+    lab.repo.commit("back inside")
+    assert lab.cycle().returncode == 0
+
+
+def test_fetch_and_plan_failures_leave_a_trace(lab: Controller) -> None:
+    lab.configure(repo=str(lab.root / "no-such-repo.git"))
+    try:
+        proc = lab.cycle()
+        assert proc.returncode == 1, output(proc)
+        assert "gitops: fetch failed: no git repository at" in proc.stdout
+        assert "Traceback" not in proc.stderr and "hint:" in proc.stderr
+        lab.assert_failed_at("fetch", "failed-fetch")
+    finally:
+        lab.configure()
+    missing = lab.root / "allowed" / "no-such-vmlinuz"
+    text = lab.repo.manifest_text().replace('image = "/vmlinuz"', f'image = "{missing}"')
+    broken = lab.repo.commit("a kernel image that is not there", text)
+    before = {d: virsh("domid", d).stdout.strip() for d in domains()}
+    proc = lab.cycle()
+    assert proc.returncode == 1, output(proc)
+    assert f"commit {broken[:12]}:" in proc.stdout and "no-such-vmlinuz" in proc.stdout
+    assert {d: virsh("domid", d).stdout.strip() for d in domains()} == before
+    lab.assert_failed_at("plan", "failed-plan")
+    lab.repo.commit("the image back")
+    assert lab.cycle().returncode == 0
+
+
 def test_install_timer_writes_units_systemd_accepts(lab: Controller, tmp_path: Path) -> None:
     proc = lab.run("gitops", str(lab.manifest), "--install-timer", "--unit-dir", str(tmp_path))
     assert proc.returncode == 0, output(proc)
@@ -349,6 +444,7 @@ def test_install_timer_writes_units_systemd_accepts(lab: Controller, tmp_path: P
     assert "OnUnitInactiveSec=300s" in timer
     service = (tmp_path / "reconcile-gitops.service").read_text()
     assert f'"{lab.manifest}"' in service and "Type=oneshot" in service
+    assert "TimeoutStartSec=3600s" in service
     verify = subprocess.run(
         ["systemd-analyze", "verify", str(tmp_path / "reconcile-gitops.service")],
         capture_output=True,
