@@ -71,7 +71,7 @@ class Agent:
         if ssh.identity not in self._added:
             secret = passphrase(ssh)
             process.run(
-                ["ssh-add", "-q", str(ssh.identity)],
+                ["ssh-add", "-q", "--", str(ssh.identity)],
                 env={
                     "SSH_AUTH_SOCK": str(socket),
                     "SSH_ASKPASS": str(socket.parent / "askpass"),

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from reconcile.core.errors import ReconcileError
-from reconcile.core.kmod import load_order, module_name
+from reconcile.core.kmod import ModulePathError, load_order, module_name
 
 FORMAT = "early-first/1"  # part of the file's key: a new layout never reuses an old file
 
@@ -47,12 +47,36 @@ def early_module_files(modules_dir: Path, wanted: tuple[str, ...]) -> tuple[str,
             hint="`modules` must be a kernel's modules directory (with modules.dep)",
         ) from None
     try:
-        return tuple(load_order(text, wanted))
+        files = tuple(load_order(text, wanted))
     except KeyError as exc:
         raise ReconcileError(
             f"module {exc.args[0]} is not in {dep_file}",
             hint="is it built in (=y)? then drop it from initrd_modules",
         ) from None
+    except ModulePathError as exc:
+        raise ReconcileError(f"{dep_file}: {exc}", hint=_ESCAPE_HINT) from None
+    for rel in files:
+        module_file(modules_dir, rel)
+    return files
+
+
+_ESCAPE_HINT = (
+    "modules.dep must list paths inside its own directory: is this a kernel's modules "
+    "directory (regenerate it with depmod)?"
+)
+
+
+def module_file(modules_dir: Path, rel: str) -> Path:
+    """The module file `rel` of modules.dep, refused when it (or a symlink on the way)
+    leads out of `modules_dir`."""
+    root = modules_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise ReconcileError(
+            f"{modules_dir / 'modules.dep'}: module path {rel!r} leads to {path}, outside {root}",
+            hint=_ESCAPE_HINT,
+        )
+    return path
 
 
 def initrd_key(toplevel: str, modules_dir: Path, files: tuple[str, ...]) -> str:
@@ -82,7 +106,7 @@ def guest_initrd(
     for rel in files:
         name = module_name(rel) + ".ko"
         names.append(name)
-        entries.append((f"early/{name}", (modules_dir / rel).read_bytes(), 0o100644))
+        entries.append((f"early/{name}", module_file(modules_dir, rel).read_bytes(), 0o100644))
     entries.append(("early/order", ("\n".join(names) + "\n").encode(), 0o100644))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"

@@ -12,20 +12,30 @@ determines it (core/kconfig.build_key). Layout:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from reconcile.adapters import process
+from reconcile.adapters.files import write_atomic
+from reconcile.adapters.lock import flock_within
 from reconcile.core.desired import Kernel, KernelBuild
 from reconcile.core.errors import ReconcileError
-from reconcile.core.kconfig import build_key, parse_config, render_fragment
+from reconcile.core.kconfig import (
+    ConfigFile,
+    ConfigTarget,
+    base_config,
+    build_key,
+    parse_config,
+    render_fragment,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +48,12 @@ class KernelJob:
     spec: KernelBuild
     key: str
     directory: Path
+    timeout_s: float = process.LONG_TIMEOUT_S  # each make, and the wait for another run
+
+    @property
+    def lock_path(self) -> Path:
+        # Beside the directory, not in it: removing a build never removes a held lock.
+        return self.directory.with_name(f".{self.directory.name}.lock")
 
     @property
     def build_dir(self) -> Path:
@@ -64,9 +80,39 @@ class KernelJob:
         return parse_config((self.build_dir / ".config").read_text())
 
 
+# git in a user's tree reads only that repository's own config, takes no locks (it never
+# rewrites the index) and runs no fsmonitor, textconv or external diff (docs/security.md).
+GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+
+def git_argv(source: Path, *args: str, foreign_owner: bool = False) -> list[str]:
+    """argv of a git command in a kernel tree. `foreign_owner`: the tree belongs to another
+    user, which git refuses unless the tree is named as a safe.directory (only then)."""
+    safe = ["-c", f"safe.directory={source.resolve()}"] if foreign_owner else []
+    return [
+        "git",
+        "--no-optional-locks",
+        "--no-pager",
+        "-c",
+        "core.fsmonitor=false",
+        *safe,
+        "-C",
+        str(source.absolute()),
+        *args,
+    ]
+
+
+def _foreign_owner(source: Path) -> bool:
+    try:
+        return source.stat().st_uid != os.geteuid()
+    except OSError:
+        return False  # git says what is wrong with it
+
+
 def _git(source: Path, *args: str) -> str:
     return process.run(
-        ["git", "-C", str(source), *args],
+        git_argv(source, *args, foreign_owner=_foreign_owner(source)),
+        env=GIT_ENV,
         hint=f"kernels are built from a git tree: is {source} one? (git -C {source} status)",
     ).stdout
 
@@ -74,13 +120,19 @@ def _git(source: Path, *args: str) -> str:
 def source_identity(spec: KernelBuild) -> str:
     """The commit to build, plus a hash of uncommitted changes when building the work tree."""
     if spec.ref is not None:
-        commit = _git(spec.source, "rev-parse", "--verify", f"{spec.ref}^{{commit}}").strip()
+        commit = _git(
+            spec.source, "rev-parse", "--verify", "--end-of-options", f"{spec.ref}^{{commit}}"
+        ).strip()
         return f"commit:{commit}"
-    head = _git(spec.source, "rev-parse", "--verify", "HEAD^{commit}").strip()
+    head = _git(spec.source, "rev-parse", "--verify", "--end-of-options", "HEAD^{commit}").strip()
     status = _git(spec.source, "status", "--porcelain", "--untracked-files=all")
     if not status.strip():
         return f"commit:{head}"
-    digest = hashlib.sha256(_git(spec.source, "diff", "HEAD", "--binary").encode())
+    digest = hashlib.sha256(
+        _git(
+            spec.source, "diff", "--no-textconv", "--no-ext-diff", "--binary", "HEAD", "--"
+        ).encode()
+    )
     for line in sorted(status.splitlines()):
         if line.startswith("??"):
             path = spec.source / line[3:]
@@ -96,12 +148,24 @@ def toolchain_identity() -> str:
     return " | ".join(versions)
 
 
+def _base(spec: KernelBuild) -> ConfigTarget | ConfigFile:
+    """The kernel's base config; the manifest refuses anything else, this refuses it again."""
+    try:
+        return base_config(spec.config)
+    except ValueError as exc:
+        raise ReconcileError(str(exc), hint="see `config` in docs/manifest.md") from None
+
+
+def _config_path(spec: KernelBuild, base: ConfigFile) -> Path:
+    path = Path(base.path)
+    return path if path.is_absolute() else spec.source / path
+
+
 def _base_identity(spec: KernelBuild) -> str:
-    if spec.config.endswith("config") and "/" not in spec.config:
-        return f"target:{spec.config}"
-    path = Path(spec.config)
-    path = path if path.is_absolute() else spec.source / path
-    return f"file:{hashlib.sha256(_read(path, 'config')).hexdigest()}"
+    base = _base(spec)
+    if isinstance(base, ConfigTarget):
+        return f"target:{base.target}"
+    return f"file:{hashlib.sha256(_read(_config_path(spec, base), 'config')).hexdigest()}"
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -111,7 +175,7 @@ def _read(path: Path, what: str) -> bytes:
         raise ReconcileError(f"cannot read the kernel {what} {path}: {exc.strerror}") from None
 
 
-def locate(kernel: Kernel, state_dir: Path) -> KernelJob:
+def locate(kernel: Kernel, state_dir: Path, timeout_s: float = process.LONG_TIMEOUT_S) -> KernelJob:
     spec = kernel.source
     assert isinstance(spec, KernelBuild)
     key = build_key(
@@ -121,14 +185,31 @@ def locate(kernel: Kernel, state_dir: Path) -> KernelJob:
         options=spec.options,
         toolchain=toolchain_identity(),
     )
-    return KernelJob(kernel.name, spec, key, state_dir / "kernels" / f"{kernel.name}-{key}")
+    directory = state_dir / "kernels" / f"{kernel.name}-{key}"
+    return KernelJob(kernel.name, spec, key, directory, timeout_s)
 
 
-def _make(job: KernelJob, *targets: str, on_line: bool = False) -> None:
-    argv = ["make", "-C", str(job.directory / "src"), f"O={job.build_dir}", *targets]
+def make_argv(
+    job: KernelJob, *targets: str, options: tuple[str, ...] = (), assign: tuple[str, ...] = ()
+) -> list[str]:
+    """make in the job's tree: `--` ends make's options (GNU make 4.3), so no target can
+    be read as one; variable assignments (`O=`) are reconcile's own and come before it."""
+    src = str(job.directory / "src")
+    return ["make", "-C", src, *options, f"O={job.build_dir}", *assign, "--", *targets]
+
+
+def _make(
+    job: KernelJob,
+    *targets: str,
+    options: tuple[str, ...] = (),
+    assign: tuple[str, ...] = (),
+    on_line: bool = False,
+) -> None:
+    argv = make_argv(job, *targets, options=options, assign=assign)
     process.run_logged(
         argv,
         job.log_path,
+        timeout=job.timeout_s,
         on_line=_progress(job) if on_line else lambda _line: None,
         hint=f"rerun it: {' '.join(argv)}   (the whole log: {job.log_path})",
     )
@@ -160,27 +241,66 @@ def _prepare_source(job: KernelJob) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     archive = job.directory / "src.tar"
-    process.run(["git", "-C", str(job.spec.source), "archive", "-o", str(archive), job.spec.ref])
+    source = job.spec.source
+    process.run(
+        git_argv(
+            source,
+            "archive",
+            "--format=tar",
+            "-o",
+            str(archive),
+            "--end-of-options",
+            f"{job.spec.ref}^{{commit}}",
+            foreign_owner=_foreign_owner(source),
+        ),
+        env=GIT_ENV,
+    )
     process.run(["tar", "-x", "-f", str(archive), "-C", str(tmp)])
     archive.unlink()
     tmp.rename(src)
 
 
+@contextlib.contextmanager
+def _locked(job: KernelJob) -> Iterator[None]:
+    """One run at a time in a build directory: a drift timer, a person's plan and an apply
+    may all resolve the same kernel's config at once, and make's O= directory is not safe
+    to share."""
+    job.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(job.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        if not flock_within(fd, job.timeout_s, poll_s=0.2):
+            raise ReconcileError(
+                f"kernel '{job.name}': another run kept {job.directory} busy for "
+                f"{job.timeout_s:g}s",
+                hint="is a build of the same kernel still running? (see its build.log)",
+            )
+        yield
+    finally:
+        os.close(fd)
+
+
 def resolve_config(job: KernelJob) -> dict[str, str]:
-    """Base config, fragments merged in order, `set` last, then olddefconfig. Idempotent."""
+    """Base config, fragments merged in order, `set` last, then olddefconfig. Idempotent,
+    and safe to call from several runs at once (the first resolves, the others wait)."""
     stamp = job.directory / "config.done"
     if stamp.exists():
         return job.config()
+    with _locked(job):
+        if stamp.exists():  # another run resolved it while this one waited
+            return job.config()
+        return _resolve_config(job, stamp)
+
+
+def _resolve_config(job: KernelJob, stamp: Path) -> dict[str, str]:
     log.info("resolving kernel config", kernel=job.name, key=job.key)
     _prepare_source(job)
     job.build_dir.mkdir(parents=True, exist_ok=True)
     spec = job.spec
-    if spec.config.endswith("config") and "/" not in spec.config:
-        _make(job, spec.config)
+    base = _base(spec)
+    if isinstance(base, ConfigTarget):
+        _make(job, base.target)
     else:
-        path = Path(spec.config)
-        path = path if path.is_absolute() else spec.source / path
-        shutil.copyfile(path, job.build_dir / ".config")
+        shutil.copyfile(_config_path(spec, base), job.build_dir / ".config")
     fragments = [str(f) for f in spec.fragments]
     if spec.options:
         set_fragment = job.directory / "set.config"
@@ -203,14 +323,12 @@ def resolve_config(job: KernelJob) -> dict[str, str]:
         )
     _make(job, "olddefconfig")
     release = (
-        process.run(
-            ["make", "-s", "-C", str(job.directory / "src"), f"O={job.build_dir}", "kernelrelease"]
-        )
+        process.run(make_argv(job, "kernelrelease", options=("-s",)))
         .stdout.strip()
         .splitlines()[-1]
     )
-    (job.directory / "release").write_text(release + "\n")
-    stamp.write_text(job.key)
+    write_atomic(job.directory / "release", release + "\n")
+    write_atomic(stamp, job.key)  # last: a config without it is resolved again
     return job.config()
 
 
@@ -219,18 +337,26 @@ def build(job: KernelJob) -> None:
     if job.complete():
         return
     config = resolve_config(job)
+    with _locked(job):
+        if not job.complete():
+            _build(job, config)
+
+
+def _build(job: KernelJob, config: dict[str, str]) -> None:
     jobs = f"-j{os.cpu_count() or 1}"
     log.info("building kernel: bzImage", kernel=job.name, key=job.key, log=str(job.log_path))
-    _make(job, jobs, "bzImage", on_line=True)
+    _make(job, "bzImage", options=(jobs,), on_line=True)
     release = job.release()
     if config.get("MODULES") == "y":
         log.info("building kernel: modules", kernel=job.name)
-        _make(job, jobs, "modules", on_line=True)
-        _make(job, f"INSTALL_MOD_PATH={job.directory / 'modules'}", "modules_install")
+        _make(job, "modules", options=(jobs,), on_line=True)
+        _make(job, "modules_install", assign=(f"INSTALL_MOD_PATH={job.directory / 'modules'}",))
     job.modules_dir(release).mkdir(parents=True, exist_ok=True)  # the share needs it
-    shutil.copyfile(job.build_dir / "arch" / "x86" / "boot" / "bzImage", job.image)
-    job.image.chmod(0o644)
-    (job.directory / "complete").write_text(job.key)
+    partial = job.image.with_name(".bzImage.tmp")
+    shutil.copyfile(job.build_dir / "arch" / "x86" / "boot" / "bzImage", partial)
+    partial.chmod(0o644)
+    partial.replace(job.image)
+    write_atomic(job.directory / "complete", job.key)
     log.info("kernel built", kernel=job.name, release=release)
 
 
@@ -240,4 +366,5 @@ def remove(directory: Path) -> None:
     if directory.parent.name != "kernels" or not (directory / "build").exists():
         raise ReconcileError(f"refusing to remove {directory}: not a kernel build directory")
     shutil.rmtree(directory)
+    directory.with_name(f".{directory.name}.lock").unlink(missing_ok=True)
     log.info("removed kernel build", directory=str(directory))

@@ -16,10 +16,14 @@ Facts this code relies on (libvirt 9.0 / QEMU 7.2 on Debian 12, checked on the t
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +31,7 @@ from urllib.parse import urlsplit
 import libvirt
 import structlog
 
+from reconcile.core.desired import Hypervisor
 from reconcile.core.domain import (
     READY_KEY,
     READY_NAMESPACE,
@@ -37,6 +42,16 @@ from reconcile.core.domain import (
     render_domain_xml,
 )
 from reconcile.core.errors import ProbeError, ReconcileError
+from reconcile.core.libvirt_uri import HINT as URI_HINT
+from reconcile.core.libvirt_uri import (
+    SshAuth,
+    Transport,
+    UriRefused,
+    connection_uri,
+    known_hosts_line,
+    parse_uri,
+    pinned_lines,
+)
 from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
 
 log = structlog.get_logger(__name__)
@@ -110,6 +125,10 @@ class HypervisorError(ReconcileError):
         self.retryable = retryable
 
 
+class HostKeyError(HypervisorError):
+    """The hypervisor's SSH host key is not the pinned one: nothing was sent."""
+
+
 class UnmanagedDomainError(ReconcileError):
     """No mark, no touch: the domain was not defined by reconcile (or not for this guest)."""
 
@@ -134,16 +153,61 @@ def _is_local(uri: str) -> bool:
     return not urlsplit(uri).netloc
 
 
+@dataclass(frozen=True)
+class Pin:
+    """A qemu+ssh hypervisor's pinned host key (`host_key` or a `known_hosts` file) and the
+    key to log in with."""
+
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    identity: Path | None = None
+
+
+def _pinned_text(uri: str, pin: Pin | None) -> str:
+    """The known_hosts text reconcile hands libvirt for a qemu+ssh URI: the pin only."""
+    parsed = parse_uri(uri)
+    assert parsed.host is not None
+    port = parsed.port or 22
+    if pin is not None and pin.host_key is not None:
+        return known_hosts_line(parsed.host, port, pin.host_key)
+    if pin is None or pin.known_hosts is None:
+        connection_uri(uri)  # raises: no pin
+        raise AssertionError("unreachable")
+    try:
+        text = pin.known_hosts.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HypervisorError(
+            f"cannot read known_hosts {pin.known_hosts}: {getattr(exc, 'strerror', exc)}",
+            hint="check the hypervisor's known_hosts in the manifest",
+        ) from None
+    lines = pinned_lines(text, parsed.host, port)
+    if not lines:
+        raise HypervisorError(
+            f"{pin.known_hosts} pins no key for {parsed.host} (port {port}): refusing to connect",
+            hint=f"add its key: ssh-keyscan -p {port} {parsed.host} >> {pin.known_hosts} "
+            "(and check it), or set host_key",
+        )
+    return lines
+
+
 class LibvirtHypervisor:
     """One hypervisor URI. The connection opens on first use; `close()` ends it.
 
+    Only URIs that `core.libvirt_uri` allows are opened (the manifest refuses the others
+    too); a qemu+ssh URI is opened over libssh2 trusting the pinned key only.
     Safe to share between threads: libvirt connections are, and opening is locked.
     """
 
     def __init__(
-        self, uri: str, *, poll_s: float = 0.25, keepalive: tuple[int, int] = KEEPALIVE
+        self,
+        uri: str,
+        *,
+        poll_s: float = 0.25,
+        keepalive: tuple[int, int] = KEEPALIVE,
+        pin: Pin | None = None,
     ) -> None:
         self.uri = uri
+        self._pin = pin
         self._poll_s = poll_s
         self._keepalive = keepalive
         self._conn: Any = None
@@ -157,7 +221,7 @@ class LibvirtHypervisor:
                 libvirt.registerErrorHandler(_quiet, None)
                 _start_event_loop()
                 try:
-                    conn = self._call("open", libvirt.open, self.uri)
+                    conn = self._open()
                 except libvirt.libvirtError as exc:
                     raise self._error(exc, "connect to") from None
                 interval, count = self._keepalive
@@ -167,6 +231,38 @@ class LibvirtHypervisor:
                     log.debug("no keepalive", uri=self.uri, error=_message(exc))
                 self._conn = conn
             return self._conn
+
+    def _open(self) -> Any:
+        """libvirt.open on the URI reconcile allows, as core.libvirt_uri translates it."""
+        try:
+            remote_ssh = parse_uri(self.uri).transport is Transport.SSH
+            if not remote_ssh:
+                return self._call("open", libvirt.open, connection_uri(self.uri))
+            text = _pinned_text(self.uri, self._pin)
+        except UriRefused as refused:
+            raise HypervisorError(
+                f"refusing to connect to {self.uri}: {refused.message}",
+                hint=f"check the hypervisor's uri in the manifest: {refused.hint}"
+                if refused.hint == URI_HINT
+                else refused.hint,
+            ) from None
+        # The pinned keys go to a private file that lives only while libvirt opens: it reads
+        # known_hosts during the handshake, and a plan leaves nothing behind.
+        directory = Path(tempfile.mkdtemp(prefix="reconcile-libvirt-"))
+        try:
+            known_hosts = directory / "known_hosts"
+            known_hosts.write_text(text)
+            identity = self._pin.identity if self._pin is not None else None
+            uri = connection_uri(
+                self.uri,
+                SshAuth(
+                    PurePosixPath(known_hosts),
+                    PurePosixPath(identity) if identity is not None else None,
+                ),
+            )
+            return self._call("open", libvirt.open, uri)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def close(self) -> None:
         with self._lock:
@@ -208,6 +304,16 @@ class LibvirtHypervisor:
         message = f"cannot {action} {subject}: {_message(exc)}"
         code = exc.get_error_code()
         hint: str | None = None
+        if "HOST KEY VERIFICATION FAILED" in message or "verify the session host key" in message:
+            self._forget()
+            message = f"{message} (the pinned host key does not match: refusing to connect)"
+            hint = (
+                "if the key really changed, pin the new one (from `ssh-keyscan HOST`) in the "
+                "hypervisor's host_key or known_hosts"
+            )
+            if kind is HypervisorError:
+                return HostKeyError(message, hint=hint, code=code)
+            return kind(message, hint=hint)
         if code == libvirt.VIR_ERR_NO_CONNECT:
             self._forget()
             hint = "no libvirt driver for this URI: check the hypervisor's uri in the manifest"
@@ -458,6 +564,12 @@ class LibvirtHypervisor:
                     raise
                 self._call("undefineFlags", dom.undefineFlags, _UNDEFINE_BASIC, domain=name)
         log.info("undefined", uri=self.uri, domain=name)
+
+
+def for_hypervisor(hypervisor: Hypervisor) -> LibvirtHypervisor:
+    """The manifest's hypervisor, with its pin (qemu+ssh)."""
+    pin = Pin(hypervisor.host_key, hypervisor.known_hosts, hypervisor.identity)
+    return LibvirtHypervisor(hypervisor.uri, pin=pin)
 
 
 def _refusal(action: str, name: str, uri: str) -> UnmanagedDomainError:

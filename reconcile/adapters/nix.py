@@ -1,11 +1,15 @@
 """Nix: one small function per Nix command, each an argv run through `process.run`.
 
+Flakes and installables come from the manifest: each argv ends its options with `--`
+(Nix 2.8 reads what follows as positionals, checked here), so none can become a flag.
+
 Evaluation is cached by the flake's locked narHash: an unchanged flake costs one
 `nix flake metadata` call and no evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,7 +41,7 @@ def _json(argv: Sequence[str], hint: str, timeout_s: float = process.DEFAULT_TIM
 def flake_narhash(flake: str) -> str:
     """The locked narHash of a flake: what identifies its inputs and its own source."""
     meta = _json(
-        [*NIX, "flake", "metadata", "--json", flake],
+        [*NIX, "flake", "metadata", "--json", "--", flake],
         hint=f"check that the lab's flake exists and evaluates: nix flake metadata {flake}",
     )
     locked = meta.get("locked", {})
@@ -49,7 +53,7 @@ def evaluate(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
     if not installables:
         return {}
     result = _json(
-        [*NIX, "build", "--dry-run", "--json", "--no-link", *installables],
+        [*NIX, "build", "--dry-run", "--json", "--no-link", "--", *installables],
         hint="evaluate it yourself to see the full error: nix build --dry-run " + installables[0],
         timeout_s=timeout_s,
     )
@@ -60,7 +64,7 @@ def evaluate(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
 
 def build(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
     """Realise every installable in one `nix build` call; returns their out paths."""
-    argv = [*NIX, "build", "--no-link", "--json", "--print-build-logs", *installables]
+    argv = [*NIX, "build", "--no-link", "--json", "--print-build-logs", "--", *installables]
     try:
         result = _json(argv, hint="rerun the build by hand to see its log", timeout_s=timeout_s)
     except CommandError as error:
@@ -112,6 +116,8 @@ def resolve_systems(
     Installables outside the lab's flake are evaluated every time (their inputs are not
     covered by the lab flake's narHash).
     """
+    if not installables:
+        return {}  # a lab of hypervisors only: nothing to evaluate, not even the flake
     narhash = flake_narhash(flake)
     cached = cache.load(narhash)
     ours = [i for i in installables if i.startswith(flake + "#")]
@@ -143,6 +149,29 @@ def add_gc_root(link: Path, target: str) -> None:
     if not auto.is_symlink() or os.readlink(auto) != str(link):
         auto.unlink(missing_ok=True)
         auto.symlink_to(link)
+
+
+def sync_gc_roots(directory: Path, targets: set[str]) -> None:
+    """Make `directory` hold exactly one root per store path in `targets`.
+
+    A guest keeps a root for the closure of its persistent definition and, while it runs
+    an older one, for its running definition too: a redefine never leaves a running guest's
+    closure collectable. An empty set removes them all.
+    """
+    directory = directory.absolute()
+    if directory.is_symlink():  # the layout before per-closure roots: one link per guest
+        remove_gc_root(directory)
+    wanted = {directory / Path(t).name: t for t in targets}
+    for link, target in sorted(wanted.items()):
+        if not link.is_symlink() or os.readlink(link) != target:
+            add_gc_root(link, target)
+    if directory.is_dir():
+        for link in directory.iterdir():
+            if link not in wanted and not link.name.startswith("."):
+                remove_gc_root(link)
+        if not targets:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def remove_gc_root(link: Path) -> None:

@@ -60,6 +60,10 @@ class Hypervisor:
     name: str
     uri: str
     accel: Accel
+    # qemu+ssh only: the pinned host key (one of the two) and the key to log in with.
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    identity: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,13 @@ class GitOps:
     allow_rewrites: bool
     require_signed: bool
     allowed_signers: Path | None = None
+    # Roots the repository's manifest may name paths under (the controller's manifest only).
+    allowed_paths: tuple[Path, ...] = ()
+    # For an ssh repository: its pinned key (one of the two), a deploy key, a timeout.
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    identity: Path | None = None
+    connect_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)

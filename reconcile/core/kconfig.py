@@ -25,6 +25,42 @@ CONSOLE_REQUIRED = {
 
 KEY_FORMAT = "kernel-build/1"
 
+# Base configs that are make targets (the schema's kernel `config` pattern says the same; a
+# test keeps them equal). Anything else must be a path with a `/`, so no manifest value
+# reaches make's command line except these words.
+CONFIG_TARGETS = frozenset(
+    {"defconfig", "tinyconfig", "allnoconfig", "allyesconfig", "allmodconfig", "alldefconfig"}
+)
+_ARCH_DEFCONFIG = re.compile(r"[a-z0-9][a-z0-9_]*_defconfig")
+_VALUE_FORBIDDEN = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+@dataclass(frozen=True)
+class ConfigTarget:
+    """`make <target>` makes the base config."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A .config file is the base config; relative paths are relative to the tree."""
+
+    path: str
+
+
+def base_config(text: str) -> ConfigTarget | ConfigFile:
+    """What a kernel's `config` names. Raises ValueError for anything that is neither a known
+    make config target nor a path (one with a `/`, not starting with `-`)."""
+    if text in CONFIG_TARGETS or _ARCH_DEFCONFIG.fullmatch(text):
+        return ConfigTarget(text)
+    if "/" in text and not text.startswith("-") and text.isprintable():
+        return ConfigFile(text)
+    raise ValueError(
+        f"kernel config {text!r} is neither a make config target "
+        f"({', '.join(sorted(CONFIG_TARGETS))}, <name>_defconfig) nor a path with a `/`"
+    )
+
 
 def parse_config(text: str) -> dict[str, str]:
     """Options of a .config or fragment, without the CONFIG_ prefix; `n` for `is not set`."""
@@ -43,9 +79,15 @@ def parse_config(text: str) -> dict[str, str]:
 
 
 def render_fragment(options: Iterable[tuple[str, str]]) -> str:
-    """A fragment for `set = {...}`: `n` becomes `# CONFIG_X is not set`."""
+    """A fragment for `set = {...}`: `n` becomes `# CONFIG_X is not set`.
+
+    Raises ValueError for a name or value that could end its line or its quotes (the
+    schema refuses them first): each option is exactly one line.
+    """
     lines = []
     for name, value in options:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name) or not value or _VALUE_FORBIDDEN.search(value):
+            raise ValueError(f"kernel option {name}={value!r} cannot be written on one line")
         if value == "n":
             lines.append(f"# CONFIG_{name} is not set")
         elif value in ("y", "m") or value.lstrip("-").isdigit() or value.startswith("0x"):

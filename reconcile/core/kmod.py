@@ -31,22 +31,39 @@ def module_name(path: str) -> str:
     return name.removesuffix(".ko").replace("-", "_")
 
 
+class ModulePathError(ValueError):
+    """A module path in modules.dep that would leave the modules directory."""
+
+
+def check_module_path(path: str) -> str:
+    """`path` if it is a relative path below the modules directory; else ModulePathError.
+
+    Symlinks are the adapter's to check (this is text only).
+    """
+    parts = PurePosixPath(path).parts
+    if not path or path.startswith("/") or ".." in parts or "\0" in path or not parts:
+        raise ModulePathError(f"module path {path!r} leaves the modules directory")
+    return path
+
+
 def load_order(modules_dep: str, wanted: tuple[str, ...]) -> list[str]:
     """Module files (relative to the modules dir) to insmod, dependencies first.
 
     `modules_dep` is the text of `modules.dep`: `path: dep-path dep-path ...`, where each
     line's dependencies are listed so that loading them right to left works.
-    Raises KeyError naming a module that is not in the file.
+    Raises KeyError naming a module that is not in the file, and ModulePathError for a
+    path (of a wanted module or a dependency) that is absolute or climbs out with `..`.
     """
     deps: dict[str, tuple[str, list[str]]] = {}
     for line in modules_dep.splitlines():
         path, sep, rest = line.partition(":")
         if sep:
-            deps[module_name(path)] = (path, rest.split())
+            deps[module_name(path)] = (path.strip(), rest.split())
     order: list[str] = []
 
     def visit(name: str) -> None:
         path, needs = deps[name]
+        check_module_path(path)
         if path in order:
             return
         for dep in reversed(needs):

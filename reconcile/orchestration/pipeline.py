@@ -10,11 +10,11 @@ from pathlib import Path
 
 import structlog
 
-from reconcile.adapters import files, kernel_build, nix, process, ssh
+from reconcile.adapters import files, kernel_build, nix, process, ssh, statedir, views
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.kernels import resolve_prebuilt
-from reconcile.adapters.libvirt import LibvirtHypervisor
-from reconcile.core.desired import Guest, GuestMode, Manifest, PrebuiltKernel
+from reconcile.adapters.libvirt import LibvirtHypervisor, for_hypervisor
+from reconcile.core.desired import Guest, GuestMode, Hypervisor, Manifest, PrebuiltKernel
 from reconcile.core.diff import diff_lab
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.hosts import HostChange, HostIntent, HostObservation, diff_host
@@ -23,6 +23,7 @@ from reconcile.core.intent import (
     KernelInputs,
     guest_intent,
     kernel_cmdline,
+    lab_views,
     system_installable,
 )
 from reconcile.core.kconfig import describe_missing, fix_fragment, missing_options, required_options
@@ -33,7 +34,7 @@ from reconcile.core.select import select
 
 log = structlog.get_logger(__name__)
 
-HypervisorFactory = Callable[[str], LibvirtHypervisor]
+HypervisorFactory = Callable[[Hypervisor], LibvirtHypervisor]
 HOST_PROBES = 16  # hosts probed at once
 
 
@@ -48,7 +49,7 @@ class Context:
     """What one run holds open: the manifest, one connection per hypervisor and per host."""
 
     manifest: Manifest
-    connect: HypervisorFactory = LibvirtHypervisor
+    connect: HypervisorFactory = for_hypervisor
     _hypervisors: dict[str, LibvirtHypervisor] = field(default_factory=dict)
     _sessions: dict[str, ssh.Session] = field(default_factory=dict)
     seen_hosts: dict[str, HostObservation] = field(default_factory=dict)
@@ -56,7 +57,7 @@ class Context:
 
     def hypervisor(self, name: str) -> LibvirtHypervisor:
         if name not in self._hypervisors:
-            self._hypervisors[name] = self.connect(self.manifest.hypervisors[name].uri)
+            self._hypervisors[name] = self.connect(self.manifest.hypervisors[name])
         return self._hypervisors[name]
 
     def session(self, host: str) -> ssh.Session:
@@ -118,7 +119,7 @@ def resolve_kernels(
         if isinstance(kernel.source, PrebuiltKernel):
             kernels[name] = resolve_prebuilt(kernel)
             continue
-        job = kernel_build.locate(kernel, manifest.lab.state_dir)
+        job = kernel_build.locate(kernel, manifest.lab.state_dir, manifest.lab.build_timeout_s)
         config = job.config() if job.complete() else kernel_build.resolve_config(job)
         users = [g for g in guests if g.kernel == name]
         required = required_options(kernel_cmdline("", g.kernel_params) for g in users)
@@ -220,7 +221,13 @@ def observe_hosts(ctx: Context, hosts: Sequence[HostIntent]) -> list[HostChange]
         return list(pool.map(one, hosts))
 
 
+def claim_state_dir(manifest: Manifest) -> None:
+    """Before anything is written there (caches, lock, history): it must be the lab's own."""
+    statedir.claim(manifest.lab.state_dir, manifest.lab.name)
+
+
 def make(ctx: Context, options: PlanOptions) -> Plan:
+    claim_state_dir(ctx.manifest)
     wanted = intents(ctx.manifest, options.targets)
     observations = observe(ctx) if wanted.guests or not options.targets else {}
     host_changes = observe_hosts(ctx, wanted.hosts)
@@ -231,6 +238,7 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         observations,
         prune=options.prune,
         scope=scope if options.targets else None,
+        views=views.observe(lab_views(wanted.guests)),  # read-only: mountinfo and stat
     )
     diff = replace(diff, hosts=tuple(host_changes))
     unbuilt, kernels = wanted.unbuilt, wanted.kernels

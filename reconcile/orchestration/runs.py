@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from reconcile.core.actions import Action
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.plan import Plan
 from reconcile.core.report import render_json, render_text
-from reconcile.orchestration import pipeline
+from reconcile.orchestration import pipeline, reports
 from reconcile.orchestration.executor import Check, Performer, Result, execute
 from reconcile.orchestration.guests import GuestPerformer
 from reconcile.orchestration.hosts import HOST_ACTIONS, HostPerformer
@@ -40,6 +40,7 @@ class ApplyOptions:
 class Planned:
     plan: Plan
     manifest_digest: str
+    lock_warning: str | None = None  # the lab's lock held past lab.lock_warn_after
 
     def document(self) -> dict[str, Any]:
         return render_json(self.plan)
@@ -65,6 +66,7 @@ def plan(path: Path, options: PlanOptions, *, saved: Path | None = None) -> Plan
         planned = _plan(ctx, options)
     finally:
         ctx.close()
+    planned = replace(planned, lock_warning=reports.lock_state(ctx.manifest)[0])
     if saved is not None:
         document = {
             "format": SAVED_FORMAT,
@@ -141,6 +143,7 @@ def session(path: Path, options: PlanOptions, apply_options: ApplyOptions) -> It
     if saved:
         options = PlanOptions(tuple(saved["targets"]), bool(saved["prune"]))
     manifest = pipeline.load(manifest_path)
+    pipeline.claim_state_dir(manifest)
     lock_path = manifest.lab.state_dir / "lock"
     with LabLock(lock_path, timeout_s=apply_options.lock_timeout_s):
         ctx = Context(manifest)

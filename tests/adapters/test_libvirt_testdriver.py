@@ -17,7 +17,12 @@ from typing import Any
 import libvirt
 import pytest
 
-from reconcile.adapters.libvirt import HypervisorError, LibvirtHypervisor, UnmanagedDomainError
+from reconcile.adapters.libvirt import (
+    HypervisorError,
+    LibvirtHypervisor,
+    Pin,
+    UnmanagedDomainError,
+)
 from reconcile.core.desired import Accel, GuestMode
 from reconcile.core.domain import (
     MARK_NAMESPACE,
@@ -211,18 +216,27 @@ def test_missing_domain(hv: LibvirtHypervisor, lab: str) -> None:
     assert caught.value.code == libvirt.VIR_ERR_NO_DOMAIN
 
 
+PIN = Pin(
+    host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVhmTUhVpvXYpbmqi7rMc9QIr4ldbyGFPIWu5SnU6RB"
+)
+
+
 @pytest.mark.parametrize(
-    ("uri", "hint"),
+    ("uri", "pin", "hint"),
     [
-        ("bogus:///nowhere", "check the hypervisor's uri"),
-        ("qemu:///system?socket=/nonexistent/libvirt-sock", "libvirtd -d"),
+        ("bogus:///nowhere", None, "check the hypervisor's uri"),
+        # Port 1 on loopback: nothing listens, so the libssh2 transport's connect is refused.
+        ("qemu+ssh://root@127.0.0.1:1/system", PIN, "libvirtd -d"),
+        ("qemu:///system?socket=/nonexistent/libvirt-sock", None, "no query parameters"),
+        ("qemu+ssh://root@127.0.0.1:1/system", None, "add host_key"),
+        ("qemu+ext:///system?command=/bin/true", None, "check the hypervisor's uri"),
     ],
-    ids=["no-driver", "no-daemon"],
+    ids=["no-driver", "no-daemon", "query-refused", "unpinned-ssh", "ext-transport"],
 )
 def test_unreachable_hypervisor_is_an_observation_error(
-    uri: str, hint: str, tmp_path: Path
+    uri: str, pin: Pin | None, hint: str, tmp_path: Path
 ) -> None:
-    with LibvirtHypervisor(uri) as hv:
+    with LibvirtHypervisor(uri, pin=pin) as hv:
         observed = hv.observe()
         assert observed.domains is None
         assert observed.error is not None and hint in observed.error

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +149,43 @@ def test_kernel_change_restarts_exactly_its_guests(tree: Path) -> None:
     manifest()
 
 
+def test_plans_and_drift_at_once_resolve_one_config_once(tree: Path) -> None:
+    # A drift timer, a person's plan and an apply may resolve the same new kernel at once:
+    # one run resolves it (make in its O= directory), the others wait and reuse the result.
+    token = uuid.uuid4().hex[:8]
+    path = manifest(f'set = {{ LOCALVERSION = "-c{token}" }}')
+    runs = [["plan", str(path), "--json"] for _ in range(3)] + [["drift", str(path)]]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "reconcile", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in runs
+    ]
+    outputs = [proc.communicate(timeout=900) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode in (0, 2), out + err  # plan: 0; drift: 2 (k1 boots another)
+        assert "Traceback" not in err
+    fresh = [d for d in (STATE / "kernels").iterdir() if d.is_dir() and _release(d).endswith(token)]
+    assert len(fresh) == 1
+    build = fresh[0]
+    assert (build / "config.done").read_text() == build.name.removeprefix("tiny-")
+    assert f'CONFIG_LOCALVERSION="-c{token}"' in (build / "build" / ".config").read_text()
+    log = (build / "build.log").read_text()
+    assert log.count("olddefconfig\n") == 1, "the config was resolved more than once"
+    assert not list(build.glob("**/.*.tmp"))  # no half-written file left behind
+    manifest()
+
+
+def _release(build: Path) -> str:
+    try:
+        return (build / "release").read_text().strip()
+    except OSError:
+        return ""
+
+
 def test_prune_removes_only_kernel_builds_nothing_uses(tree: Path) -> None:
     path = manifest()
     builds = sorted(d.name for d in (STATE / "kernels").iterdir())
@@ -160,7 +198,8 @@ def test_prune_removes_only_kernel_builds_nothing_uses(tree: Path) -> None:
     assert not reconcile("plan", str(path), "--json").stdout.count("remove-kernel")  # only --prune
     proc = reconcile("apply", str(path), "--yes", "--prune")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(d.name for d in (STATE / "kernels").iterdir()) == [current]
+    left = sorted(d.name for d in (STATE / "kernels").iterdir())
+    assert left == sorted([current, f".{current}.lock"])  # removed builds take their locks
     assert (TREE / "Makefile").exists()  # the source behind `src` links is untouched
     again = reconcile("plan", str(path), "--detailed-exitcode", "--prune")
     assert again.returncode == 0, again.stdout

@@ -22,7 +22,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,12 @@ from typing import Any
 import libvirt
 import pytest
 
-from reconcile.adapters.libvirt import LibvirtHypervisor
-from reconcile.adapters.storeview import ensure_readonly_view, is_readonly_view
+from reconcile.adapters.libvirt import HostKeyError, HypervisorError, LibvirtHypervisor, Pin
 from reconcile.core.desired import Accel, GuestMode, Share
 from reconcile.core.domain import DomainFacts
 from reconcile.core.observed import DomainState
 from tests.support.domains import build_domain_spec
-from tests.support.stack import SYSTEM_URI, ensure_libvirtd, mounts_below, remove_tree
+from tests.support.stack import SYSTEM_URI, ensure_libvirtd
 
 pytestmark = pytest.mark.real
 
@@ -212,35 +210,49 @@ def test_imageless_domain_boots_and_is_stopped_gracefully(
         assert hv.probe(spec.name) is None
 
 
-def test_store_view_is_read_only_from_the_host(tmp_path: Path) -> None:
-    """What virtiofsd serves to guests cannot be written, whatever the guest mounts."""
-    store = tmp_path / "store"
-    store.mkdir()
-    (store / "a-path").write_text("x")
-    view = tmp_path / "view"
-    try:
-        ensure_readonly_view(view, store=store)
-        ensure_readonly_view(view, store=store)  # idempotent
-        assert is_readonly_view(view)
-        assert (view / "a-path").read_text() == "x"
-        (store / "built-later").write_text("y")
-        assert (view / "built-later").read_text() == "y"
-        with pytest.raises(OSError, match="Read-only file system"):
-            (view / "intruder").write_text("z")
-    finally:
-        subprocess.run(["umount", str(view)], check=False)
+# --- a qemu+ssh hypervisor, pinned: libvirt's libssh2 transport against a real sshd ---------
 
 
-def test_store_view_from_parallel_starts_is_one_read_only_mount(tmp_path: Path) -> None:
-    """Guests start in parallel: stacked binds would leave a writable one underneath."""
-    store = tmp_path / "store"
-    store.mkdir()
-    view = tmp_path / "view"
-    try:
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda _: ensure_readonly_view(view, store=store), range(8)))
-        assert mounts_below(view) == [str(view)]
-        assert is_readonly_view(view)
-    finally:
-        remove_tree(tmp_path)
-    assert not tmp_path.exists()
+@pytest.fixture(scope="module")
+def ssh_host() -> Iterator[Any]:
+    """A network-namespace host with a real sshd and a pinned key (tests/support/hosts.py);
+    it runs no libvirtd, so a connection that gets past SSH fails after it."""
+    from tests.support.hosts import TestHost  # noqa: PLC0415 (only these tests need it)
+
+    with TestHost() as made:
+        yield made
+
+
+def _open_error(host: Any, pin: Pin) -> HypervisorError:
+    uri = f"qemu+ssh://root@{host.address}:{host.port}/system"
+    with LibvirtHypervisor(uri, pin=pin) as hv:
+        observed = hv.observe()
+        assert observed.domains is None and observed.error is not None
+        with pytest.raises(HypervisorError) as caught:
+            hv.start("rctest-never")
+    return caught.value
+
+
+def test_pinned_ssh_hypervisor_gets_past_host_key_verification(ssh_host: Any) -> None:
+    error = _open_error(ssh_host, Pin(host_key=ssh_host.host_key_line, identity=ssh_host.identity))
+    assert not isinstance(error, HostKeyError), error.message
+    assert "HOST KEY" not in error.message and "host key" not in error.message, error.message
+    assert "verify the session host key" not in error.message
+
+
+def test_pinned_ssh_hypervisor_by_known_hosts_file(ssh_host: Any) -> None:
+    pin = Pin(known_hosts=ssh_host.known_hosts, identity=ssh_host.identity)
+    error = _open_error(ssh_host, pin)
+    assert not isinstance(error, HostKeyError), error.message
+
+
+def test_wrong_host_key_fails_before_anything_else(ssh_host: Any, tmp_path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+        check=True,
+    )
+    other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    error = _open_error(ssh_host, Pin(host_key=other, identity=ssh_host.identity))
+    assert isinstance(error, HostKeyError), error.message
+    assert "SSH HOST KEY VERIFICATION FAILED" in error.message
+    assert error.hint is not None and "ssh-keyscan" in error.hint

@@ -131,4 +131,7 @@ def parse_manifest(data: bytes, file: Path) -> Manifest:
     defaulted = schema.apply_defaults(document)
     if findings := semantics.check(defaulted, document):
         raise located(findings)
-    return build(defaulted, file, hashlib.sha256(data).hexdigest())
+    manifest = build(defaulted, file, hashlib.sha256(data).hexdigest())
+    if findings := semantics.check_built(manifest):
+        raise located(findings)
+    return manifest

@@ -29,7 +29,14 @@ def build(doc: dict[str, Json], manifest: Path, digest: str) -> d.Manifest:
     lab = doc["lab"]
     state_dir = lab["state_dir"].replace("<name>", lab["name"])
     hypervisors = {
-        name: d.Hypervisor(name=name, uri=h["uri"], accel=d.Accel(h["accel"]))
+        name: d.Hypervisor(
+            name=name,
+            uri=h["uri"],
+            accel=d.Accel(h["accel"]),
+            host_key=h.get("host_key"),
+            known_hosts=resolve_path(base, h["known_hosts"]) if "known_hosts" in h else None,
+            identity=resolve_path(base, h["identity"]) if "identity" in h else None,
+        )
         for name, h in doc.get("hypervisors", {}).items()
     }
     only_hypervisor = next(iter(hypervisors)) if len(hypervisors) == 1 else ""
@@ -157,4 +164,9 @@ def _gitops(base: Path, g: dict[str, Json]) -> d.GitOps:
         allowed_signers=(
             resolve_path(base, g["allowed_signers"]) if "allowed_signers" in g else None
         ),
+        allowed_paths=tuple(resolve_path(base, p) for p in g["allowed_paths"]),
+        host_key=g.get("host_key"),
+        known_hosts=resolve_path(base, g["known_hosts"]) if "known_hosts" in g else None,
+        identity=resolve_path(base, g["identity"]) if "identity" in g else None,
+        connect_timeout_s=parse_duration(g["connect_timeout"]),
     )

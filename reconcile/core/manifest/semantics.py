@@ -10,8 +10,13 @@ import difflib
 from collections.abc import Iterator
 from typing import Any
 
+from reconcile.core.desired import Manifest
+from reconcile.core.git_url import Transport, transport
+from reconcile.core.libvirt_uri import Transport as HypervisorTransport
+from reconcile.core.libvirt_uri import UriRefused, parse_uri
 from reconcile.core.manifest.schema import Finding
 from reconcile.core.sshkeys import host_key_problem
+from reconcile.core.statedir import location_problem
 from reconcile.core.units import parse_duration
 
 Json = Any
@@ -21,6 +26,20 @@ BUILD_KEYS = ("ref", "config", "fragments", "set")
 PREBUILT_KEYS = ("image", "modules", "initrd_modules")
 DISK_ONLY_KEYS = ("disk", "ssh")
 LAB_DURATIONS = ("eval_timeout", "build_timeout", "lock_warn_after")
+
+
+def check_built(manifest: Manifest) -> list[Finding]:
+    """Findings that need resolved paths (relative ones are relative to the manifest)."""
+    findings = []
+    if problem := location_problem(manifest.lab.state_dir):
+        findings.append(
+            Finding(
+                ("lab", "state_dir"),
+                problem,
+                "give the lab a directory of its own, e.g. /var/lib/reconcile/<lab name>",
+            )
+        )
+    return findings
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:
@@ -33,6 +52,7 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
 def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
     """Findings over `doc` (defaults applied); keys' presence is judged on `raw`."""
     return [
+        *_check_hypervisors(doc),
         *_check_kernels(raw),
         *_check_guests(doc),
         *_check_hosts(doc),
@@ -40,6 +60,37 @@ def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
         *_check_host_keys(raw),
         *_check_gitops(doc),
     ]
+
+
+def _check_hypervisors(doc: dict[str, Json]) -> Iterator[Finding]:
+    """The URI is one reconcile opens (the schema's pattern says so too; this says why),
+    and a qemu+ssh hypervisor's host key is pinned."""
+    for name, hypervisor in doc.get("hypervisors", {}).items():
+        path = ("hypervisors", name)
+        try:
+            uri = parse_uri(hypervisor["uri"])
+        except UriRefused as refused:
+            yield Finding((*path, "uri"), refused.message, refused.hint)
+            continue
+        pins = [key for key in ("host_key", "known_hosts") if key in hypervisor]
+        if uri.transport is HypervisorTransport.SSH:
+            if not pins:
+                yield Finding(
+                    path,
+                    "a qemu+ssh hypervisor's host key must be pinned: unknown keys are refused",
+                    'add host_key = "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`) '
+                    'or known_hosts = "path/to/known_hosts"',
+                )
+            elif len(pins) == 2:
+                yield Finding(path, "give either `host_key` or `known_hosts`, not both")
+        else:
+            for key in ("host_key", "known_hosts", "identity"):
+                if key in hypervisor:
+                    yield Finding(
+                        (*path, key),
+                        "only a qemu+ssh:// hypervisor takes this key",
+                        "libvirt reaches this one without SSH: remove it",
+                    )
 
 
 def _check_kernels(doc: dict[str, Json]) -> Iterator[Finding]:
@@ -167,12 +218,38 @@ def _check_hosts(doc: dict[str, Json]) -> Iterator[Finding]:
 
 def _check_gitops(doc: dict[str, Json]) -> Iterator[Finding]:
     gitops = doc.get("gitops")
-    if gitops and gitops["require_signed"] and "allowed_signers" not in gitops:
+    if not gitops:
+        return
+    if gitops["require_signed"] and "allowed_signers" not in gitops:
         yield Finding(
             ("gitops", "require_signed"),
-            "signed commits need the keys to trust: give `allowed_signers` too",
-            'allowed_signers = "allowed_signers" (lines of `PRINCIPAL ssh-ed25519 AAAA...`)',
+            "commits must be signed (the default), so the keys to trust are needed: "
+            "give `allowed_signers`",
+            'allowed_signers = "allowed_signers" (lines of `PRINCIPAL ssh-ed25519 AAAA...`); '
+            "or, to follow unsigned commits, say so: require_signed = false",
         )
+    kind = transport(gitops["repo"])
+    if kind is None:
+        yield Finding(
+            ("gitops", "repo"),
+            f"not a repository address reconcile uses: {gitops['repo']!r}",
+            "a path, or a file://, https://, http://, git:// or ssh:// URL, or user@host:path "
+            "(remote helpers such as ext:: run commands and are refused)",
+        )
+    pins = [key for key in ("host_key", "known_hosts") if key in gitops]
+    if kind is Transport.SSH and not pins:
+        yield Finding(
+            ("gitops", "repo"),
+            "an ssh repository's host key must be pinned: unknown keys are refused",
+            'add host_key = "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`) '
+            'or known_hosts = "path/to/known_hosts" to [gitops]',
+        )
+    if len(pins) == 2:
+        yield Finding(("gitops",), "give either `host_key` or `known_hosts`, not both")
+    if kind is not Transport.SSH:
+        for key in ("host_key", "known_hosts", "identity"):
+            if key in gitops:
+                yield Finding(("gitops", key), "only for an ssh repository (ssh:// or host:path)")
 
 
 def _check_host_keys(node: Json, path: tuple[str | int, ...] = ()) -> Iterator[Finding]:
@@ -209,6 +286,7 @@ def _check_durations(doc: dict[str, Json]) -> Iterator[Finding]:
         candidates.append((("hosts", name, "ssh", "total_timeout"), ssh["total_timeout"]))
     if "gitops" in doc:
         candidates.append((("gitops", "interval"), doc["gitops"]["interval"]))
+        candidates.append((("gitops", "connect_timeout"), doc["gitops"]["connect_timeout"]))
     for path, text in candidates:
         if parse_duration(text) <= 0:
             yield Finding(path, f"must be longer than zero, got {text!r}")
