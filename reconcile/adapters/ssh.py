@@ -116,6 +116,9 @@ class Session:
             port=ssh.port,
             connect_timeout=ssh.connect_timeout_s,
             connect_kwargs=connect_kwargs,
+            # No ssh_config and no fabric config files: a ProxyJump or ProxyCommand there
+            # would add a hop whose key nobody pinned. The manifest says how to connect.
+            config=fabric.Config(ssh_config=paramiko.SSHConfig(), lazy=True),
         )
         client = conn.client
         client._host_keys = pinned_keys(ssh)  # paramiko has no setter for them

@@ -128,3 +128,21 @@ def test_unreachable_host_is_an_error_not_a_hang(host: TestHost) -> None:
         assert time.monotonic() - started < 10
     finally:
         host.restore_network()
+
+
+def test_the_users_ssh_config_adds_no_unpinned_hop(
+    host: TestHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A ProxyJump in ~/.ssh/config would open a connection to a jump host whose key
+    # nobody pinned (fabric follows it by default). The manifest alone says how to connect.
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host *\n  ProxyJump nobody@jump.invalid\n  User nobody\n  Port 1\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    session = Session(target(host))
+    try:
+        assert session.run(["echo", "direct"]).stdout == "direct\n"
+    finally:
+        session.close()
