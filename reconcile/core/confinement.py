@@ -18,7 +18,8 @@ from pathlib import Path
 
 from reconcile.core.desired import KernelBuild, Manifest, PrebuiltKernel
 from reconcile.core.errors import Problem
-from reconcile.core.manifest import format_path, locate
+from reconcile.core.manifest import located_problems
+from reconcile.core.manifest.schema import Finding
 
 KeyPath = tuple[str | int, ...]
 
@@ -170,16 +171,4 @@ def judge(
 
 def problems(text: str, file: Path, violations: Sequence[Violation]) -> list[Problem]:
     """The violations as located problems, `FILE:LINE: key.path: ...`."""
-    lines = locate.key_lines(text)
-    found = [
-        Problem(
-            str(file),
-            locate.line_of(lines, v.key),
-            None,
-            format_path(v.key),
-            v.message,
-            v.hint,
-        )
-        for v in violations
-    ]
-    return sorted(found, key=lambda p: (p.line or 0, p.path))
+    return located_problems(text, file, (Finding(v.key, v.message, v.hint) for v in violations))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 import tomlkit
@@ -95,6 +96,18 @@ def _syntax_error(text: str, file: Path, fast: Exception) -> ManifestError:
     )
 
 
+def located_problems(text: str, file: Path, findings: Iterable[schema.Finding]) -> list[Problem]:
+    """Findings as `FILE:LINE: key.path: ...` problems, in the order of the file."""
+    lines = locate.key_lines(text)  # only on failure: a valid manifest skips the scan
+    problems = [
+        Problem(
+            str(file), locate.line_of(lines, f.path), None, format_path(f.path), f.message, f.hint
+        )
+        for f in findings
+    ]
+    return sorted(problems, key=lambda p: (p.line or 0, p.path))
+
+
 def parse_manifest(data: bytes, file: Path) -> Manifest:
     """Parse and validate a manifest; raise ManifestError listing every problem."""
     text = _decode(data, file)
@@ -112,19 +125,7 @@ def parse_manifest(data: bytes, file: Path) -> Manifest:
         raise _syntax_error(text, file, exc) from None
 
     def located(findings: list[schema.Finding]) -> ManifestError:
-        lines = locate.key_lines(text)  # only on failure: a valid manifest skips the scan
-        problems = [
-            Problem(
-                str(file),
-                locate.line_of(lines, f.path),
-                None,
-                format_path(f.path),
-                f.message,
-                f.hint,
-            )
-            for f in findings
-        ]
-        return ManifestError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
+        return ManifestError(located_problems(text, file, findings))
 
     if findings := schema.validate(document):
         raise located(findings)
