@@ -36,7 +36,7 @@ def manifest(n: int) -> Path:
 [lab]
 name = "{LAB}"
 flake = "{ROOT / "nix"}"
-state_dir = "{STATE}"
+state_dir = "{STATE / "state"}"  # its own: the manifest is beside it
 [hypervisors.local]
 uri = "{URI}"
 accel = "qemu"

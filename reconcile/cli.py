@@ -107,6 +107,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"error: the plan is incomplete: {', '.join(sorted(unknown))} could not be observed",
             file=sys.stderr,
         )
+    conflicts = outcome.plan.conflicts()
+    for name, why in sorted(conflicts.items()):
+        print(f"error: the plan cannot converge: conflict at {name}: {why}", file=sys.stderr)
+    if unknown or conflicts:
         return EXIT_ERROR
     if args.detailed_exitcode and outcome.plan.has_changes():
         return EXIT_CHANGES
@@ -123,11 +127,11 @@ def _confirm() -> bool:
     return answer.strip() == "yes"
 
 
-def _summary(results: list[Result], unknown: dict[str, str]) -> str:
+def _summary(results: list[Result], unknown: dict[str, str], conflicts: dict[str, str]) -> str:
     """Per guest and host: its status, each step's outcome and time, and what went wrong."""
     subjects = by_subject(results)
     lines = ["", "Apply results:"]
-    width = max((len(s) for s in [*subjects, *unknown]), default=0)
+    width = max((len(s) for s in [*subjects, *unknown, *conflicts]), default=0)
     for subject, items in sorted(subjects.items()):
         steps = ", ".join(
             f"{r.action.kind.value} {r.outcome.value} {r.seconds:.1f}s" for r in items
@@ -139,8 +143,10 @@ def _summary(results: list[Result], unknown: dict[str, str]) -> str:
                 lines.append(f"      {r.action.kind.value} {r.outcome.value}: {message}")
     for subject, why in sorted(unknown.items()):
         lines.append(f"  {subject.ljust(width)}  {'UNKNOWN':11}  not acted on: {why}")
+    for subject, why in sorted(conflicts.items()):
+        lines.append(f"  {subject.ljust(width)}  {'CONFLICT':11}  not acted on: {why}")
     counts = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
-    code = exit_code(results, list(unknown))
+    code = exit_code(results, [*unknown, *conflicts])
     head = {
         EXIT_OK: "Apply complete: ",
         EXIT_DEGRADED: "Apply complete, DEGRADED: ",
@@ -149,6 +155,8 @@ def _summary(results: list[Result], unknown: dict[str, str]) -> str:
     parts = [f"{n} {o.value}" for o, n in counts.items() if n]
     if unknown:
         parts.append(f"{len(unknown)} unknown ({', '.join(sorted(unknown))})")
+    if conflicts:
+        parts.append(f"{len(conflicts)} conflict(s) ({', '.join(sorted(conflicts))})")
     lines.append(head + (", ".join(parts) or "nothing to do") + f" (exit {code}).")
     return "\n".join(lines) + "\n"
 
@@ -166,18 +174,20 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         plan = session.planned.plan
         print(session.planned.rendered(json_output=args.json), end="")
         unknown = plan.unknown()
+        conflicts = plan.conflicts()
         results: list[Result] = []
         if plan.actions():
             if not args.yes and not _confirm():
                 print("Apply cancelled.", file=sys.stderr)
                 return EXIT_ERROR
             results = session.apply(options, lambda _result: None)  # progress is in the logs
-        code = exit_code(results, list(unknown))
+        # a conflict cannot converge: the apply is not a success, like an unknown guest
+        code = exit_code(results, [*unknown, *conflicts])
         manifest = session.ctx.manifest
-    if results or unknown:
-        _print_results(results, unknown, code, json_output=args.json)
+    if results or unknown or conflicts:
+        _print_results(results, unknown, conflicts, code, json_output=args.json)
     try:
-        _record_apply(manifest, started, code, results, unknown)
+        _record_apply(manifest, started, code, results, unknown=unknown, conflicts=conflicts)
     except ReconcileError as error:  # the apply happened: say so, and that it is unrecorded
         _report(error)
         print("error: this apply is not in the lab's history (see above)", file=sys.stderr)
@@ -186,7 +196,12 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _print_results(
-    results: list[Result], unknown: dict[str, str], code: int, *, json_output: bool
+    results: list[Result],
+    unknown: dict[str, str],
+    conflicts: dict[str, str],
+    code: int,
+    *,
+    json_output: bool,
 ) -> None:
     if json_output:
         print(
@@ -194,6 +209,7 @@ def _print_results(
                 {
                     "exit_code": code,
                     "unknown": unknown,
+                    "conflicts": conflicts,
                     "results": [
                         {
                             "key": r.action.key,
@@ -208,21 +224,27 @@ def _print_results(
             )
         )
     else:
-        print(_summary(results, unknown), end="")
+        print(_summary(results, unknown, conflicts), end="")
 
 
 def _record_apply(
-    manifest: Manifest, started: float, code: int, results: list[Result], unknown: dict[str, str]
+    manifest: Manifest,
+    started: float,
+    code: int,
+    results: list[Result],
+    *,
+    unknown: dict[str, str],
+    conflicts: dict[str, str],
 ) -> None:
     outcome = {EXIT_OK: "ok", EXIT_DEGRADED: "degraded", EXIT_ROLLED_BACK: "rolled-back"}
     summary = {
         "outcomes": {o.value: n for o in Outcome if (n := sum(r.outcome is o for r in results))},
         "not_ok": sorted({r.action.subject for r in results if not r.outcome.ok()}),
         "unknown": sorted(unknown),
+        "conflicts": sorted(conflicts),
     }
-    reports.record_apply(
-        manifest, started, code, outcome.get(code, "failed") if results else "no-changes", summary
-    )
+    done = outcome.get(code, "failed") if results or conflicts else "no-changes"
+    reports.record_apply(manifest, started, code, done, summary)
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
@@ -275,7 +297,7 @@ def _cmd_gitops(args: argparse.Namespace) -> int:
     if result.plan_text:
         print(result.plan_text, end="")
     if result.results:
-        print(_summary(result.results, {}), end="")
+        print(_summary(result.results, {}, {}), end="")
     print(f"gitops: {result.message} (exit {result.code})")
     if result.stage is not None:
         print(f"error: the cycle stopped at {result.stage}: {result.outcome}", file=sys.stderr)

@@ -380,7 +380,14 @@ class History:
 @contextlib.contextmanager
 def _opening(path: Path, timeout_s: float) -> Iterator[None]:
     """An exclusive flock on `<path>.lock` for the time of an open (waits `timeout_s`)."""
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise HistoryError(
+            f"cannot open the run history {path}: cannot create {lock}: {exc.strerror}",
+            hint=_WRITABLE_HINT.format(directory=path.parent),
+        ) from None
     try:
         if not flock_within(fd, timeout_s, poll_s=0.01):
             raise HistoryError(
@@ -414,13 +421,24 @@ def _translated(path: Path, busy_timeout_s: float) -> Iterator[None]:
         if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
             raise HistoryError(
                 f"cannot write the run history {path}: {exc}",
-                hint="check the file's and its directory's owner and permissions"
-                " (run reconcile as the user that owns the state directory)",
+                hint=_WRITABLE_HINT.format(directory=path.parent),
+            ) from None
+        if code == sqlite3.SQLITE_FULL:
+            raise HistoryError(
+                f"cannot write the run history {path}: the file system is full ({exc})",
+                hint=f"free space where the state directory {path.parent} lives (`df`), then rerun",
             ) from None
         raise HistoryError(
             f"the run history {path} failed: {exc}",
             hint="check free space and the filesystem holding the state directory",
         ) from None
+
+
+_WRITABLE_HINT = (
+    "the state directory {directory} and its files must be writable by this user: is its "
+    "file system read-only (`findmnt -T {directory}`) or full (`df`), or the directory "
+    "owned by another user?"
+)
 
 
 def _corrupt(path: Path, detail: str) -> HistoryError:

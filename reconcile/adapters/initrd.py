@@ -3,7 +3,9 @@
 Linux unpacks concatenated cpio archives in order, so the guest's initrd is this archive
 followed by the system's own initrd, holding `/early/order` and the module files. The demo
 flake's initrd loads them first (see nix/README.md). Content-addressed, so an unchanged
-input reuses the file.
+input reuses the file, and verified: the sha256 of what was written is kept beside it
+(`<key>.img.sha256`) and checked on each reuse, so a damaged file (a full disk, a stray
+write) is made anew instead of booted into a panic.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ import os
 import threading
 from pathlib import Path
 
+import structlog
+
 from reconcile.core.errors import ReconcileError
 from reconcile.core.kmod import ModulePathError, load_order, module_name
 
 FORMAT = "early-first/1"  # part of the file's key: a new layout never reuses an old file
+DIGEST_SUFFIX = ".sha256"
+
+log = structlog.get_logger(__name__)
 
 
 def _entry(name: str, data: bytes, mode: int, ino: int) -> bytes:
@@ -99,8 +106,11 @@ def guest_initrd(
     if not files:
         return system_initrd
     target = out_dir / f"{initrd_key(toplevel, modules_dir, files)}.img"
+    digest_file = target.with_name(target.name + DIGEST_SUFFIX)
     if target.exists():
-        return target
+        if _intact(target, digest_file):
+            return target
+        log.warning("cached initrd damaged or unverified: making it anew", path=str(target))
     entries: list[tuple[str, bytes, int]] = [("early", b"", 0o040755)]
     names = []
     for rel in files:
@@ -112,7 +122,26 @@ def guest_initrd(
     tmp = out_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     # Uncompressed first, like early microcode: the kernel did not find an archive that
     # followed the gzip-compressed one here.
-    tmp.write_bytes(cpio(entries) + system_initrd.read_bytes())
+    data = cpio(entries) + system_initrd.read_bytes()
+    tmp.write_bytes(data)
     tmp.chmod(0o644)  # QEMU runs as libvirt-qemu and reads it itself
     tmp.replace(target)
+    # Written after the file: a kill in between leaves a file without its digest, which
+    # the next use makes anew.
+    digest_tmp = tmp.with_name(tmp.name + DIGEST_SUFFIX)
+    digest_tmp.write_text(hashlib.sha256(data).hexdigest() + "\n")
+    digest_tmp.replace(digest_file)
     return target
+
+
+def _intact(target: Path, digest_file: Path) -> bool:
+    """Whether the cached file is what was written (its digest, kept beside it, matches)."""
+    try:
+        want = digest_file.read_text().strip()
+        digest = hashlib.sha256()
+        with target.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == want

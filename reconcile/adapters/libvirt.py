@@ -6,6 +6,12 @@ Facts this code relies on (libvirt 9.0 / QEMU 7.2 on Debian 12, checked on the t
 - A handle from listAllDomains carries the domain's id (-1 when inactive), so telling
   active from inactive costs no round trip; only active domains pay for state() and the
   live XMLDesc.
+- `virsh undefine` of a running domain leaves it running but transient: it has no inactive
+  XML (XMLDesc with VIR_DOMAIN_XML_INACTIVE returns its running definition), isPersistent()
+  is 0 and it is listed by listAllDomains(VIR_CONNECT_LIST_DOMAINS_TRANSIENT). defineXML
+  with the same name and UUID makes it persistent again while it runs (same id, no
+  restart). isPersistent() is a round trip (not cached in the handle), so observe asks
+  once per hypervisor with the transient list, and only when some domain is active.
 - `<serial type='file'>` is opened by virtlogd as root (0600) and truncated at each start,
   so readiness can be read from it; its directory must exist (libvirt does not create it).
 - An ACPI shutdown needs `<features><acpi/>` and a guest that acts on the power button; one
@@ -348,8 +354,12 @@ class LibvirtHypervisor:
 
     # --- observing ------------------------------------------------------------------
 
-    def _read(self, dom: Any, name: str) -> ObservedDomain:
-        """One listed domain; libvirtError and ProbeError pass through to the caller."""
+    def _read(self, dom: Any, name: str, persistent: bool | None = None) -> ObservedDomain:
+        """One listed domain; libvirtError and ProbeError pass through to the caller.
+
+        `persistent` None asks libvirt (a round trip, only for an active domain: an
+        inactive one is always persistent).
+        """
         config = parse_domain_xml(
             self._call("XMLDesc", dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE, domain=name)
         )
@@ -359,7 +369,10 @@ class LibvirtHypervisor:
             state = _STATES.get(raw_state, DomainState.OTHER)
             if state.active:
                 live = parse_domain_xml(self._call("XMLDesc", dom.XMLDesc, 0, domain=name))
-        return ObservedDomain(name, str(dom.UUIDString()), state, config, live)
+            if persistent is None:
+                persistent = bool(self._call("isPersistent", dom.isPersistent, domain=name))
+        persistent = True if persistent is None else persistent
+        return ObservedDomain(name, str(dom.UUIDString()), state, config, live, persistent)
 
     def observe(self) -> HypervisorObservation:
         """Every domain on the hypervisor, with one list call; never raises for libvirt.
@@ -372,6 +385,14 @@ class LibvirtHypervisor:
         try:
             conn = self._connection()
             handles = self._call("listAllDomains", conn.listAllDomains, 0)
+            transient: set[str] = set()
+            if any(dom.ID() != -1 for dom in handles):  # only an active domain can be transient
+                listed = self._call(
+                    "listAllDomains",
+                    conn.listAllDomains,
+                    libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT,
+                )
+                transient = {str(dom.name()) for dom in listed}
         except HypervisorError as exc:
             return HypervisorObservation(self.uri, None, error=_with_hint(exc))
         except libvirt.libvirtError as exc:
@@ -383,7 +404,7 @@ class LibvirtHypervisor:
         for dom in handles:
             name = str(dom.name())
             try:
-                domains[name] = self._read(dom, name)
+                domains[name] = self._read(dom, name, persistent=name not in transient)
             except ProbeError as exc:
                 unknown[name] = exc.message
             except libvirt.libvirtError as exc:

@@ -7,6 +7,7 @@ SIGKILLed apply included. The file's content says who holds it, for the error me
 from __future__ import annotations
 
 import calendar
+import errno
 import fcntl
 import json
 import os
@@ -40,8 +41,11 @@ class LabLock:
         self._fd: int | None = None
 
     def __enter__(self) -> LabLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
         if not flock_within(fd, self.timeout_s):
             holder = _read_holder(self.path)
             os.close(fd)
@@ -49,14 +53,20 @@ class LabLock:
                 f"the lab is locked by {holder}",
                 hint="wait for that run to finish, or pass --lock-timeout DURATION",
             )
-        os.ftruncate(fd, 0)
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "argv": sys.argv,
         }
-        os.write(fd, json.dumps(info).encode())
+        try:
+            os.ftruncate(fd, 0)
+            data = json.dumps(info).encode()
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            os.close(fd)  # releases the flock
+            raise _unwritable(self.path, exc) from None
         self._fd = fd
         return self
 
@@ -129,6 +139,16 @@ def _same_device(line: str, dev: int) -> bool:
         return (int(major, 16), int(minor, 16)) == (os.major(dev), os.minor(dev))
     except ValueError:
         return False
+
+
+def _unwritable(path: Path, exc: OSError) -> LockError:
+    """A lock that cannot be made or written (read-only or full file system, permissions)."""
+    why = exc.strerror or str(exc)
+    return LockError(
+        f"cannot take the lab's lock {path}: {why}",
+        hint=f"the state directory {path.parent} must be writable: is its file system "
+        "read-only or full (`df`, `findmnt -T`), or owned by another user?",
+    )
 
 
 def _read_holder(path: Path) -> str:

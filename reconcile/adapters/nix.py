@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +23,17 @@ import structlog
 
 from reconcile.adapters import files, process
 from reconcile.core.errors import CommandError, ReconcileError
+from reconcile.core.observed import GcRootFacts
 
 log = structlog.get_logger(__name__)
 
 NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
 GCROOTS_AUTO = Path("/nix/var/nix/gcroots/auto")
 CACHE_MAX_BYTES = 64 << 20
+# What an out path looks like (nix-base32 hash, then a name of Nix's allowed characters):
+# the eval cache returns nothing else, so a damaged or edited cache cannot name a path
+# outside the store (or an option) for the plan to boot.
+STORE_PATH = re.compile(r"/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+\-._?=]+")
 
 
 def _json(argv: Sequence[str], hint: str, timeout_s: float = process.DEFAULT_TIMEOUT_S) -> Any:
@@ -94,7 +100,13 @@ class EvalCache:
         if not isinstance(data, dict) or data.get("narHash") != narhash:
             return {}
         paths = data.get("paths", {})
-        return {str(k): str(v) for k, v in paths.items()} if isinstance(paths, dict) else {}
+        if not isinstance(paths, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and STORE_PATH.fullmatch(v)
+            for k, v in paths.items()
+        ):
+            log.warning("eval cache damaged: evaluating again", path=str(self.path))
+            return {}
+        return dict(paths)
 
     def store(self, narhash: str, paths: dict[str, str]) -> None:
         """Write atomically; a cache that cannot be written only costs an evaluation."""
@@ -135,6 +147,48 @@ def is_built(store_path: str) -> bool:
     return os.path.exists(store_path)
 
 
+def _auto(link: Path) -> Path:
+    """The link's registration in Nix's gcroots/auto (named by a hash of its path)."""
+    return GCROOTS_AUTO / hashlib.sha256(str(link).encode()).hexdigest()[:32]
+
+
+def _registered(link: Path) -> bool:
+    try:
+        return os.readlink(_auto(link)) == str(link)
+    except OSError:
+        return False
+
+
+def observe_gc_roots(root: Path) -> dict[str, dict[str, GcRootFacts]]:
+    """Every guest's root links under `root` (`<state_dir>/gcroots`), by guest and link
+    name: a readlink per link and one of its registration, no Nix call."""
+    root = root.absolute()
+    found: dict[str, dict[str, GcRootFacts]] = {}
+    try:
+        guests = list(os.scandir(root))
+    except OSError:
+        return found  # none yet (or unreadable: every root then reads as missing)
+    for guest in guests:
+        if not guest.is_dir(follow_symlinks=False):
+            continue  # the layout before per-closure roots: made anew by the next sync
+        links: dict[str, GcRootFacts] = {}
+        try:
+            entries = list(os.scandir(guest.path))
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            link = Path(entry.path)
+            try:
+                target = os.readlink(link)
+            except OSError:
+                target = ""  # not a link: not a root
+            links[entry.name] = GcRootFacts(target, _registered(link))
+        found[guest.name] = links
+    return found
+
+
 def add_gc_root(link: Path, target: str) -> None:
     """An indirect GC root, as `nix-store --add-root --indirect` makes: our symlink under the
     lab's state directory, registered in Nix's gcroots/auto."""
@@ -145,7 +199,7 @@ def add_gc_root(link: Path, target: str) -> None:
     tmp.symlink_to(target)
     tmp.replace(link)
     GCROOTS_AUTO.mkdir(parents=True, exist_ok=True)
-    auto = GCROOTS_AUTO / hashlib.sha256(str(link).encode()).hexdigest()[:32]
+    auto = _auto(link)
     if not auto.is_symlink() or os.readlink(auto) != str(link):
         auto.unlink(missing_ok=True)
         auto.symlink_to(link)
@@ -163,7 +217,7 @@ def sync_gc_roots(directory: Path, targets: set[str]) -> None:
         remove_gc_root(directory)
     wanted = {directory / Path(t).name: t for t in targets}
     for link, target in sorted(wanted.items()):
-        if not link.is_symlink() or os.readlink(link) != target:
+        if not link.is_symlink() or os.readlink(link) != target or not _registered(link):
             add_gc_root(link, target)
     if directory.is_dir():
         for link in directory.iterdir():
@@ -177,7 +231,7 @@ def sync_gc_roots(directory: Path, targets: set[str]) -> None:
 def remove_gc_root(link: Path) -> None:
     link = link.absolute()
     link.unlink(missing_ok=True)
-    (GCROOTS_AUTO / hashlib.sha256(str(link).encode()).hexdigest()[:32]).unlink(missing_ok=True)
+    _auto(link).unlink(missing_ok=True)
 
 
 def read_bootspec(toplevel: str) -> dict[str, Any]:

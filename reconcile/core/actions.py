@@ -20,6 +20,7 @@ class ActionKind(StrEnum):
     WAIT_READY = "wait-ready"  # the system's readiness line on the serial console
     DESTROY = "destroy"  # stop at once
     UNDEFINE = "undefine"  # remove the definition and release the GC root
+    GC_ROOTS = "gc-roots"  # make a guest's GC roots anew (missing, elsewhere, unregistered)
     # baremetal hosts, in this order
     COPY = "copy"  # `nix copy` the closure into the host's store (nothing if present)
     PROFILE = "profile"  # point the host's system profile at it (not for `test`)
@@ -63,6 +64,8 @@ class Action:
             return f"build kernel {self.subject}"
         if self.kind is ActionKind.REMOVE_KERNEL:
             return f"remove kernel build {self.path}"
+        if self.kind is ActionKind.GC_ROOTS:
+            return f"restore the GC roots of {self.subject}"
         if self.kind is ActionKind.VIEW and self.view is not None:
             return f"make the read-only view {self.view.path} of {self.view.source}"
         return f"{self.kind.value} {self.subject}"

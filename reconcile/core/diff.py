@@ -2,7 +2,8 @@
 
 Pure. Three states stay apart: absent (create), present but different (update), and
 unknown (the probe failed: never create, destroy or restart). A domain without our mark is
-never ours, whatever its name.
+never ours, whatever its name; identity is name *and* mark, so a domain carrying a copy of
+a guest's mark under another name is a conflict too, and nothing of that guest is touched.
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from reconcile.core.desired import GuestState, RestartPolicy
-from reconcile.core.domain import DomainFacts
+from reconcile.core.domain import DomainFacts, domain_name
+from reconcile.core.gcroots import RootProblem, closures_in_use, root_problems
 from reconcile.core.hosts import HostChange
 from reconcile.core.intent import GuestIntent, View
-from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain, ViewState
+from reconcile.core.observed import (
+    DomainState,
+    GcRootFacts,
+    HypervisorObservation,
+    ObservedDomain,
+    ViewState,
+)
 
 
 class ChangeKind(StrEnum):
@@ -121,6 +129,16 @@ def definition_matches(intent: GuestIntent, facts: DomainFacts) -> bool:
     )
 
 
+# A transient domain (`virsh undefine` of a running one) runs on, but vanishes when it
+# stops or the hypervisor restarts: it is defined again with the same spec, which libvirt
+# accepts for a running transient domain and which makes it persistent without a restart.
+TRANSIENT = FieldChange("persistence", "transient", "persistent")
+TRANSIENT_NOTE = (
+    "transient: it would vanish at its next stop or the hypervisor's next restart; "
+    "defined again, without a restart"
+)
+
+
 def _shares(shares: Mapping[str, str]) -> str:
     return ", ".join(f"{tag}={source}" for tag, source in sorted(shares.items()))
 
@@ -143,6 +161,8 @@ def diff_guest(intent: GuestIntent, observation: HypervisorObservation, lab: str
             note=f"domain '{intent.domain}' exists with {owner}; it is never touched",
         )
     config_changes = _field_changes(intent, domain.config)
+    if not domain.persistent:
+        config_changes = (*config_changes, TRANSIENT)
     running = domain.state in (DomainState.RUNNING, DomainState.PAUSED)
     known = replace(base, intent=intent, redefine=bool(config_changes), running=running)
     if intent.guest.state is GuestState.STOPPED:
@@ -163,13 +183,13 @@ def diff_guest(intent: GuestIntent, observation: HypervisorObservation, lab: str
     live = domain.live if domain.live is not None and domain.live.mark is not None else None
     live_changes = _field_changes(intent, live) if live is not None else config_changes
     if not live_changes:
-        if config_changes:  # changed out of band in the definition only (virsh edit)
-            return replace(
-                known,
-                kind=ChangeKind.REDEFINE,
-                reasons=config_changes,
-                note="the persistent definition differs; the running guest does not",
+        if config_changes:  # changed out of band in the definition only (virsh edit, undefine)
+            note = (
+                TRANSIENT_NOTE
+                if config_changes == (TRANSIENT,)
+                else "the persistent definition differs; the running guest does not"
             )
+            return replace(known, kind=ChangeKind.REDEFINE, reasons=config_changes, note=note)
         if live is not None and live.ready != intent.toplevel:
             return replace(
                 known, kind=ChangeKind.WAIT, note="running, but its boot was never seen ready"
@@ -196,6 +216,21 @@ def diff_orphan(
     if not prune:
         return replace(base, note="not in the manifest; --prune destroys it")
     return replace(base, kind=ChangeKind.DESTROY, note="not in the manifest (--prune)")
+
+
+def diff_copy(domain: ObservedDomain, hypervisor: str, lab: str) -> GuestChange:
+    """A domain carrying this lab's mark of a guest under a name that is not that guest's
+    domain (a `virsh dumpxml`, renamed, defined again): not the guest, and never touched.
+    Named by its domain, so nothing of the guest it claims is acted on (no prune, no roots
+    released)."""
+    mark = domain.config.mark
+    assert mark is not None
+    real = domain_name(lab, mark.name)
+    note = (
+        f"domain '{domain.name}' carries the mark of guest '{mark.name}', whose domain is "
+        f"'{real}': a copy, not that guest; neither is touched for it"
+    )
+    return GuestChange(domain.name, domain.name, hypervisor, ChangeKind.CONFLICT, note=note)
 
 
 @dataclass(frozen=True)
@@ -241,19 +276,70 @@ def diff_views(
 
 
 @dataclass(frozen=True)
+class RootChange:
+    """A guest whose GC roots are missing, point elsewhere or are unregistered: apply makes
+    them anew, without touching the guest."""
+
+    guest: str
+    hypervisor: str
+    domain: str
+    problems: tuple[RootProblem, ...]
+
+
+# Guests whose domain is there and ours: their closures must be kept.
+_KEEPS_ROOTS = frozenset(
+    {
+        ChangeKind.NOOP,
+        ChangeKind.WAIT,
+        ChangeKind.REDEFINE,
+        ChangeKind.RESTART,
+        ChangeKind.START,
+        ChangeKind.STOP,
+        ChangeKind.KEEP,
+    }
+)
+
+
+def diff_roots(
+    changes: Iterable[GuestChange],
+    observations: Mapping[str, HypervisorObservation],
+    roots: Mapping[str, Mapping[str, GcRootFacts]],
+) -> tuple[RootChange, ...]:
+    """Each guest's roots against the closures its observed definitions boot."""
+    found = []
+    for change in changes:
+        if change.kind not in _KEEPS_ROOTS:
+            continue
+        observation = observations.get(change.hypervisor)
+        domain = (observation.domains or {}).get(change.domain) if observation else None
+        if domain is None:
+            continue
+        problems = root_problems(closures_in_use(domain), roots.get(change.name, {}))
+        if problems:
+            found.append(RootChange(change.name, change.hypervisor, change.domain, problems))
+    return tuple(sorted(found, key=lambda r: r.guest))
+
+
+@dataclass(frozen=True)
 class Diff:
     lab: str
     changes: tuple[GuestChange, ...]
     unmanaged: tuple[tuple[str, str], ...]  # (hypervisor, domain) not ours: listed, never touched
     hosts: tuple[HostChange, ...] = ()
     views: tuple[ViewChange, ...] = ()
+    roots: tuple[RootChange, ...] = ()
 
     def has_changes(self) -> bool:
         return (
             any(c.kind.is_change() for c in self.changes)
             or any(h.kind.is_change() for h in self.hosts)
             or bool(self.views)
+            or bool(self.roots)
         )
+
+    def conflicts(self) -> dict[str, str]:
+        """What cannot converge, with why: a plan with any is not clean (exit 1)."""
+        return {c.name: c.note for c in self.changes if c.kind is ChangeKind.CONFLICT}
 
 
 def diff_lab(
@@ -265,9 +351,11 @@ def diff_lab(
     scope: frozenset[str] | None = None,
     unresolved: Iterable[GuestChange] = (),
     views: Mapping[View, ViewState] | None = None,
+    roots: Mapping[str, Mapping[str, GcRootFacts]] | None = None,
 ) -> Diff:
     """The whole lab's diff. `scope` limits orphans to targeted names (None: all); `views`
-    is each read-only view as observed (None: not observed)."""
+    is each read-only view as observed, `roots` each guest's GC root links by name (None:
+    not observed)."""
     intents = list(intents)
     changes = [diff_guest(i, observations[i.guest.hypervisor], lab) for i in intents]
     changes.extend(unresolved)
@@ -282,7 +370,11 @@ def diff_lab(
                 continue
             if name in wanted or (scope is not None and mark.name not in scope):
                 continue
+            if name != domain_name(lab, mark.name):
+                changes.append(diff_copy(domain, hypervisor, lab))
+                continue
             changes.append(diff_orphan(domain, hypervisor, prune=prune, protected=mark.protect))
     changes.sort(key=lambda c: c.name)
     view_changes = diff_views(intents, views, changes) if views is not None else ()
-    return Diff(lab, tuple(changes), tuple(unmanaged), views=view_changes)
+    root_changes = diff_roots(changes, observations, roots) if roots is not None else ()
+    return Diff(lab, tuple(changes), tuple(unmanaged), views=view_changes, roots=root_changes)

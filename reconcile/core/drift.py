@@ -27,8 +27,10 @@ def _guest_item(change: GuestChange) -> DriftItem:
     match change.kind:
         case ChangeKind.NOOP:
             return item
-        case ChangeKind.UNKNOWN | ChangeKind.CONFLICT:
+        case ChangeKind.UNKNOWN:
             return replace(item, status=DriftStatus.UNKNOWN, note=change.note)
+        case ChangeKind.CONFLICT:  # cannot converge: an error, like unknown (exit 1)
+            return replace(item, status=DriftStatus.UNKNOWN, note=f"conflict: {change.note}")
         case ChangeKind.CREATE:
             note = f"domain {change.domain} is absent"
             return replace(item, status=DriftStatus.MISSING, note=note)
@@ -105,9 +107,27 @@ def _with_views(item: DriftItem, diff: Diff) -> DriftItem:
     return replace(item, status=DriftStatus.DRIFTED, fields=item.fields + fields)
 
 
+def _with_roots(item: DriftItem, diff: Diff) -> DriftItem:
+    """A guest whose closures' GC roots are missing, point elsewhere or are unregistered
+    has drifted in its `gc roots` (one field, so the history keeps one time for it)."""
+    found = next((r for r in diff.roots if r.guest == item.name), None)
+    if found is None or item.status not in (DriftStatus.IN_SYNC, DriftStatus.DRIFTED):
+        return item
+    field = DriftField(
+        "gc roots",
+        ", ".join(p.toplevel for p in found.problems),
+        "; ".join(
+            f"{p.toplevel.rsplit('/', 1)[-1]}: {p.state.problem}"
+            + (f" ({p.observed})" if p.observed and p.observed != p.toplevel else "")
+            for p in found.problems
+        ),
+    )
+    return replace(item, status=DriftStatus.DRIFTED, fields=(*item.fields, field))
+
+
 def drift_items(diff: Diff, ignore: Sequence[str] = ()) -> list[DriftItem]:
     """Every guest and host of the diff as a drift item, ignore patterns applied."""
-    items = [_with_views(_guest_item(c), diff) for c in diff.changes]
+    items = [_with_roots(_with_views(_guest_item(c), diff), diff) for c in diff.changes]
     items += [_host_item(h) for h in diff.hosts]
     return [_apply_ignores(i, ignore) for i in items]
 

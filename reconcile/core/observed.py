@@ -27,7 +27,10 @@ class ObservedDomain:
     """One domain: `config` is the persistent definition, `live` the running one.
 
     They differ after a redefine of a running domain, which changes only the persistent
-    definition: a restart is pending until `live` matches.
+    definition: a restart is pending until `live` matches. `persistent` False is a
+    transient domain (`virsh undefine` of a running one): it has no persistent definition,
+    `config` is what libvirt gives for it (its running one), and it vanishes when it stops
+    or the hypervisor restarts.
     """
 
     name: str
@@ -35,6 +38,7 @@ class ObservedDomain:
     state: DomainState
     config: DomainFacts
     live: DomainFacts | None
+    persistent: bool = True
 
     @property
     def mark(self) -> Mark | None:
@@ -79,3 +83,12 @@ _VIEW_PROBLEMS = {
     ViewState.WRITABLE: "writable from the host",
     ViewState.STALE: "does not show its source (stacked, or the source was replaced)",
 }
+
+
+@dataclass(frozen=True)
+class GcRootFacts:
+    """One link in a guest's GC root directory: where it points, and whether Nix knows it
+    (its registration in /nix/var/nix/gcroots/auto points back at it)."""
+
+    target: str
+    registered: bool

@@ -43,6 +43,11 @@ class Plan:
     def has_changes(self) -> bool:
         return self.diff.has_changes() or bool(self.kernels_to_remove)
 
+    def conflicts(self) -> dict[str, str]:
+        """What blocks convergence (a domain that is not ours where a guest must be, a copy
+        of a guest's mark), with why: such a plan is not clean."""
+        return self.diff.conflicts()
+
     def unknown(self) -> dict[str, str]:
         """What could not be observed, with why: the plan says nothing about it."""
         found = {c.name: c.note for c in self.diff.changes if c.kind is ChangeKind.UNKNOWN}
@@ -191,6 +196,7 @@ def make_plan(
         if name in wanted:
             kernel = Action(ActionKind.BUILD_KERNEL, name, path=directory)
             nodes[kernel.key] = kernel
+    last: dict[str, str] = {}  # each guest's last action
     for change in diff.changes:
         needs = [BUILD_KEY] if change.name in unbuilt else []
         if change.intent is not None and f"kernel:{change.intent.kernel.name}" in nodes:
@@ -198,6 +204,16 @@ def make_plan(
         for action, deps in _guest_actions(change, needs):
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
+            last[change.name] = action.key
+    for roots in diff.roots:
+        # After the guest's own actions: a define or start syncs its roots, so this one is
+        # then found satisfied; alone, it touches only the roots, never the guest.
+        action = Action(
+            ActionKind.GC_ROOTS, roots.guest, hypervisor=roots.hypervisor, domain=roots.domain
+        )
+        nodes[action.key] = action
+        if roots.guest in last:
+            edges.append((last[roots.guest], action.key))
     for host in diff.hosts:
         needs = [BUILD_KEY] if host.name in unbuilt and BUILD_KEY in nodes else []
         for action, deps in _host_actions(host, needs):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from reconcile.core.diff import ChangeKind, GuestChange, ViewChange
+from reconcile.core.diff import ChangeKind, Diff, GuestChange, RootChange, ViewChange
 from reconcile.core.hosts import HostChange, HostChangeKind
 from reconcile.core.plan import Plan
 
@@ -86,6 +86,35 @@ def _view_lines(change: ViewChange) -> list[str]:
     ]
 
 
+def _root_lines(change: RootChange) -> list[str]:
+    lines = [f"  ! guest {change.guest}: GC roots of its closures"]
+    for problem in change.problems:
+        seen = f" (-> {problem.observed})" if problem.state.value == "elsewhere" else ""
+        lines.append(f"      {problem.toplevel}: {problem.state.problem}{seen}")
+    lines.append("      (made anew; the guest is not touched)")
+    return lines
+
+
+def _state_sections(diff: Diff) -> list[str]:
+    """Read-only views, GC roots and unmanaged domains, each a section when there is any."""
+    out: list[str] = []
+    if diff.views:
+        out.append("Read-only views (the host side of read-only shares):")
+        for view in diff.views:
+            out += _view_lines(view)
+        out.append("")
+    if diff.roots:
+        out.append("GC roots (what keeps each guest's closures from garbage collection):")
+        for roots in diff.roots:
+            out += _root_lines(roots)
+        out.append("")
+    if diff.unmanaged:
+        out.append("Unmanaged domains (no reconcile mark for this lab; never touched):")
+        out += [f"  {domain} on {hv}" for hv, domain in diff.unmanaged]
+        out.append("")
+    return out
+
+
 def render_text(plan: Plan) -> str:
     diff = plan.diff
     out: list[str] = []
@@ -116,15 +145,7 @@ def render_text(plan: Plan) -> str:
         for host in hosts:
             out += _host_lines(host)
         out.append("")
-    if diff.views:
-        out.append("Read-only views (the host side of read-only shares):")
-        for view in diff.views:
-            out += _view_lines(view)
-        out.append("")
-    if diff.unmanaged:
-        out.append("Unmanaged domains (no reconcile mark for this lab; never touched):")
-        out += [f"  {domain} on {hv}" for hv, domain in diff.unmanaged]
-        out.append("")
+    out += _state_sections(diff)
     counts = Counter(c.kind for c in diff.changes)
     if plan.has_changes():
         parts = [f"{counts[k]} to {k.value}" for k in _SUMMARY_ORDER if counts[k]]
@@ -138,7 +159,14 @@ def render_text(plan: Plan) -> str:
             parts.append(f"{len(plan.kernels_to_remove)} kernel build(s) to remove")
         if diff.views:
             parts.append(f"{len(diff.views)} view(s) to make read-only")
+        if diff.roots:
+            parts.append(f"{len(diff.roots)} guest(s) with GC roots to restore")
         out.append("Plan: " + ", ".join(parts) + ".")
+    elif counts[ChangeKind.CONFLICT]:
+        out.append(
+            f"No changes can be made, but lab '{diff.lab}' does not match the manifest: "
+            f"{counts[ChangeKind.CONFLICT]} conflict(s)."
+        )
     else:
         out.append(f"No changes. Lab '{diff.lab}' matches the manifest.")
     problems = counts[ChangeKind.UNKNOWN] + counts[ChangeKind.CONFLICT]
@@ -216,6 +244,21 @@ def render_json(plan: Plan) -> dict[str, Any]:
             for a in plan.actions()
         ],
         "unmanaged": [{"hypervisor": hv, "domain": d} for hv, d in diff.unmanaged],
+        "conflicts": [
+            {"name": name, "note": note} for name, note in sorted(diff.conflicts().items())
+        ],
+        "gc_roots": [
+            {
+                "guest": r.guest,
+                "hypervisor": r.hypervisor,
+                "domain": r.domain,
+                "problems": [
+                    {"toplevel": p.toplevel, "state": p.state.value, "observed": p.observed}
+                    for p in r.problems
+                ],
+            }
+            for r in diff.roots
+        ],
         "views": [
             {
                 "path": str(v.view.path),

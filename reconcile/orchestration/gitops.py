@@ -256,17 +256,27 @@ class _Run:
             plan = pipeline.make(ctx, PlanOptions())
             text = render_text(plan)
             unknown = plan.unknown()
+            conflicts = plan.conflicts()  # cannot converge: an error, like unknown
             results: list[Result] = []
             if gitops.apply is GitOpsApply.AUTO and plan.actions():
                 self.stage = Stage.APPLY
                 log.info("applying", commit=sha, actions=len(plan.actions()))
                 results = execute(plan, LabPerformer(ctx), parallel=self.options.parallel)
-                code = exit_code(results, list(unknown))
+                code = exit_code(results, [*unknown, *conflicts])
                 outcome = "applied" if code == EXIT_OK else f"apply-exit-{code}"
                 after = pipeline.make(ctx, PlanOptions())  # what the lab looks like now
             else:
-                code = EXIT_ERROR if unknown else EXIT_CHANGES if plan.has_changes() else EXIT_OK
-                outcome = "in-sync" if code == EXIT_OK else "planned" if code == 2 else "unknown"
+                blocked = unknown or conflicts
+                code = EXIT_ERROR if blocked else EXIT_CHANGES if plan.has_changes() else EXIT_OK
+                outcome = (
+                    "in-sync"
+                    if code == EXIT_OK
+                    else "planned"
+                    if code == 2
+                    else "unknown"
+                    if unknown
+                    else "conflict"
+                )
                 after = plan
         finally:
             ctx.close()

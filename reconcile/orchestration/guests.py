@@ -13,8 +13,9 @@ from reconcile.adapters.kernel_build import KernelJob
 from reconcile.core.actions import Action, ActionKind
 from reconcile.core.desired import KernelBuild
 from reconcile.core.diff import definition_matches, kernel_identity
-from reconcile.core.domain import DomainSpec, Mark, Share
+from reconcile.core.domain import DomainSpec, Mark, Share, domain_name
 from reconcile.core.errors import ReconcileError
+from reconcile.core.gcroots import closures_in_use, root_problems
 from reconcile.core.intent import GuestIntent
 from reconcile.core.observed import DomainState, ObservedDomain, ViewState
 from reconcile.orchestration.executor import Check, StaleError
@@ -54,10 +55,15 @@ class GuestPerformer:
         domain = self.ctx.hypervisor(action.hypervisor).probe(action.domain)
         if domain is not None:
             mark = domain.config.mark
-            if mark is None or mark.lab != self.ctx.manifest.lab.name:
+            lab = self.ctx.manifest.lab.name
+            if mark is None or mark.lab != lab:
                 raise StaleError(
-                    f"domain '{action.domain}' has no mark of lab "
-                    f"'{self.ctx.manifest.lab.name}' now; it is never touched"
+                    f"domain '{action.domain}' has no mark of lab '{lab}' now; it is never touched"
+                )
+            if mark.name != action.subject or domain_name(lab, mark.name) != action.domain:
+                raise StaleError(
+                    f"domain '{action.domain}' carries the mark of guest '{mark.name}' now, "
+                    f"not of '{action.subject}'; it is never touched"
                 )
         return domain
 
@@ -88,7 +94,15 @@ class GuestPerformer:
         match action.kind:
             case ActionKind.DEFINE:
                 assert action.intent is not None
-                satisfied = domain is not None and definition_matches(action.intent, domain.config)
+                satisfied = (
+                    domain is not None
+                    and domain.persistent  # a transient domain is defined again
+                    and definition_matches(action.intent, domain.config)
+                )
+            case ActionKind.GC_ROOTS:
+                wanted = closures_in_use(domain) if domain is not None else set()
+                seen = nix.observe_gc_roots(self._state_dir / "gcroots").get(action.subject, {})
+                satisfied = not root_problems(wanted, seen)
             case ActionKind.START:
                 if domain is None:
                     raise StaleError(f"domain '{action.domain}' vanished before its start")
@@ -153,15 +167,15 @@ class GuestPerformer:
                 assert hv is not None
                 hv.undefine(action.domain)
                 nix.sync_gc_roots(self._gcroot(action.subject), set())
+            case ActionKind.GC_ROOTS:
+                self._sync_roots(action)  # the guest itself is not touched
 
     def _sync_roots(self, action: Action, also: str | None = None) -> None:
         """Roots for every closure the domain's persistent or running definition uses."""
-        domain = self.ctx.hypervisor(action.hypervisor).probe(action.domain)
+        domain = self._probe(action)
         used = {also} if also else set()
         if domain is not None:
-            for facts in (domain.config, domain.live):
-                if facts is not None and facts.mark is not None and facts.mark.toplevel:
-                    used.add(facts.mark.toplevel)
+            used |= closures_in_use(domain)
         nix.sync_gc_roots(self._gcroot(action.subject), used)
 
     def domain_spec(self, intent: GuestIntent) -> DomainSpec:

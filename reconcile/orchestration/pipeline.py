@@ -239,6 +239,7 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         prune=options.prune,
         scope=scope if options.targets else None,
         views=views.observe(lab_views(wanted.guests)),  # read-only: mountinfo and stat
+        roots=nix.observe_gc_roots(ctx.manifest.lab.state_dir / "gcroots"),  # readlinks
     )
     diff = replace(diff, hosts=tuple(host_changes))
     unbuilt, kernels = wanted.unbuilt, wanted.kernels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -69,3 +70,26 @@ def test_guest_initrd_is_early_modules_then_the_system_initrd(tmp_path: Path) ->
     # the same inputs reuse the file; no early modules means the system's own initrd
     assert guest_initrd(system, "/nix/store/x-sys", modules, files, tmp_path / "out") == out
     assert guest_initrd(system, "/nix/store/x-sys", modules, (), tmp_path / "out") == system
+
+
+def test_a_damaged_cached_initrd_is_made_anew(tmp_path: Path) -> None:
+    modules = tmp_path / "6.1"
+    (modules / "kernel/fs/fuse").mkdir(parents=True)
+    (modules / "kernel/drivers/virtio").mkdir(parents=True)
+    (modules / "modules.dep").write_text(DEP)
+    for rel in load_order(DEP, ("virtiofs",)):
+        (modules / rel).write_bytes(b"ko:" + rel.encode())
+    system = tmp_path / "initrd"
+    system.write_bytes(gzip.compress(cpio([("init", b"#!/bin/sh\n", 0o100755)])))
+    files = early_module_files(modules, ("virtiofs",))
+    out = guest_initrd(system, "/nix/store/x-sys", modules, files, tmp_path / "out")
+    good = out.read_bytes()
+    digest = out.with_name(out.name + ".sha256")
+    assert digest.read_text().strip() == hashlib.sha256(good).hexdigest()
+    out.write_bytes(good[: len(good) // 2])  # half written (a full disk), or damaged
+    assert guest_initrd(system, "/nix/store/x-sys", modules, files, tmp_path / "out") == out
+    assert out.read_bytes() == good
+    digest.unlink()  # a file without its digest (killed before it was written) is made anew
+    out.write_bytes(b"junk")
+    guest_initrd(system, "/nix/store/x-sys", modules, files, tmp_path / "out")
+    assert out.read_bytes() == good and digest.is_file()

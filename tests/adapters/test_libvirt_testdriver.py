@@ -279,3 +279,24 @@ def test_spec_changes_are_visible_to_a_diff(
     assert dom is not None and dom.mark == spec.mark
     changed = replace(spec, vcpus=2)
     assert dom.config != DomainFacts.from_spec(changed)
+
+
+def test_a_transient_domain_is_observed_and_defining_it_makes_it_persistent(
+    hv: LibvirtHypervisor, raw: Any, lab: str, tmp_path: Path
+) -> None:
+    spec = spec_for(lab, "a", tmp_path)
+    hv.define(spec)
+    hv.start(spec.name)
+    observed = hv.observe().domains
+    assert observed is not None and observed[spec.name].persistent
+    raw.lookupByName(spec.name).undefine()  # `virsh undefine` of the running domain
+    observed = hv.observe().domains
+    assert observed is not None
+    transient = observed[spec.name]
+    assert not transient.persistent and transient.state is DomainState.RUNNING
+    assert transient.mark is not None  # what it has is read: its running definition
+    probed = hv.probe(spec.name)
+    assert probed is not None and not probed.persistent
+    hv.define(spec)  # the same spec: persistent again, still running
+    again = hv.probe(spec.name)
+    assert again is not None and again.persistent and again.state is DomainState.RUNNING

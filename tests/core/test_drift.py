@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconcile.core.diff import ChangeKind, Diff, FieldChange, GuestChange
+from reconcile.core.diff import TRANSIENT, ChangeKind, Diff, FieldChange, GuestChange, RootChange
 from reconcile.core.drift import (
     drift_items,
     drifted_fields,
@@ -13,6 +13,7 @@ from reconcile.core.drift import (
     with_since,
 )
 from reconcile.core.drift_report import DriftReport, DriftStatus
+from reconcile.core.gcroots import RootProblem, RootState
 from reconcile.core.hosts import HostChangeKind, HostIntent, HostObservation, diff_host
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.metrics import render_metrics
@@ -152,3 +153,33 @@ def test_timer_units() -> None:
     )
     assert "SuccessExitStatus=2 3 4" in service
     assert "OnUnitInactiveSec=900s" in timer_unit(900)
+
+
+def test_conflicts_roots_and_persistence_read_as_drift() -> None:
+    transient = guest(ChangeKind.REDEFINE, TRANSIENT, name="a")
+    conflict = guest(ChangeKind.CONFLICT, note="domain 't-b' exists with no mark", name="b")
+    kept = guest(ChangeKind.NOOP, name="c")
+    roots = RootChange(
+        "c",
+        "local",
+        "lab-c",
+        (
+            RootProblem("/nix/store/x-c", RootState.MISSING, ""),
+            RootProblem("/nix/store/y-c", RootState.ELSEWHERE, "/nix/store/z"),
+        ),
+    )
+    diff = Diff("t", (transient, conflict, kept), (), roots=(roots,))
+    got = {i.name: i for i in drift_items(diff)}
+    field = got["a"].fields[0]
+    assert (field.field, field.desired, field.observed) == (
+        "persistence",
+        "persistent",
+        "transient",
+    )
+    assert got["b"].status is DriftStatus.UNKNOWN  # an error: it cannot converge
+    assert got["b"].note == "conflict: domain 't-b' exists with no mark"
+    assert got["c"].status is DriftStatus.DRIFTED
+    (gc,) = got["c"].fields
+    assert gc.field == "gc roots"
+    assert gc.observed == "x-c: missing; y-c: points elsewhere (/nix/store/z)"
+    assert DriftReport("t", "m", 0.0, tuple(got.values())).exit_code == 1

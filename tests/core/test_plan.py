@@ -14,8 +14,13 @@ from reconcile.core.domain import DomainFacts, Mark, ShareFacts
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.intent import GuestIntent, KernelInputs, guest_intent
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
-from reconcile.core.plan import make_plan, order
+from reconcile.core.observed import (
+    DomainState,
+    GcRootFacts,
+    HypervisorObservation,
+    ObservedDomain,
+)
+from reconcile.core.plan import Plan, make_plan, order
 from reconcile.core.report import render_json, render_text
 from reconcile.core.select import select
 
@@ -138,6 +143,21 @@ def scenario(
     if name == "closure-change":
         new = intents(toplevel_a="/nix/store/zzz-sys-a")
         return new, observation(running(a), running(b), running(c)), False, {"a": "f#a", "c": "f#a"}
+    if name == "conflict":  # c is blocked by a domain without our mark; nothing else to do
+        stranger = ObservedDomain(
+            "t-c", "u3", DomainState.RUNNING, replace(facts(c), mark=None), None
+        )
+        return want, observation(running(a), running(b), stranger), False, {}
+    if name == "copy":  # a domain carrying a copy of a's mark under another name, --prune
+        real = running(a)
+        copied = replace(real.config, name="t-copy", uuid="u-copy")
+        copy = ObservedDomain("t-copy", "u-copy", DomainState.SHUTOFF, copied, None)
+        return want, observation(real, running(b), running(c), copy), True, {}
+    if name == "transient":  # `virsh undefine` of running a: it runs on, transient
+        transient = replace(running(a), persistent=False)
+        return want, observation(transient, running(b), running(c)), False, {}
+    if name == "gc-roots":  # a's root deleted, b's pointing elsewhere, c's registration gone
+        return want, observation(running(a), running(b), running(c)), False, {}
     if name == "unknown":
         return (
             want,
@@ -148,14 +168,98 @@ def scenario(
     raise AssertionError(name)
 
 
-SCENARIOS = ["create", "in-sync", "mixed", "closure-change", "unknown"]
+SCENARIOS = [
+    "create",
+    "in-sync",
+    "mixed",
+    "closure-change",
+    "unknown",
+    "conflict",
+    "copy",
+    "transient",
+    "gc-roots",
+]
+
+
+def roots_of(name: str) -> dict[str, dict[str, GcRootFacts]]:
+    """Each guest's GC root links as observed: all as they must be, but in `gc-roots`."""
+    a, b, c = intents()
+    ok = {i.name: {i.toplevel.rsplit("/", 1)[-1]: GcRootFacts(i.toplevel, True)} for i in (a, b, c)}
+    if name == "gc-roots":
+        del ok["a"]
+        ok["b"] = {b.toplevel.rsplit("/", 1)[-1]: GcRootFacts("/nix/store/yyy-other", True)}
+        ok["c"] = {c.toplevel.rsplit("/", 1)[-1]: GcRootFacts(c.toplevel, False)}
+    return ok
+
+
+def lab_plan(name: str) -> Plan:
+    want, observed, prune, unbuilt = scenario(name)
+    return make_plan(diff_lab("t", want, observed, prune=prune, roots=roots_of(name)), unbuilt)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_golden(name: str, update_golden: bool) -> None:
-    want, observed, prune, unbuilt = scenario(name)
-    plan = make_plan(diff_lab("t", want, observed, prune=prune), unbuilt)
+    plan = lab_plan(name)
     check_golden(name, render_text(plan), render_json(plan), update_golden)
+
+
+def test_a_conflict_is_not_a_clean_plan() -> None:
+    plan = lab_plan("conflict")
+    assert not plan.has_changes() and plan.actions() == []
+    assert plan.conflicts() == {
+        "c": "domain 't-c' exists with no reconcile mark; it is never touched"
+    }
+    assert "No changes." not in render_text(plan)
+    assert render_json(plan)["conflicts"] == [{"name": "c", "note": plan.conflicts()["c"]}]
+
+
+def test_a_copy_of_a_mark_under_another_name_is_a_conflict_and_the_real_guest_is_kept() -> None:
+    plan = lab_plan("copy")
+    kinds = {c.name: c.kind for c in plan.diff.changes}
+    assert kinds == {
+        "a": ChangeKind.NOOP,
+        "b": ChangeKind.NOOP,
+        "c": ChangeKind.NOOP,
+        "t-copy": ChangeKind.CONFLICT,
+    }
+    note = plan.conflicts()["t-copy"]
+    assert "'t-copy'" in note and "guest 'a'" in note and "'t-a'" in note
+    assert plan.actions() == []  # nothing destroyed, no roots released, under --prune
+
+
+def test_a_transient_domain_is_defined_again_without_a_restart() -> None:
+    plan = lab_plan("transient")
+    change = next(c for c in plan.diff.changes if c.name == "a")
+    assert change.kind is ChangeKind.REDEFINE and change.redefine
+    assert [(r.field, r.before, r.after) for r in change.reasons] == [
+        ("persistence", "transient", "persistent")
+    ]
+    assert plan.action_keys() == ["a/define"]
+    # with a restart due too, it is defined first (so it survives its shutdown)
+    want, observed, _, _ = scenario("transient")
+    domain = observed["local"].domains["t-a"]  # type: ignore[index]
+    moved = replace(domain, live=replace(domain.live, memory_kib=128 * 1024))  # type: ignore[type-var]
+    changed = {"local": replace(observed["local"], domains={"t-a": moved})}
+    plan = make_plan(diff_lab("t", want[:1], changed, prune=False), {})
+    assert plan.action_keys() == ["a/define", "a/shutdown", "a/start", "a/wait-ready"]
+
+
+def test_gc_roots_are_restored_without_touching_the_guests() -> None:
+    plan = lab_plan("gc-roots")
+    assert {r.guest: [p.state.value for p in r.problems] for r in plan.diff.roots} == {
+        "a": ["missing"],
+        "b": ["elsewhere"],
+        "c": ["unregistered"],
+    }
+    assert plan.has_changes()
+    assert plan.action_keys() == ["a/gc-roots", "b/gc-roots", "c/gc-roots"]
+    # roots of a guest that is redefined come after its own actions; extra roots are fine
+    want, observed, _, _ = scenario("closure-change")
+    plan = make_plan(diff_lab("t", want, observed, prune=False, roots={}), {})
+    assert plan.dependencies("a/gc-roots") == ["a/wait-ready"]
+    # a guest being created or unknown has no roots to keep yet
+    want, observed, _, _ = scenario("create")
+    assert diff_lab("t", want, observed, prune=False, roots={}).roots == ()
 
 
 def test_in_sync_has_no_actions() -> None:

@@ -337,11 +337,21 @@ def test_unmarked_domain_survives_everything(lab: Lab, tmp_path: Path) -> None:
     try:
         lab.guests["intruder"] = ("demo-b", "384MiB", "")
         lab.write()
-        changes = lab.changes("--prune")
+        doc = lab.run("plan", str(lab.manifest), "--json", "--prune")
+        assert doc.returncode == 1, doc.stdout + doc.stderr  # a conflict cannot converge
+        changes = {c["guest"]: c["change"] for c in json.loads(doc.stdout)["changes"]}
         assert changes["intruder"] == "conflict"
+        plan = lab.run("plan", str(lab.manifest), "--detailed-exitcode")
+        assert plan.returncode == 1, plan.stdout + plan.stderr
+        assert "No changes." not in plan.stdout
+        assert "conflict at intruder" in plan.stderr and "e2e-intruder" in plan.stderr
         proc = lab.apply("--prune")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "never touched" in proc.stdout
+        assert "CONFLICT" in proc.stdout and "1 conflict(s) (intruder)" in proc.stdout
+        drift = lab.run("drift", str(lab.manifest))
+        assert drift.returncode == 1, drift.stdout + drift.stderr
+        assert "conflict: domain 'e2e-intruder'" in drift.stdout
         del lab.guests["intruder"]
         lab.write()
         proc = lab.apply("--prune")
@@ -350,6 +360,118 @@ def test_unmarked_domain_survives_everything(lab: Lab, tmp_path: Path) -> None:
         assert virsh("domstate", "e2e-intruder").stdout.strip() == "shut off"
     finally:
         virsh("undefine", "e2e-intruder", check=False)
+    lab.assert_converged()
+
+
+def test_a_transient_guest_is_made_persistent_without_a_restart(lab: Lab) -> None:
+    """`virsh undefine` of a running managed domain leaves it transient: it would vanish at
+    libvirtd's next restart. Plan and drift say so; apply defines it again, no restart."""
+    a_id = domain_id("e2e-a")
+    virsh("undefine", "e2e-a")
+    assert "Persistent:     no" in virsh("dominfo", "e2e-a").stdout
+    doc = lab.plan_json()
+    change = next(c for c in doc["changes"] if c["guest"] == "a")  # type: ignore[attr-defined]
+    assert change["change"] == "redefine"
+    assert change["reasons"] == [
+        {"field": "persistence", "before": "transient", "after": "persistent"}
+    ]
+    assert "transient" in change["note"]
+    plan = lab.run("plan", str(lab.manifest), "--detailed-exitcode")
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert "persistence: transient -> persistent" in plan.stdout
+    drift = lab.run("drift", str(lab.manifest), "--format", "json")
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    item = next(i for i in json.loads(drift.stdout)["items"] if i["name"] == "a")
+    assert [(f["field"], f["desired"], f["observed"]) for f in item["fields"]] == [
+        ("persistence", "persistent", "transient")
+    ]
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert domain_id("e2e-a") == a_id  # never restarted for this
+    assert "Persistent:     yes" in virsh("dominfo", "e2e-a").stdout
+    lab.assert_converged()
+
+
+def test_missing_stale_or_unregistered_gc_roots_are_restored(lab: Lab) -> None:
+    ids = {g: domain_id(f"e2e-{g}") for g in ("a", "b")}
+    (root_a,) = (lab.state / "gcroots" / "a").iterdir()
+    (root_b,) = (lab.state / "gcroots" / "b").iterdir()
+    closure_a, closure_b = os.readlink(root_a), os.readlink(root_b)
+    root_a.unlink()  # deleted
+    for auto in Path("/nix/var/nix/gcroots/auto").iterdir():  # its registration gone
+        if os.readlink(auto) == str(root_b):
+            auto.unlink()
+    doc = lab.plan_json()
+    states = {
+        r["guest"]: [p["state"] for p in r["problems"]]
+        for r in doc["gc_roots"]  # type: ignore[attr-defined]
+    }
+    assert states == {"a": ["missing"], "b": ["unregistered"]}
+    plan = lab.run("plan", str(lab.manifest), "--detailed-exitcode")
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert f"{closure_a}: missing" in plan.stdout
+    drift = lab.run("drift", str(lab.manifest))
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    assert "gc roots" in drift.stdout
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert roots(lab, "a") == {closure_a} and roots(lab, "b") == {closure_b}
+    lab.assert_converged()
+    root_a.unlink()
+    root_a.symlink_to(closure_b)  # pointing elsewhere
+    assert lab.changes() == {"a": "no-op", "b": "no-op"}
+    doc = lab.plan_json()
+    assert doc["gc_roots"][0]["problems"][0]["state"] == "elsewhere"  # type: ignore[index]
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert roots(lab, "a") == {closure_a}
+    assert {g: domain_id(f"e2e-{g}") for g in ("a", "b")} == ids  # the guests untouched
+    lab.assert_converged()
+
+
+def test_a_damaged_cached_initrd_is_made_anew(lab: Lab) -> None:
+    cached = sorted((lab.state / "initrd").glob("*.img"))
+    assert cached and all(Path(f"{c}.sha256").is_file() for c in cached)
+    for image in cached:
+        data = image.read_bytes()
+        image.write_bytes(data[: len(data) // 2])  # a full disk's half-written file
+    lab.guests["a"] = ("demo-a", "416MiB", "")  # a restart: its start reads the initrd
+    lab.write()
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Kernel panic" not in lab.serial("a")
+    assert "reconcile-ready: /nix/store/" in lab.serial("a")
+    lab.assert_converged()
+
+
+def test_a_copy_of_a_guests_mark_is_a_conflict_and_the_guest_is_kept(lab: Lab) -> None:
+    """A domain carrying a's mark under another name is not a: --prune keeps both, and
+    nothing of a (its domain, its GC roots) is touched."""
+    xml = virsh("dumpxml", "--inactive", "e2e-a").stdout
+    copy = re.sub(r"<uuid>[^<]*</uuid>", f"<uuid>{uuid.uuid4()}</uuid>", xml)
+    copy = copy.replace("<name>e2e-a</name>", "<name>e2e-copy</name>")
+    copy = re.sub(r"<mac address='[^']*'/>", "", copy)
+    path = lab.root / "copy.xml"
+    path.write_text(copy)
+    virsh("define", str(path))
+    try:
+        kept = roots(lab, "a")
+        a_id = domain_id("e2e-a")
+        plan = lab.run("plan", str(lab.manifest), "--prune", "--detailed-exitcode")
+        assert plan.returncode == 1, plan.stdout + plan.stderr
+        assert "e2e-copy" in plan.stderr and "guest 'a'" in plan.stderr
+        assert "destroy" not in plan.stdout
+        proc = lab.apply("--prune")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "CONFLICT" in proc.stdout and "e2e-copy" in proc.stdout
+        assert {"e2e-a", "e2e-copy"} <= domains()
+        assert domain_id("e2e-a") == a_id
+        assert roots(lab, "a") == kept
+        drift = lab.run("drift", str(lab.manifest))
+        assert drift.returncode == 1, drift.stdout + drift.stderr
+        assert "e2e-copy" in drift.stdout
+    finally:
+        virsh("undefine", "e2e-copy", check=False)
     lab.assert_converged()
 
 
