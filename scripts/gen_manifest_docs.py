@@ -47,6 +47,11 @@ def constraints(node: dict[str, Any]) -> str:
     for key, label in (("minimum", "min"), ("maximum", "max"), ("minItems", "min items")):
         if key in node:
             parts.append(f"{label} {node[key]}")
+    for key in ("x-size", "x-duration"):  # the schema's own bounds (reconcile/core/units.py)
+        if key in node:
+            bounds = node[key]
+            whole = ", whole seconds" if bounds.get("wholeSeconds") else ""
+            parts.append(f"from {bounds['minimum']} to {bounds['maximum']}{whole}")
     return "; ".join(parts)
 
 

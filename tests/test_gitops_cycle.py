@@ -168,7 +168,7 @@ def test_a_repository_manifest_naming_paths_outside_the_roots_is_refused(
         + '[kernels.k]\nsource = "/usr/src/linux"\n'
         + f'[kernels.inside]\nsource = "{allowed}/linux"\n'
         + '[guests.g]\nmode = "imageless"\nsystem = "s"\nkernel = "inside"\n'
-        + 'shares = [{ tag = "r", source = "/etc" }]\n'
+        + 'shares = [{ tag = "r", source = "/opt/elsewhere" }]\n'
         # the repository's own [gitops] cannot widen what the controller allows
         + '[gitops]\nrepo = "/x"\nrequire_signed = false\nallowed_paths = ["/"]\n'
     )
@@ -177,7 +177,7 @@ def test_a_repository_manifest_naming_paths_outside_the_roots_is_refused(
     assert code == 1, out + err
     assert f"commit {sha[:12]}: the repository's manifest names what the controller" in out
     assert "lab.toml:8: kernels.k.source: /usr/src/linux is outside the paths" in out
-    assert "lab.toml:15: guests.g.shares[0].source: /etc is outside the paths" in out
+    assert "lab.toml:15: guests.g.shares[0].source: /opt/elsewhere is outside the paths" in out
     assert "kernels.inside" not in out
     assert "nothing was applied" in out
     assert "commit signatures are not checked" in err  # the warning of an unsigned cycle

@@ -195,7 +195,7 @@ def test_a_kernel_source_or_share_outside_the_roots_is_refused(tmp_path: Path) -
         + '[kernels.k]\nsource = "/usr/src/evil"\n'
         + HV
         + '[guests.g]\nmode = "imageless"\nsystem = "s"\nkernel = "k"\n'
-        + 'shares = [{ tag = "r", source = "/etc" }]\n'
+        + 'shares = [{ tag = "r", source = "/opt/elsewhere" }]\n'
     )
     found = verdicts(tmp_path, body, [tmp_path / "linux"])
     assert len(found) == 2
@@ -203,7 +203,7 @@ def test_a_kernel_source_or_share_outside_the_roots_is_refused(tmp_path: Path) -
                              f"the controller allows (gitops.allowed_paths: {tmp_path / 'linux'})"
                              "\n  hint: add its directory to gitops.allowed_paths in the "
                              "controller's manifest, or move it there")  # fmt: skip
-    assert "lab.toml:13: guests.g.shares[0].source: /etc is outside" in found[1]
+    assert "lab.toml:13: guests.g.shares[0].source: /opt/elsewhere is outside" in found[1]
 
 
 def test_a_kernel_source_inside_the_checkout_is_refused_even_under_a_root(

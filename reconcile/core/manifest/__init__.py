@@ -21,6 +21,18 @@ from reconcile.core.manifest import locate, schema, semantics
 from reconcile.core.manifest.build import build
 
 MAX_BYTES = 1 << 20  # a lab of thousands of guests fits; anything larger is a mistake
+# tomlkit takes ~10 s to explain a syntax error at the end of 1 MiB; past this size,
+# tomllib's own located message is given instead (a second or two at most).
+EXPLAIN_MAX_BYTES = 256 << 10
+# No key of the schema has more than a few parts, and tomllib's time grows with the square
+# of a dotted key's parts (500,000 parts in 1 MiB would take an hour): refuse long ones
+# before parsing. A line start, `[`, `{` or `,`, then parts and dots (bare or quoted).
+MAX_KEY_PARTS = 32
+_LONG_KEY = re.compile(
+    r"""(?:^|[\[{,])[ \t]*(?:(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')[ \t]*\.[ \t]*)"""
+    + f"{{{MAX_KEY_PARTS}}}",
+    re.MULTILINE,
+)
 
 
 def format_path(path: locate.Path) -> str:
@@ -67,8 +79,7 @@ def _decode(data: bytes, file: Path) -> str:
         ) from None
 
 
-def _syntax_error(text: str, file: Path, fast: Exception) -> ManifestError:
-    """The located message for text tomllib refused, in tomlkit's words where it has them."""
+def _tomlkit_error(text: str, file: Path) -> ManifestError | None:
     try:
         tomlkit.parse(text)
     except ParseError as exc:
@@ -84,6 +95,15 @@ def _syntax_error(text: str, file: Path, fast: Exception) -> ManifestError:
         )
     except RecursionError:
         pass
+    return None
+
+
+def _syntax_error(text: str, file: Path, fast: Exception) -> ManifestError:
+    """The located message for text tomllib refused, in tomlkit's words where it has them."""
+    if len(text) <= EXPLAIN_MAX_BYTES:
+        explained = _tomlkit_error(text, file)
+        if explained is not None:
+            return explained
     message = str(fast) if isinstance(fast, tomllib.TOMLDecodeError) else "nested too deeply"
     where = re.search(r"\(at line (\d+), column (\d+)\)", message)
     if where is None:
@@ -116,6 +136,13 @@ def parse_manifest(data: bytes, file: Path) -> Manifest:
             file,
             "the manifest is empty",
             hint='start with [lab] name = "..." (see manifests/lab.toml)',
+        )
+    if long_key := _LONG_KEY.search(text):
+        raise _fail(
+            file,
+            f"a key with more than {MAX_KEY_PARTS} dotted parts",
+            line=text.count("\n", 0, long_key.end()) + 1,
+            hint="no key of the manifest has that many; check the line",
         )
     try:
         # tomllib reads 1000 guests in ~20 ms where tomlkit takes ~300 ms (docs/performance.md);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ Json = Any
 
 def resolve_path(base: Path, text: str) -> Path:
     """A manifest path: `~` expanded, relative ones taken from the manifest's directory."""
-    path = Path(text).expanduser()
+    # os.path, not Path.expanduser: that raises for an unknown `~user` (the schema refuses
+    # those) or a home it cannot find; this leaves the text as it is.
+    path = Path(os.path.expanduser(text))
     return path if path.is_absolute() else base / path
 
 

@@ -3,7 +3,10 @@
 tomlkit parses and reports syntax errors with a line, but does not say on which line a
 *valid* key stands. Schema and semantic errors need that, so this scanner walks text that
 tomlkit has already accepted and records the line of every key, array item and table
-header. It is lenient by design: it only runs on well-formed TOML.
+header. It is lenient by design: it runs on text tomllib accepted, and on text tomlkit
+half-read (to find a duplicate key), so it must end on any text: every loop consumes at
+least one character per turn, and nesting deeper than MAX_DEPTH is skipped, not recursed
+into. Its work is then linear in the text, which parse_manifest caps at 1 MiB.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import bisect
 
 Path = tuple[str | int, ...]
 
+MAX_DEPTH = 64  # arrays and inline tables nested deeper are skipped: no recursion limit
 _BARE_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -86,6 +90,8 @@ class _Scanner:
         ch = self.peek()
         if ch in ('"', "'"):
             self.string()
+        elif ch in ("[", "{") and len(path) > MAX_DEPTH:
+            self.skip_nested()
         elif ch == "[":
             self.pos += 1
             index = 0
@@ -94,26 +100,46 @@ class _Scanner:
                 if self.peek() in ("]", ""):
                     self.pos += 1
                     return
+                before = self.pos
                 self.record((*path, index), self.pos)
                 self.value((*path, index))
                 index += 1
                 self.skip_space(True)
                 if self.peek() == ",":
                     self.pos += 1
+                self.advance_from(before)
         elif ch == "{":
             self.pos += 1
             while True:
                 self.skip_space(False)
-                if self.peek() in ("}", ""):
+                if self.peek() in ("}", "", "\n"):  # an inline table ends on its line
                     self.pos += 1
                     return
+                before = self.pos
                 self.keyval(path)
                 self.skip_space(False)
                 if self.peek() == ",":
                     self.pos += 1
+                self.advance_from(before)
         else:
             while self.pos < len(self.text) and self.text[self.pos] not in ",]}\n#":
                 self.pos += 1
+
+    def advance_from(self, before: int) -> None:
+        """Step over a character no rule consumed (text tomlkit refused): never loop."""
+        if self.pos == before:
+            self.pos += 1
+
+    def skip_nested(self) -> None:
+        """Past the bracket that opens here and its match, counting brackets (strings in
+        it are not told apart: deep values are not located, only stepped over)."""
+        depth = 0
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            self.pos += 1
+            depth += 1 if ch in "[{" else -1 if ch in "]}" else 0
+            if depth == 0:
+                return
 
     def keyval(self, table: Path) -> None:
         start = self.pos

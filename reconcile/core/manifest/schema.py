@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 
 from reconcile.core.manifest.locate import Path
+from reconcile.core.units import duration_problem, size_problem
 
 Json = Any
 
@@ -135,6 +136,8 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[Finding]:
             yield Finding((*path, value), "invalid name", _format(schema))
         case "pattern":
             yield Finding(path, f"invalid value {value!r}", _format(schema))
+        case "x-size" | "x-duration":
+            yield Finding(path, error.message, _bounds_hint(expected))
         case "minimum" | "exclusiveMinimum":
             yield Finding(path, f"must be at least {expected}, got {value}")
         case "maximum" | "exclusiveMaximum":
@@ -150,6 +153,11 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[Finding]:
             yield Finding(path, f"give exactly one of: {keys}")
         case _:
             yield Finding(path, error.message)
+
+
+def _bounds_hint(bounds: dict[str, Json]) -> str:
+    whole = " in whole seconds" if bounds.get("wholeSeconds") else ""
+    return f"from {bounds['minimum']} to {bounds['maximum']}{whole}"
 
 
 def _format(schema: dict[str, Json]) -> str | None:
@@ -196,9 +204,54 @@ def _inline(node: Json) -> Json:
     return node
 
 
+def _size(
+    validator: Json, bounds: dict[str, str], instance: Json, schema: Json
+) -> Iterator[jsonschema.ValidationError]:
+    """`x-size`: a size the code can use (memory in whole MiB, nothing that rounds to 0)."""
+    try:
+        problem = size_problem(
+            instance, bounds["minimum"], bounds["maximum"], bounds.get("multipleOf")
+        )
+    except (TypeError, ValueError):  # not a size: `type` and `pattern` say so
+        return
+    if problem:
+        yield jsonschema.ValidationError(problem)
+
+
+def _duration(
+    validator: Json, bounds: dict[str, Json], instance: Json, schema: Json
+) -> Iterator[jsonschema.ValidationError]:
+    """`x-duration`: positive where zero means nothing, bounded so no timer overflows."""
+    try:
+        problem = duration_problem(
+            instance,
+            bounds["minimum"],
+            bounds["maximum"],
+            whole_seconds=bounds.get("wholeSeconds", False),
+        )
+    except (TypeError, ValueError):
+        return
+    if problem:
+        yield jsonschema.ValidationError(problem)
+
+
+def _is_integer(checker: Json, instance: Json) -> bool:
+    # JSON Schema counts 2.0 as an integer; TOML does not, and `vcpus = 2.0` would reach
+    # libvirt as "2.0". An integer is an int (and not a bool).
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# The schema's own keywords: bounds a pattern cannot express, checked with the code's parsers.
+Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator,
+    validators={"x-size": _size, "x-duration": _duration},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 @functools.cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(_inline(manifest_schema()))
+def _validator() -> Any:
+    return Validator(_inline(manifest_schema()))
 
 
 def validate(document: dict[str, Json]) -> list[Finding]:
@@ -207,7 +260,14 @@ def validate(document: dict[str, Json]) -> list[Finding]:
     # A value of the wrong type fails its other keywords too; say only what matters.
     mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
     errors = [e for e in errors if e.validator == "type" or tuple(e.absolute_path) not in mistyped]
+    # A value of the wrong shape ("0GiB") is not also out of bounds.
+    misshaped = {tuple(e.absolute_path) for e in errors if e.validator == "pattern"}
+    errors = [e for e in errors if not _bounds(e) or tuple(e.absolute_path) not in misshaped]
     return [problem for error in errors for problem in _describe(error)]
+
+
+def _bounds(error: jsonschema.ValidationError) -> bool:
+    return error.validator in ("x-size", "x-duration")
 
 
 def apply_defaults(value: Json, schema: dict[str, Json] | None = None) -> Json:

@@ -10,14 +10,14 @@ import difflib
 from collections.abc import Iterator
 from typing import Any
 
-from reconcile.core.desired import Manifest
+from reconcile.core.desired import Manifest, PrebuiltKernel
 from reconcile.core.git_url import Transport, transport
 from reconcile.core.libvirt_uri import Transport as HypervisorTransport
 from reconcile.core.libvirt_uri import UriRefused, parse_uri
+from reconcile.core.manifest.guest_limits import modules_problem, param_problem, share_problem
 from reconcile.core.manifest.schema import Finding
 from reconcile.core.sshkeys import host_key_problem
 from reconcile.core.statedir import location_problem
-from reconcile.core.units import parse_duration
 
 Json = Any
 
@@ -25,7 +25,6 @@ RESERVED_SHARE_TAGS = ("store", "modules")
 BUILD_KEYS = ("ref", "config", "fragments", "set")
 PREBUILT_KEYS = ("image", "modules", "initrd_modules")
 DISK_ONLY_KEYS = ("disk", "ssh")
-LAB_DURATIONS = ("eval_timeout", "build_timeout", "lock_warn_after")
 
 
 def check_built(manifest: Manifest) -> list[Finding]:
@@ -39,6 +38,27 @@ def check_built(manifest: Manifest) -> list[Finding]:
                 "give the lab a directory of its own, e.g. /var/lib/reconcile/<lab name>",
             )
         )
+    state_dir = manifest.lab.state_dir
+    for name, guest in manifest.guests.items():
+        for index, share in enumerate(guest.shares):
+            if problem := share_problem(share.source, state_dir):
+                findings.append(
+                    Finding(
+                        ("guests", name, "shares", index, "source"),
+                        problem,
+                        "share a directory made for the guest, e.g. /srv/<lab>/<guest>",
+                    )
+                )
+    for name, kernel in manifest.kernels.items():
+        modules = kernel.source.modules if isinstance(kernel.source, PrebuiltKernel) else None
+        if modules is not None and (problem := modules_problem(modules, state_dir)):
+            findings.append(
+                Finding(
+                    ("kernels", name, "modules"),
+                    problem,
+                    "the image's own modules, e.g. /lib/modules/6.1.0-18-amd64",
+                )
+            )
     return findings
 
 
@@ -56,7 +76,6 @@ def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
         *_check_kernels(raw),
         *_check_guests(doc),
         *_check_hosts(doc),
-        *_check_durations(doc),
         *_check_host_keys(raw),
         *_check_gitops(doc),
     ]
@@ -149,6 +168,14 @@ def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
             for key in DISK_ONLY_KEYS:
                 if key in guest:
                     yield Finding((*path, key), 'only disk guests (mode = "disk") take this key')
+            for index, param in enumerate(guest["kernel_params"]):
+                if problem := param_problem(param):
+                    yield Finding(
+                        (*path, "kernel_params", index),
+                        problem,
+                        "the imageless boot is root=tmpfs, console=ttyS0 and the closure's "
+                        "init=; boot a disk guest to choose them",
+                    )
         elif kernel is not None:
             yield Finding(
                 (*path, "kernel"),
@@ -266,27 +293,3 @@ def _check_host_keys(node: Json, path: tuple[str | int, ...] = ()) -> Iterator[F
     elif isinstance(node, list):
         for index, item in enumerate(node):
             yield from _check_host_keys(item, (*path, index))
-
-
-def _check_durations(doc: dict[str, Json]) -> Iterator[Finding]:
-    """Durations that must be positive (the schema's pattern admits `0s`)."""
-    candidates: list[tuple[tuple[str | int, ...], str]] = [
-        (("lab", key), doc["lab"][key]) for key in LAB_DURATIONS if key in doc.get("lab", {})
-    ]
-    for name, guest in doc.get("guests", {}).items():
-        candidates.append((("guests", name, "boot_timeout"), guest["boot_timeout"]))
-        if "ssh" in guest:
-            ssh = guest["ssh"]
-            candidates.append((("guests", name, "ssh", "connect_timeout"), ssh["connect_timeout"]))
-            candidates.append((("guests", name, "ssh", "command_timeout"), ssh["command_timeout"]))
-    for name, host in doc.get("hosts", {}).items():
-        ssh = host["ssh"]
-        candidates.append((("hosts", name, "ssh", "connect_timeout"), ssh["connect_timeout"]))
-        candidates.append((("hosts", name, "ssh", "command_timeout"), ssh["command_timeout"]))
-        candidates.append((("hosts", name, "ssh", "total_timeout"), ssh["total_timeout"]))
-    if "gitops" in doc:
-        candidates.append((("gitops", "interval"), doc["gitops"]["interval"]))
-        candidates.append((("gitops", "connect_timeout"), doc["gitops"]["connect_timeout"]))
-    for path, text in candidates:
-        if parse_duration(text) <= 0:
-            yield Finding(path, f"must be longer than zero, got {text!r}")
