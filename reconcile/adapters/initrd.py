@@ -17,9 +17,12 @@ from pathlib import Path
 
 import structlog
 
+from reconcile.adapters.files import read_regular
 from reconcile.core.errors import ReconcileError
 from reconcile.core.kmod import ModulePathError, load_order, module_name
 
+MODULES_DEP_MAX_BYTES = 16 << 20  # a distribution kernel's is about 1 MiB
+MODULE_MAX_BYTES = 64 << 20
 FORMAT = "early-first/1"  # part of the file's key: a new layout never reuses an old file
 DIGEST_SUFFIX = ".sha256"
 
@@ -47,7 +50,7 @@ def early_module_files(modules_dir: Path, wanted: tuple[str, ...]) -> tuple[str,
         return ()
     dep_file = modules_dir / "modules.dep"
     try:
-        text = dep_file.read_text()
+        text = read_regular(dep_file, MODULES_DEP_MAX_BYTES).decode(errors="replace")
     except OSError as exc:
         raise ReconcileError(
             f"cannot read {dep_file}: {exc.strerror}",
@@ -116,7 +119,8 @@ def guest_initrd(
     for rel in files:
         name = module_name(rel) + ".ko"
         names.append(name)
-        entries.append((f"early/{name}", module_file(modules_dir, rel).read_bytes(), 0o100644))
+        data = read_regular(module_file(modules_dir, rel), MODULE_MAX_BYTES)
+        entries.append((f"early/{name}", data, 0o100644))
     entries.append(("early/order", ("\n".join(names) + "\n").encode(), 0o100644))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"

@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 
 from reconcile.adapters import process
-from reconcile.adapters.files import write_atomic
+from reconcile.adapters.files import read_regular, write_atomic
 from reconcile.adapters.lock import flock_within
 from reconcile.core.desired import Kernel, KernelBuild
 from reconcile.core.errors import ReconcileError
@@ -170,7 +170,7 @@ def _base_identity(spec: KernelBuild) -> str:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path, 16 << 20)  # a config or a fragment; never a FIFO or device
     except OSError as exc:
         raise ReconcileError(f"cannot read the kernel {what} {path}: {exc.strerror}") from None
 

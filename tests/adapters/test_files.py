@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from reconcile.adapters import kernel_build
 from reconcile.adapters.files import NotRegularError, TooLargeError, read_regular
+from reconcile.adapters.initrd import early_module_files
 from reconcile.adapters.kernels import resolve_prebuilt
 from reconcile.core.desired import Kernel, PrebuiltKernel
 from reconcile.core.errors import ReconcileError
@@ -45,3 +47,16 @@ def test_a_kernel_image_that_is_not_a_file_is_a_clear_error(tmp_path: Path, imag
     kernel = Kernel("host", PrebuiltKernel(path, None, ()))
     with pytest.raises(ReconcileError, match=r"kernel 'host': cannot read image .*not a regular"):
         resolve_prebuilt(kernel)
+
+
+def test_a_modules_dep_that_is_a_fifo_is_a_clear_error(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "modules.dep")
+    with pytest.raises(ReconcileError, match=r"modules\.dep: is a FIFO"):
+        early_module_files(tmp_path, ("virtio_pci",))
+
+
+def test_a_kernel_fragment_that_is_a_device_is_a_clear_error(tmp_path: Path) -> None:
+    link = tmp_path / "frag.config"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ReconcileError, match=r"cannot read the kernel fragment .*not a regular"):
+        kernel_build._read(link, "fragment")
