@@ -322,6 +322,10 @@ def _resolve_config(job: KernelJob, stamp: Path) -> dict[str, str]:
             cwd=job.directory / "src",
         )
     _make(job, "olddefconfig")
+    # kernelrelease reads CONFIG_LOCALVERSION from include/config/auto.conf, which only
+    # syncconfig writes: without it a `set` LOCALVERSION is missing from the release, and
+    # the modules directory guests are given would be named wrongly.
+    _make(job, "syncconfig")
     release = (
         process.run(make_argv(job, "kernelrelease", options=("-s",)))
         .stdout.strip()

@@ -173,6 +173,7 @@ def test_plans_and_drift_at_once_resolve_one_config_once(tree: Path) -> None:
     assert len(fresh) == 1
     build = fresh[0]
     assert (build / "config.done").read_text() == build.name.removeprefix("tiny-")
+    assert f"-c{token}" in (build / "release").read_text()  # what the modules dir is named
     log = (build / "build.log").read_text()
     assert log.count("olddefconfig\n") == 1, "the config was resolved more than once"
     assert not list(build.glob("**/.*.tmp"))  # no half-written file left behind
