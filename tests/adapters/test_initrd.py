@@ -45,7 +45,9 @@ def test_cpio_reads_back_with_cpio(tmp_path: Path) -> None:
     assert listing.split() == ["early", "early/order"]
 
 
-def test_guest_initrd_is_early_modules_then_the_system_initrd(tmp_path: Path) -> None:
+def kernel_and_system(tmp_path: Path) -> tuple[Path, Path, tuple[str, ...]]:
+    """A modules directory with virtiofs and its dependencies, a system initrd, and the
+    module files to load early."""
     modules = tmp_path / "6.1"
     (modules / "kernel/fs/fuse").mkdir(parents=True)
     (modules / "kernel/drivers/virtio").mkdir(parents=True)
@@ -55,6 +57,11 @@ def test_guest_initrd_is_early_modules_then_the_system_initrd(tmp_path: Path) ->
     system = tmp_path / "initrd"
     system.write_bytes(gzip.compress(cpio([("init", b"#!/bin/sh\n", 0o100755)])))
     files = early_module_files(modules, ("virtiofs",))
+    return modules, system, files
+
+
+def test_guest_initrd_is_early_modules_then_the_system_initrd(tmp_path: Path) -> None:
+    modules, system, files = kernel_and_system(tmp_path)
     out = guest_initrd(system, "/nix/store/x-sys", modules, files, tmp_path / "out")
     data = out.read_bytes()
     assert data.endswith(system.read_bytes())
@@ -73,15 +80,7 @@ def test_guest_initrd_is_early_modules_then_the_system_initrd(tmp_path: Path) ->
 
 
 def test_a_damaged_cached_initrd_is_made_anew(tmp_path: Path) -> None:
-    modules = tmp_path / "6.1"
-    (modules / "kernel/fs/fuse").mkdir(parents=True)
-    (modules / "kernel/drivers/virtio").mkdir(parents=True)
-    (modules / "modules.dep").write_text(DEP)
-    for rel in load_order(DEP, ("virtiofs",)):
-        (modules / rel).write_bytes(b"ko:" + rel.encode())
-    system = tmp_path / "initrd"
-    system.write_bytes(gzip.compress(cpio([("init", b"#!/bin/sh\n", 0o100755)])))
-    files = early_module_files(modules, ("virtiofs",))
+    modules, system, files = kernel_and_system(tmp_path)
     out = guest_initrd(system, "/nix/store/x-sys", modules, files, tmp_path / "out")
     good = out.read_bytes()
     digest = out.with_name(out.name + ".sha256")

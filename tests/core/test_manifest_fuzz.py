@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import tomlkit
@@ -23,6 +20,7 @@ from reconcile.core.desired import Manifest
 from reconcile.core.errors import ManifestError
 from reconcile.core.manifest import parse_manifest
 from tests.conftest import ROOT
+from tests.support.alarm import within
 
 LONG = int(os.environ.get("RECONCILE_FUZZ_EXAMPLES", "0"))
 LIMIT_S = 10.0  # one parse of at most 1 MiB; far more than any needs
@@ -81,20 +79,6 @@ documents = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)),
     max_leaves=30,
 )
-
-
-@contextmanager
-def within(seconds: float) -> Iterator[None]:
-    def expired(*_: object) -> None:
-        raise TimeoutError(f"parse_manifest took more than {seconds}s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def usable(manifest: Manifest) -> None:

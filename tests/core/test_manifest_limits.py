@@ -3,9 +3,6 @@ schema alone validates) and from the code's side (the functions that enforce it)
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -27,6 +24,7 @@ from reconcile.core.units import (
     size_problem,
 )
 from tests.conftest import ROOT
+from tests.support.alarm import within
 
 BAD = ROOT / "tests" / "manifests" / "bad"
 
@@ -272,20 +270,6 @@ def test_modules_named_like_a_release_in_a_shareable_parent() -> None:
 
 
 # --- error reporting is bounded ------------------------------------------------------
-
-
-@contextmanager
-def within(seconds: float) -> Iterator[None]:
-    def expired(*_: object) -> None:
-        raise TimeoutError(f"took more than {seconds}s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # Found by a search over mutated manifests: the duplicate-key locator looped on them, its
