@@ -19,6 +19,7 @@ demo: setup
 
 docs: setup
 	.venv/bin/python scripts/gen_manifest_docs.py
+	.venv/bin/python scripts/gen_nix_docs.py
 
 bench: setup
 	.venv/bin/python bench/noop_plan.py

@@ -1,0 +1,42 @@
+{
+  description = "A reconcile lab: one imageless and one disk system, run by lab.toml";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+    # Where reconcile's flake is (its nix/ directory): a checkout, or its git repository
+    # with `?dir=nix`. Change this to yours.
+    reconcile.url = "path:/opt/reconcile/nix";
+    # reconcile's flake needs nixpkgs' lib only for its own checks; nixpkgs has it.
+    reconcile.inputs.nixpkgs-lib.follows = "nixpkgs";
+  };
+
+  outputs = { self, nixpkgs, reconcile }:
+    let
+      system = name: modules: nixpkgs.lib.nixosSystem {
+        system = "x86_64-linux";
+        modules = modules ++ [{ networking.hostName = name; system.stateVersion = "25.05"; }];
+      };
+    in
+    {
+      # The names lab.toml's `system = ...` refer to.
+      nixosConfigurations = {
+        worker = system "worker" [
+          reconcile.nixosModules.imageless
+          reconcile.nixosModules.shares
+          reconcile.nixosModules.devel
+          {
+            # the guest's side of lab.toml's `shares`
+            reconcile.mounts.shares.results.mountPoint = "/results";
+          }
+        ];
+        server = system "server" [
+          reconcile.nixosModules.disk
+          reconcile.nixosModules.monitoring
+          {
+            reconcile.disk.size = 20480;
+            reconcile.ssh.authorizedKeys = [ ]; # the controller's deploy key
+          }
+        ];
+      };
+    };
+}
