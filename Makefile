@@ -22,4 +22,5 @@ docs: setup
 	.venv/bin/python scripts/gen_nix_docs.py
 
 bench: setup
-	.venv/bin/python bench/noop_plan.py
+	.venv/bin/python bench/noop_plan.py 100 1000
+	.venv/bin/python bench/slope.py 1000 10000

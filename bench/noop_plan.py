@@ -1,9 +1,13 @@
-"""Benchmark: a no-op `reconcile plan` over N managed guests, as a whole process.
+"""Benchmark: a no-op `reconcile plan` and `apply` over N managed guests, as whole processes,
+side by side with the floor (bench/floor.py: bare libvirt-python, list once, read the XML of
+the lab's own domains, compare).
 
 The guests are defined (state = "stopped": defined, not started) on the real libvirtd by
-`reconcile apply`, then `reconcile plan` runs repeatedly with nothing to do. Prints the
-median and spread, and where the time goes. Run: `make bench` or
-`.venv/bin/python bench/noop_plan.py 100 1000`.
+`reconcile apply`; N foreign domains (`other-*`, not the lab's) are defined beside them.
+Then plan, apply and the floor run interleaved, 7 times each, with nothing to do. Prints
+medians, the ratios to the floor, what the no-op apply wrote (defines seen as libvirt
+lifecycle events, domain config files rewritten), and where a plan's time goes. Run:
+`make bench` or `.venv/bin/python bench/noop_plan.py 100 1000` (under the real-tests lock).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import libvirt
 
+from reconcile.adapters import libvirt as libvirt_adapter
 from reconcile.core.diff import diff_lab
 from reconcile.core.plan import make_plan
 from reconcile.core.report import render_text
@@ -58,11 +63,16 @@ state = "stopped"
     return path
 
 
+OTHER = "other"
+MEMORY_KIB = str(256 * 1024)
+CONFIGS = Path("/etc/libvirt/qemu")
+
+
 def cleanup() -> None:
     conn = libvirt.open(URI)
     try:
         for dom in conn.listAllDomains(0):
-            if dom.name().startswith(f"{LAB}-"):
+            if dom.name().startswith((f"{LAB}-", f"{OTHER}-")):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefine()
@@ -70,26 +80,82 @@ def cleanup() -> None:
         conn.close()
 
 
-def reconcile(*args: str) -> float:
+def define_foreign(n: int) -> None:
+    """N domains of something else on the same hypervisor (never started)."""
+    conn = libvirt.open(URI)
+    try:
+        for i in range(n):
+            conn.defineXML(
+                f"<domain type='qemu'><name>{OTHER}-{i:05d}</name><memory>65536</memory>"
+                "<os><type arch='x86_64'>hvm</type></os></domain>"
+            )
+    finally:
+        conn.close()
+
+
+class Events:
+    """Counts libvirt lifecycle events (a define is one) while the bench runs."""
+
+    def __init__(self) -> None:
+        # libvirt's one event loop per process, as reconcile runs it (the phases below
+        # open reconcile's own connections in this process)
+        libvirt_adapter._start_event_loop()
+        self.count = 0
+        self.conn = libvirt.openReadOnly(URI)
+        self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._seen, None
+        )
+
+    def _seen(self, _conn: object, dom: object, *_args: object) -> None:
+        self.count += 1
+
+
+def configs() -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in CONFIGS.glob(f"{LAB}-*.xml")}
+
+
+def timed(argv: list[str]) -> float:
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "reconcile", *args], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
-        raise SystemExit(f"reconcile {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}")
     return seconds
 
 
-def bench(n: int) -> None:
+def reconcile(*args: str) -> float:
+    return timed([sys.executable, "-m", "reconcile", *args])
+
+
+def bench(n: int, events: Events) -> None:
     path = manifest(n)
     define_s = reconcile("apply", str(path), "--yes", "--parallel", "4")
+    define_foreign(n)
     reconcile("plan", str(path), "--detailed-exitcode")  # warm: no changes, or it fails
-    times = sorted(reconcile("plan", str(path), "--detailed-exitcode") for _ in range(RUNS))
+    floor_argv = [sys.executable, str(ROOT / "bench" / "floor.py"), URI, LAB, str(n), MEMORY_KIB]
+    timed(floor_argv)  # warm, and it checks the domains are as wanted
+    before_events, before_configs = events.count, configs()
+    plans, applies, floors = [], [], []
+    for _ in range(RUNS):  # interleaved: plan, floor, apply, floor, ...
+        plans.append(reconcile("plan", str(path), "--detailed-exitcode"))
+        floors.append(timed(floor_argv))
+        applies.append(reconcile("apply", str(path), "--yes"))
+        floors.append(timed(floor_argv))
+    time.sleep(0.5)  # let the last events arrive
+    wrote_events = events.count - before_events
+    after = configs()
+    rewritten = sum(1 for name, mtime in after.items() if before_configs.get(name) != mtime)
+    plan_s, apply_s = statistics.median(plans), statistics.median(applies)
+    floor_s = statistics.median(floors)
     print(
-        f"N={n:5d}  no-op plan: median {statistics.median(times):.3f}s "
-        f"(min {times[0]:.3f}s, max {times[-1]:.3f}s, {RUNS} runs); "
-        f"defining them took {define_s:.1f}s"
+        f"N={n:5d} (+{n} foreign)  no-op plan: median {plan_s:.3f}s "
+        f"(min {min(plans):.3f}s, max {max(plans):.3f}s); no-op apply: median {apply_s:.3f}s "
+        f"(min {min(applies):.3f}s, max {max(applies):.3f}s); floor: median {floor_s:.3f}s "
+        f"(min {min(floors):.3f}s, max {max(floors):.3f}s); {RUNS} runs each\n"
+        f"  ratios to the floor: plan {plan_s / floor_s:.2f}x, apply {apply_s / floor_s:.2f}x; "
+        f"the {RUNS} no-op applies wrote: {wrote_events} lifecycle events, "
+        f"{rewritten} of {len(after)} domain config files rewritten; "
+        f"defining the guests took {define_s:.1f}s"
     )
     phases(path)
 
@@ -156,10 +222,11 @@ def main() -> None:
     os.chmod(STATE, 0o755)
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}, libvirt {libvirt.getVersion()}")
     baseline()
+    events = Events()
     try:
         for n in sizes:
             cleanup()
-            bench(n)
+            bench(n, events)
     finally:
         cleanup()
         # no guest was started, so no view of /nix/store was mounted here

@@ -30,7 +30,7 @@ from reconcile.core.exits import (
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
-from reconcile.orchestration import gitops, reports, runs
+from reconcile.orchestration import reports, runs
 from reconcile.orchestration.executor import (
     Outcome,
     Result,
@@ -284,6 +284,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _cmd_gitops(args: argparse.Namespace) -> int:
     if args.install_timer:
         return _install_timer(args)
+    from reconcile.orchestration import gitops  # noqa: PLC0415 - only this command needs it
+
     result = gitops.cycle(
         args.manifest,
         gitops.CycleOptions(
@@ -307,6 +309,8 @@ def _cmd_gitops(args: argparse.Namespace) -> int:
 
 
 def _install_timer(args: argparse.Namespace) -> int:
+    from reconcile.orchestration import gitops  # noqa: PLC0415 - only this command needs it
+
     manifest = parse_manifest(files.read_manifest(args.manifest), args.manifest)
     settings = gitops.settings(manifest)
     argv = [sys.executable, "-m", "reconcile", "gitops", str(args.manifest.resolve())]

@@ -13,13 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import structlog
-
 from reconcile.adapters import process
 from reconcile.core.desired import Ssh
 from reconcile.core.errors import ReconcileError
+from reconcile.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ASKPASS = '#!/bin/sh\nprintf "%s\\n" "$RECONCILE_ASKPASS_SECRET"\n'
 SECRET_VAR = "RECONCILE_ASKPASS_SECRET"  # noqa: S105 (a variable name, not a secret)

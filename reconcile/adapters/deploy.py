@@ -16,15 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from reconcile.adapters import process
 from reconcile.adapters.ssh import Session, UnreachableError, known_name
 from reconcile.core.desired import Activation, HealthCheck, Ssh
 from reconcile.core.errors import CommandError, ReconcileError
 from reconcile.core.hosts import CONFIRMED, STATE_DIR, SYSTEM_PROFILE
+from reconcile.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 NIX = ("nix", "--extra-experimental-features", "nix-command")
 

@@ -34,14 +34,13 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import structlog
-
 from reconcile.adapters import files
 from reconcile.adapters.process import Completed, run
 from reconcile.core.errors import CommandError, ReconcileError
 from reconcile.core.git_url import ALLOWED_PROTOCOLS, Transport, transport
+from reconcile.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 FETCH_TIMEOUT_S = 120.0
 LOCAL_TIMEOUT_S = 60.0

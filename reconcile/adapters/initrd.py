@@ -15,18 +15,17 @@ import os
 import threading
 from pathlib import Path
 
-import structlog
-
 from reconcile.adapters.files import read_regular
 from reconcile.core.errors import ReconcileError
 from reconcile.core.kmod import ModulePathError, load_order, module_name
+from reconcile.logs import get_logger
 
 MODULES_DEP_MAX_BYTES = 16 << 20  # a distribution kernel's is about 1 MiB
 MODULE_MAX_BYTES = 64 << 20
 FORMAT = "early-first/1"  # part of the file's key: a new layout never reuses an old file
 DIGEST_SUFFIX = ".sha256"
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def _entry(name: str, data: bytes, mode: int, ino: int) -> bytes:

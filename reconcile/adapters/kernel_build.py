@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from reconcile.adapters import process
 from reconcile.adapters.files import read_regular, write_atomic
 from reconcile.adapters.lock import flock_within
@@ -36,8 +34,9 @@ from reconcile.core.kconfig import (
     parse_config,
     render_fragment,
 )
+from reconcile.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

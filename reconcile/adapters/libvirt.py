@@ -35,7 +35,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
-import structlog
 
 from reconcile.core.desired import Hypervisor
 from reconcile.core.domain import (
@@ -59,8 +58,9 @@ from reconcile.core.libvirt_uri import (
     pinned_lines,
 )
 from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
+from reconcile.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -374,17 +374,27 @@ class LibvirtHypervisor:
         persistent = True if persistent is None else persistent
         return ObservedDomain(name, str(dom.UUIDString()), state, config, live, persistent)
 
-    def observe(self) -> HypervisorObservation:
+    def observe(self, prefix: str = "") -> HypervisorObservation:
         """Every domain on the hypervisor, with one list call; never raises for libvirt.
 
-        A domain that vanishes while being read is skipped (it is absent now). One that
-        cannot be read otherwise is reported in `unknown`; a lost connection makes the
-        whole observation an error, because every domain not yet read is unknown too.
+        Only domains whose name starts with `prefix` are read; the others are listed by
+        name in `others` (a no-op plan does not pay for the XML of domains that cannot be
+        its own). A domain that vanishes while being read is skipped (it is absent now).
+        One that cannot be read otherwise is reported in `unknown`; a lost connection makes
+        the whole observation an error, because every domain not yet read is unknown too.
         """
         started = time.monotonic()
         try:
             conn = self._connection()
-            handles = self._call("listAllDomains", conn.listAllDomains, 0)
+            listed_all = self._call("listAllDomains", conn.listAllDomains, 0)
+            handles: list[Any] = []
+            others: list[str] = []
+            for dom in listed_all:
+                name = str(dom.name())  # cached in the handle: no round trip
+                if name.startswith(prefix):
+                    handles.append(dom)
+                else:
+                    others.append(name)
             transient: set[str] = set()
             if any(dom.ID() != -1 for dom in handles):  # only an active domain can be transient
                 listed = self._call(
@@ -421,7 +431,7 @@ class LibvirtHypervisor:
             unknown=len(unknown),
             seconds=round(time.monotonic() - started, 4),
         )
-        return HypervisorObservation(self.uri, domains, None, unknown)
+        return HypervisorObservation(self.uri, domains, None, unknown, tuple(others))
 
     def probe(self, name: str) -> ObservedDomain | None:
         """The domain now, for a re-check before acting; None only when it does not exist."""

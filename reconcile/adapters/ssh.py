@@ -19,7 +19,6 @@ from typing import Any
 
 import fabric
 import paramiko
-import structlog
 from invoke.exceptions import CommandTimedOut
 
 from reconcile.adapters import process
@@ -27,8 +26,9 @@ from reconcile.adapters.agent import passphrase
 from reconcile.core.desired import Ssh
 from reconcile.core.errors import CommandError, ProbeError, ReconcileError
 from reconcile.core.hosts import PROBE, HostObservation, parse_probe
+from reconcile.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class HostKeyError(ReconcileError):

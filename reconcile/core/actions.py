@@ -29,6 +29,11 @@ class ActionKind(StrEnum):
     HEALTH = "health"  # the manifest's checks; on failure roll back to `previous`
 
 
+HOST_ACTIONS = frozenset(
+    {ActionKind.COPY, ActionKind.PROFILE, ActionKind.ACTIVATE, ActionKind.REBOOT, ActionKind.HEALTH}
+)
+
+
 @dataclass(frozen=True)
 class Action:
     kind: ActionKind

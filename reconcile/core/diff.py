@@ -374,6 +374,8 @@ def diff_lab(
                 changes.append(diff_copy(domain, hypervisor, lab))
                 continue
             changes.append(diff_orphan(domain, hypervisor, prune=prune, protected=mark.protect))
+        unmanaged.extend((hypervisor, name) for name in observation.others if name not in wanted)
+    unmanaged.sort()
     changes.sort(key=lambda c: c.name)
     view_changes = diff_views(intents, views, changes) if views is not None else ()
     root_changes = diff_roots(changes, observations, roots) if roots is not None else ()

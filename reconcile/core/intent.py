@@ -7,6 +7,7 @@ what the ownership mark records, so an unchanged intent means an unchanged domai
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -58,7 +59,14 @@ class ShareSpec:
 
     @property
     def view(self) -> View | None:
-        return None if self.writable else View(Path(self.source), Path(self.origin))
+        return None if self.writable else _view(self.source, self.origin)
+
+
+@functools.lru_cache(maxsize=4096)
+def _view(source: str, origin: str) -> View:
+    """One value per distinct share (a view is frozen): 1000 guests share a few, and making
+    paths anew per guest and per look cost ~30 ms of a no-op plan."""
+    return View(Path(source), Path(origin))
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class GuestIntent:
         return tuple(v for s in self.shares if (v := s.view) is not None)
 
 
+@functools.lru_cache(maxsize=4096)
 def view_path(state_dir: Path, source: Path) -> Path:
     """Where the lab's read-only view of `source` is mounted: one per source directory."""
     if source == NIX_STORE:
@@ -93,6 +102,7 @@ def view_path(state_dir: Path, source: Path) -> Path:
     return state_dir / "views" / digest
 
 
+@functools.lru_cache(maxsize=4096)
 def share_spec(state_dir: Path, tag: str, origin: Path, writable: bool) -> ShareSpec:
     source = origin if writable else view_path(state_dir, origin)
     return ShareSpec(tag, str(source), writable, str(origin))

@@ -58,6 +58,10 @@ class HypervisorObservation:
     domains: Mapping[str, ObservedDomain] | None
     error: str | None
     unknown: Mapping[str, str] = field(default_factory=dict)
+    # Listed by name only, not read: names that cannot be the lab's (no `<lab>-` prefix).
+    # They are unmanaged whatever they hold; a copy of a guest's mark among them can never
+    # be taken for the guest, whose name has the prefix.
+    others: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.domains is None) == (self.error is None):

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-import structlog
-
 from reconcile.core.actions import Action
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
 from reconcile.core.exits import EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK
 from reconcile.core.plan import Plan
+from reconcile.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 FAULT_ENV = "RECONCILE_FAULT"  # test hook: "kill-before:KEY" or "kill-after:KEY"
 

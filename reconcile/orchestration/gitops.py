@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from reconcile.adapters import files, git
 from reconcile.adapters.lock import LabLock
 from reconcile.core import confinement
@@ -33,12 +31,13 @@ from reconcile.core.gitops_status import Stage, cycle_metrics, unsigned_notice
 from reconcile.core.metrics import Metric
 from reconcile.core.plan import Plan
 from reconcile.core.report import render_text
+from reconcile.logs import get_logger
 from reconcile.orchestration import pipeline, reports
 from reconcile.orchestration.executor import Result, execute, exit_code
 from reconcile.orchestration.pipeline import Context, PlanOptions
 from reconcile.orchestration.runs import LabPerformer
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 LAST_HEAD = "gitops.last_head"  # the last commit a cycle accepted (applied, or planned)
 FAILED = "gitops.failed_commit"  # the commit whose apply failed: not retried by itself

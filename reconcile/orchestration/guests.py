@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import structlog
-
 from reconcile.adapters import kernel_build, nix, views
 from reconcile.adapters.initrd import guest_initrd
 from reconcile.adapters.kernel_build import KernelJob
@@ -18,10 +16,11 @@ from reconcile.core.errors import ReconcileError
 from reconcile.core.gcroots import closures_in_use, root_problems
 from reconcile.core.intent import GuestIntent
 from reconcile.core.observed import DomainState, ObservedDomain, ViewState
+from reconcile.logs import get_logger
 from reconcile.orchestration.executor import Check, StaleError
 from reconcile.orchestration.pipeline import Context, kernel_builds_in_use, observe
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 READY_PREFIX = "reconcile-ready: "
 # Console lines after which a guest will never become ready: fail at once, not at timeout.
@@ -115,7 +114,7 @@ class GuestPerformer:
 
     def _still_unused(self, build: Path) -> None:
         """Look again, just before deleting: a domain defined since the plan keeps it."""
-        observations = observe(self.ctx)
+        observations = observe(self.ctx, every_domain=True)
         if any(o.domains is None or o.unknown for o in observations.values()):
             raise StaleError(f"kept {build.name}: a hypervisor or domain is unknown now")
         if build.name in kernel_builds_in_use(build.parent, observations):

@@ -10,22 +10,17 @@ from __future__ import annotations
 import threading
 import time
 
-import structlog
-
 from reconcile.adapters import deploy
 from reconcile.adapters.ssh import Session
 from reconcile.core.actions import Action, ActionKind
 from reconcile.core.desired import Activation, Host
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
 from reconcile.core.hosts import SYSTEM_PROFILE, HostIntent
+from reconcile.logs import get_logger
 from reconcile.orchestration.executor import Check
 from reconcile.orchestration.pipeline import Context
 
-log = structlog.get_logger(__name__)
-
-HOST_ACTIONS = frozenset(
-    {ActionKind.COPY, ActionKind.PROFILE, ActionKind.ACTIVATE, ActionKind.REBOOT, ActionKind.HEALTH}
-)
+log = get_logger(__name__)
 
 
 class HostPerformer:

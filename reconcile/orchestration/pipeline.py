@@ -7,15 +7,15 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
-
-from reconcile.adapters import files, kernel_build, nix, process, ssh, statedir, views
+from reconcile.adapters import files, kernel_build, manifest_cache, nix, process, statedir, views
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.kernels import resolve_prebuilt
 from reconcile.adapters.libvirt import LibvirtHypervisor, for_hypervisor
 from reconcile.core.desired import Guest, GuestMode, Hypervisor, Manifest, PrebuiltKernel
 from reconcile.core.diff import diff_lab
+from reconcile.core.domain import domain_name
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.hosts import HostChange, HostIntent, HostObservation, diff_host
 from reconcile.core.intent import (
@@ -31,8 +31,12 @@ from reconcile.core.manifest import parse_manifest
 from reconcile.core.observed import HypervisorObservation
 from reconcile.core.plan import Plan, make_plan
 from reconcile.core.select import select
+from reconcile.logs import get_logger
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:  # fabric and paramiko (~60 ms) are imported only for a lab with hosts
+    from reconcile.adapters import ssh
+
+log = get_logger(__name__)
 
 HypervisorFactory = Callable[[Hypervisor], LibvirtHypervisor]
 HOST_PROBES = 16  # hosts probed at once
@@ -63,6 +67,8 @@ class Context:
     def session(self, host: str) -> ssh.Session:
         """The run's SSH connection to a host (opened on first command)."""
         if host not in self._sessions:
+            from reconcile.adapters import ssh  # noqa: PLC0415 - see TYPE_CHECKING above
+
             self._sessions[host] = ssh.Session(self.manifest.hosts[host].ssh)
         return self._sessions[host]
 
@@ -92,7 +98,11 @@ class Context:
 
 
 def load(path: Path) -> Manifest:
-    manifest = parse_manifest(files.read_manifest(path), path)
+    data = files.read_manifest(path)
+    known = manifest_cache.schema_valid(data)
+    manifest = parse_manifest(data, path, schema_valid=known)
+    if not known:
+        manifest_cache.remember(data)
     # The variables that hold passphrases are read in this process only (paramiko, or the
     # askpass of a run's own agent): no other child inherits them.
     process.hide_from_children(
@@ -117,7 +127,7 @@ def resolve_kernels(
     for name in sorted({g.kernel for g in guests if g.kernel}):
         kernel = manifest.kernels[name]
         if isinstance(kernel.source, PrebuiltKernel):
-            kernels[name] = resolve_prebuilt(kernel)
+            kernels[name] = resolve_prebuilt(kernel, manifest.lab.state_dir / "kernel-digests.json")
             continue
         job = kernel_build.locate(kernel, manifest.lab.state_dir, manifest.lab.build_timeout_s)
         config = job.config() if job.complete() else kernel_build.resolve_config(job)
@@ -188,18 +198,26 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
     return Wanted(result, host_intents, unbuilt, kernels_to_build)
 
 
-def observe(ctx: Context) -> dict[str, HypervisorObservation]:
-    """One snapshot per hypervisor of the manifest (all of them: orphans live anywhere)."""
+def observe(ctx: Context, *, every_domain: bool = False) -> dict[str, HypervisorObservation]:
+    """One snapshot per hypervisor of the manifest (all of them: orphans live anywhere).
+
+    Only domains named `<lab>-...` are read (the others are listed by name: they cannot be
+    this lab's guests); `every_domain` reads them all, for what must know every kernel any
+    domain boots (pruning kernel builds).
+    """
+    prefix = "" if every_domain else domain_name(ctx.manifest.lab.name, "")
     observations = {}
     for name in sorted(ctx.manifest.hypervisors):
         started = time.monotonic()
-        observations[name] = ctx.hypervisor(name).observe()
+        observations[name] = ctx.hypervisor(name).observe(prefix)
         log.debug("observed", hypervisor=name, seconds=round(time.monotonic() - started, 3))
     return observations
 
 
 def observe_hosts(ctx: Context, hosts: Sequence[HostIntent]) -> list[HostChange]:
     """Each host probed over its own connection, in parallel; a failure is unknown."""
+
+    from reconcile.adapters import ssh  # noqa: PLC0415 - see TYPE_CHECKING above
 
     def one(intent: HostIntent) -> HostChange:
         started = time.monotonic()
@@ -229,7 +247,10 @@ def claim_state_dir(manifest: Manifest) -> None:
 def make(ctx: Context, options: PlanOptions) -> Plan:
     claim_state_dir(ctx.manifest)
     wanted = intents(ctx.manifest, options.targets)
-    observations = observe(ctx) if wanted.guests or not options.targets else {}
+    prune_kernels = options.prune and not options.targets
+    observations = (
+        observe(ctx, every_domain=prune_kernels) if wanted.guests or not options.targets else {}
+    )
     host_changes = observe_hosts(ctx, wanted.hosts)
     scope = frozenset(g.name for g in wanted.guests)
     diff = diff_lab(
@@ -243,11 +264,7 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
     )
     diff = replace(diff, hosts=tuple(host_changes))
     unbuilt, kernels = wanted.unbuilt, wanted.kernels
-    stale = (
-        stale_kernel_builds(ctx.manifest, observations)
-        if options.prune and not options.targets
-        else ()
-    )
+    stale = stale_kernel_builds(ctx.manifest, observations) if prune_kernels else ()
     return make_plan(diff, unbuilt, kernels, stale_kernels=stale)
 
 

@@ -12,14 +12,13 @@ from typing import Any
 
 from reconcile.adapters import files
 from reconcile.adapters.lock import LabLock
-from reconcile.core.actions import Action
+from reconcile.core.actions import HOST_ACTIONS, Action
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.plan import Plan
 from reconcile.core.report import render_json, render_text
 from reconcile.orchestration import pipeline, reports
 from reconcile.orchestration.executor import Check, Performer, Result, execute
 from reconcile.orchestration.guests import GuestPerformer
-from reconcile.orchestration.hosts import HOST_ACTIONS, HostPerformer
 from reconcile.orchestration.pipeline import Context, PlanOptions
 
 __all__ = ["ApplyOptions", "PlanOptions", "Planned", "plan", "session"]
@@ -107,8 +106,18 @@ class LabPerformer:
     """Routes each action to the performer of its kind: hosts, or guests (and builds)."""
 
     def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.guests = GuestPerformer(ctx)
-        self.hosts = HostPerformer(ctx)
+        self._hosts: Performer | None = None
+
+    @property
+    def hosts(self) -> Performer:
+        """Made on first use: it brings in the SSH adapter (fabric, paramiko: ~60 ms)."""
+        if self._hosts is None:
+            from reconcile.orchestration.hosts import HostPerformer  # noqa: PLC0415
+
+            self._hosts = HostPerformer(self.ctx)
+        return self._hosts
 
     def _for(self, action: Action) -> Performer:
         return self.hosts if action.kind in HOST_ACTIONS else self.guests

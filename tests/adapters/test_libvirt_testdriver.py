@@ -300,3 +300,25 @@ def test_a_transient_domain_is_observed_and_defining_it_makes_it_persistent(
     hv.define(spec)  # the same spec: persistent again, still running
     again = hv.probe(spec.name)
     assert again is not None and again.persistent and again.state is DomainState.RUNNING
+
+
+def test_only_domains_with_the_prefix_are_read_the_others_are_listed_by_name(
+    hv: LibvirtHypervisor, raw: Any, lab: str, tmp_path: Path
+) -> None:
+    spec = spec_for(lab, "a", tmp_path)
+    hv.define(spec)
+    xml = raw.lookupByName(spec.name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    # a copy of the guest's mark under a name without the lab's prefix
+    other = f"x{lab}-copy"
+    copy = xml.replace(f"<name>{spec.name}</name>", f"<name>{other}</name>")
+    copy = copy.replace(f"<uuid>{raw.lookupByName(spec.name).UUIDString()}</uuid>", "")
+    raw.defineXML(copy)
+    try:
+        everything = hv.observe()
+        assert everything.domains is not None and other in everything.domains
+        assert everything.domains[other].mark is not None
+        ours = hv.observe(f"{lab}-")
+        assert ours.domains is not None and set(ours.domains) == {spec.name}
+        assert other in ours.others and spec.name not in ours.others
+    finally:
+        raw.lookupByName(other).undefine()

@@ -357,3 +357,20 @@ def test_target_selects_by_name_and_tag_and_rejects_unknown() -> None:
     assert [g.name for g in select(manifest, ["c", "tag:x"])[0]] == ["b", "c"]
     with pytest.raises(ReconcileError, match="--target tag:nope matches no guest"):
         select(manifest, ["tag:nope"])
+
+
+def test_domains_listed_by_name_only_are_unmanaged_and_never_changed() -> None:
+    want = intents()
+    observed = {
+        "local": HypervisorObservation(
+            "test:///default", {}, None, others=("web", "z-other", "copy-of-t-a")
+        )
+    }
+    plan = make_plan(diff_lab("t", want, observed, prune=True), {})
+    assert plan.diff.unmanaged == (
+        ("local", "copy-of-t-a"),
+        ("local", "web"),
+        ("local", "z-other"),
+    )
+    assert {c.name for c in plan.diff.changes} == {i.name for i in want}
+    assert all(c.kind is ChangeKind.CREATE for c in plan.diff.changes)

@@ -12,9 +12,6 @@ import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
-import tomlkit
-from tomlkit.exceptions import ParseError, TOMLKitError
-
 from reconcile.core.desired import Manifest
 from reconcile.core.errors import ManifestError, Problem
 from reconcile.core.manifest import locate, schema, semantics
@@ -80,6 +77,9 @@ def _decode(data: bytes, file: Path) -> str:
 
 
 def _tomlkit_error(text: str, file: Path) -> ManifestError | None:
+    import tomlkit  # noqa: PLC0415 - only to explain a syntax error (tomllib reads the rest)
+    from tomlkit.exceptions import ParseError, TOMLKitError  # noqa: PLC0415
+
     try:
         tomlkit.parse(text)
     except ParseError as exc:
@@ -128,8 +128,12 @@ def located_problems(text: str, file: Path, findings: Iterable[schema.Finding]) 
     return sorted(problems, key=lambda p: (p.line or 0, p.path))
 
 
-def parse_manifest(data: bytes, file: Path) -> Manifest:
-    """Parse and validate a manifest; raise ManifestError listing every problem."""
+def parse_manifest(data: bytes, file: Path, *, schema_valid: bool = False) -> Manifest:
+    """Parse and validate a manifest; raise ManifestError listing every problem.
+
+    `schema_valid` says these exact bytes passed this code's schema validation before (the
+    caller's cache, adapters/manifest_cache.py): the schema stage is skipped, nothing else.
+    """
     text = _decode(data, file)
     if not text.strip():
         raise _fail(
@@ -154,7 +158,7 @@ def parse_manifest(data: bytes, file: Path) -> Manifest:
     def located(findings: list[schema.Finding]) -> ManifestError:
         return ManifestError(located_problems(text, file, findings))
 
-    if findings := schema.validate(document):
+    if not schema_valid and (findings := schema.validate(document)):
         raise located(findings)
     defaulted = schema.apply_defaults(document)
     if findings := semantics.check(defaulted, document):

@@ -12,9 +12,11 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 from reconcile.core.manifest.locate import Path
 from reconcile.core.units import duration_problem, size_problem
@@ -38,6 +40,14 @@ class Finding:
     hint: str | None = None
 
 
+def _jsonschema() -> ModuleType:
+    """jsonschema (~40 ms to import), only when a document is validated: a manifest whose
+    exact bytes were validated before by this code is not (adapters/manifest_cache.py)."""
+    import jsonschema  # noqa: PLC0415
+
+    return jsonschema
+
+
 @functools.cache
 def manifest_schema() -> dict[str, Json]:
     text = resources.files("reconcile.core.manifest").joinpath("manifest.schema.json").read_text()
@@ -45,8 +55,26 @@ def manifest_schema() -> dict[str, Json]:
     return schema
 
 
+# id(node) -> (node, resolved): apply_defaults resolves the same few nodes for every guest
+# (~25 µs a guest). The node is kept, so its id cannot be reused while cached; a node is
+# never mutated (the schema is loaded once, and defaults are copied, not edited).
+_RESOLVED: dict[int, tuple[dict[str, Json], dict[str, Json]]] = {}
+
+
 def resolve(node: dict[str, Json]) -> dict[str, Json]:
     """Follow local `$ref`s (the schema uses only `#/$defs/...`); local keys win."""
+    if "$ref" not in node:
+        return node
+    cached = _RESOLVED.get(id(node))
+    if cached is not None and cached[0] is node:
+        return cached[1]
+    resolved = _resolve(node)
+    if len(_RESOLVED) < 4096:
+        _RESOLVED[id(node)] = (node, resolved)
+    return resolved
+
+
+def _resolve(node: dict[str, Json]) -> dict[str, Json]:
     root = manifest_schema()
     while "$ref" in node:
         target: Json = root
@@ -166,7 +194,8 @@ def _format(schema: dict[str, Json]) -> str | None:
 
 
 def _matches(name: str, schema: dict[str, Json]) -> bool:
-    return jsonschema.Draft202012Validator(schema).is_valid(name)
+    valid: bool = _jsonschema().Draft202012Validator(schema).is_valid(name)
+    return valid
 
 
 def ecma_anchors(pattern: str) -> str:
@@ -215,7 +244,7 @@ def _size(
     except (TypeError, ValueError):  # not a size: `type` and `pattern` say so
         return
     if problem:
-        yield jsonschema.ValidationError(problem)
+        yield _jsonschema().ValidationError(problem)
 
 
 def _duration(
@@ -232,7 +261,7 @@ def _duration(
     except (TypeError, ValueError):
         return
     if problem:
-        yield jsonschema.ValidationError(problem)
+        yield _jsonschema().ValidationError(problem)
 
 
 def _is_integer(checker: Json, instance: Json) -> bool:
@@ -241,17 +270,17 @@ def _is_integer(checker: Json, instance: Json) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-# The schema's own keywords: bounds a pattern cannot express, checked with the code's parsers.
-Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft202012Validator,
-    validators={"x-size": _size, "x-duration": _duration},
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
-
-
 @functools.cache
 def _validator() -> Any:
-    return Validator(_inline(manifest_schema()))
+    jsonschema = _jsonschema()
+    # The schema's own keywords: bounds a pattern cannot express, checked with the code's
+    # parsers.
+    validator = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        validators={"x-size": _size, "x-duration": _duration},
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    )
+    return validator(_inline(manifest_schema()))
 
 
 def validate(document: dict[str, Json]) -> list[Finding]:
