@@ -1,7 +1,9 @@
 #!@out@/sw/bin/sh
 # Stage 2 of the reconcile demo system @name@: PID 1 on a tmpfs root, the store read-only.
-# Prints, in this order: reconcile-message, reconcile-store, reconcile-acpi and last the
-# readiness line "reconcile-ready: @out@". Then it stays up for ever (PID 1 never exits).
+# Prints, in this order: reconcile-message, reconcile-store, reconcile-acpi, then runs the
+# system's services (systemd.services wanted by multi-user.target, etc/services/order):
+# the backends' reconcile-ready prints the readiness line "reconcile-ready: @out@". Then it
+# stays up for ever (PID 1 never exits).
 toplevel=@out@
 export PATH=$toplevel/sw/bin
 umask 022
@@ -25,7 +27,7 @@ say() {
 ln -sfn "$toplevel" /run/current-system
 ln -sfn "$toplevel" /run/booted-system
 ln -sfn "$toplevel/sw/bin/sh" /bin/sh
-hostname @name@
+hostname @hostName@
 
 while read -r line; do say "reconcile-message: $line"; done <"$toplevel/etc/reconcile-message"
 
@@ -75,5 +77,9 @@ else
   say "reconcile-acpi: no input devices (evdev and button not loaded): no ACPI shutdown"
 fi
 
-say "reconcile-ready: $toplevel"
+# The demo's systemd: each service's script, in order, once (Type=oneshot).
+while read -r service; do
+  [ -n "$service" ] || continue
+  sh -e "$toplevel/etc/services/$service" </dev/null || say "reconcile-service: $service failed ($?)"
+done <"$toplevel/etc/services/order"
 while :; do sleep 3600; done

@@ -1,10 +1,13 @@
-# The demo systems, as data: name -> options. Tests copy this directory and edit this file
-# to change one system's closure and nothing else.
+# The demo systems, as data: name -> settings (the demo platform's `demo.*` options,
+# platform/default.nix). Each system is nixosModules.imageless on the demo platform with
+# these settings (flake.nix). Tests copy this directory and edit this file to change one
+# system's closure and nothing else.
 #   message:         printed on the console at boot (changing it changes the closure)
 #   switchBehaviour: "ok" | "fail" (exit 1, change nothing) | "degraded" (switch, exit 4)
 #   failBuild:       true makes the build fail (for tests of build errors)
 #   healthy:         false writes "broken" to etc/reconcile-health (for health-check tests)
 #   switchDelay:     seconds switch-to-configuration waits before acting
+#   probeShares:     virtiofs tags the guest tries to write to at boot (README.md)
 {
   demo-a = { message = "demo system a"; };
   demo-b = { message = "demo system b"; };

@@ -52,6 +52,25 @@ if [[ -d nix ]] && ! cmp -s /bin/busybox nix/bb/busybox 2>/dev/null; then
   install -D -m 0755 /bin/busybox nix/bb/busybox
 fi
 
+# The demo flake's one input, nixpkgs' lib (its systems are evaluated with the module
+# system): nix/flake.lock pins it to the copy vendored in ../shared/vendor, by hash. Put that
+# copy in the store under the name and hash the lock names, so that no evaluation of the
+# flake (reconcile's own `nix build path:...` included) ever tries to fetch it, and keep it
+# there with a GC root.
+vendored_lib=../shared/vendor/nixpkgs-lib
+if [[ -d nix && -f $vendored_lib/flake.nix ]]; then
+  vendored_lib=$(realpath "$vendored_lib")
+  locked=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["nodes"]["nixpkgs-lib"]["locked"]["narHash"])' nix/flake.lock)
+  if [[ "$(nix hash path "$vendored_lib")" != "$locked" ]]; then
+    say "warning: $vendored_lib does not hash to nix/flake.lock's $locked: the demo flake will try to fetch it"
+  else
+    lib_path=$(nix eval --impure --raw --expr "builtins.path { path = $vendored_lib; name = \"source\"; }")
+    mkdir -p /nix/var/nix/gcroots
+    [[ "$(readlink /nix/var/nix/gcroots/reconcile-nixpkgs-lib 2>/dev/null)" == "$lib_path" ]] ||
+      ln -sfn "$lib_path" /nix/var/nix/gcroots/reconcile-nixpkgs-lib
+  fi
+fi
+
 # The venv, rebuilt when pyproject.toml changes.
 stamp=.venv/.pyproject.sha256
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)

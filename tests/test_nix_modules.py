@@ -301,6 +301,88 @@ def test_flake_check_passes_with_the_vendored_lib() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def demo_flake(tmp_path: Path) -> Path:
+    """A copy of nix/ with busybox in place, for editing its modules or systems."""
+    copy = tmp_path / "flake"
+    shutil.copytree(ROOT / "nix", copy, ignore=shutil.ignore_patterns("result*", "bb"))
+    (copy / "bb").mkdir()
+    shutil.copy2("/bin/busybox", copy / "bb" / "busybox")
+    return copy
+
+
+def flake_eval(flake: Path, attr: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(NIX), *NIX_FLAGS, "eval", "--json", "--no-write-lock-file"]
+    argv += ["--override-input", "nixpkgs-lib", f"path:{LIB}", f"path:{flake}#{attr}"]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+
+
+def demo_config(flake: Path, system: str, select: str) -> Any:
+    proc = flake_eval(flake, f"nixosConfigurations.{system}.config.{select}")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="no /bin/busybox")
+def test_the_demo_systems_are_the_imageless_backend_on_the_demo_platform(tmp_path: Path) -> None:
+    flake = demo_flake(tmp_path)
+    assert demo_config(flake, "demo-a", "reconcile.backend") == "imageless"
+    build = "system.build"
+    # the initrd mounts the module's file systems, parents first (nix/stage-1-init.sh)
+    assert demo_config(flake, "demo-a", f"{build}.initialRamdisk.mounts").splitlines() == [
+        "tmpfs / tmpfs mode=0755,size=50% 0",
+        "modules /lib/modules virtiofs ro 1",
+        "store /nix/store virtiofs ro 0",
+    ]
+    params = demo_config(flake, "demo-a", f"{build}.toplevel.kernelParams").split()
+    assert sorted(params) == ["console=ttyS0,115200", "root=tmpfs"]
+    services = demo_config(flake, "demo-a", f"{build}.toplevel.serviceNames")
+    assert services == "reconcile-ready"  # the module's readiness unit, run by stage 2
+    a = demo_config(flake, "demo-a", f"{build}.initialRamdisk.drvPath")
+    assert demo_config(flake, "demo-b", f"{build}.initialRamdisk.drvPath") == a
+
+    module = flake / "modules" / "imageless.nix"
+    module.write_text(module.read_text().replace('device = "store";', 'device = "stor";'))
+    mounts = demo_config(flake, "demo-a", f"{build}.initialRamdisk.mounts")
+    assert "stor /nix/store virtiofs ro 0" in mounts.splitlines()  # tests/real boots it
+
+
+@pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="no /bin/busybox")
+def test_a_misspelt_demo_setting_fails_evaluation(tmp_path: Path) -> None:
+    flake = demo_flake(tmp_path)
+    systems = flake / "systems.nix"
+    systems.write_text(systems.read_text().replace("demo-c = { message", "demo-c = { mesage"))
+    proc = flake_eval(flake, "packages.x86_64-linux.demo-c.drvPath")
+    assert proc.returncode != 0
+    assert "demo.mesage' does not exist" in proc.stderr
+    assert "nix/systems.nix (demo-c)" in proc.stderr
+
+
+def platform_system(config: str) -> subprocess.CompletedProcess[str]:
+    return nix_eval(
+        f"""
+        let
+          lib = import {LIB}/lib;
+          platform = import {ROOT}/nix/platform {{ bb = "/bin/busybox"; system = "x86_64-linux"; }};
+          s = lib.evalModules {{
+            modules = [ {ROOT}/nix/modules/imageless.nix {ROOT}/nix/modules/shares.nix platform
+              {{ networking.hostName = "t"; }} ({config}) ];
+          }};
+        in s.config.system.build.toplevel.drvPath
+        """
+    )
+
+
+def test_the_demo_platform_refuses_what_it_does_not_implement() -> None:
+    assert platform_system("{ }").returncode == 0
+    proc = platform_system("{ reconcile.mounts.shares.results = { }; }")
+    assert proc.returncode != 0
+    assert "mounts only file systems needed for boot, not /mnt/results" in proc.stderr
+    proc = platform_system("{ boot.loader.grub.enable = lib.mkForce true; }")
+    assert "has no boot loader" in proc.stderr
+    proc = platform_system("{ environment.systemPackages = [ ]; }")
+    assert "does not exist" in proc.stderr
+
+
 @pytest.mark.parametrize("template", ["lab", "imageless", "disk"])
 def test_template_manifests_validate(template: str, tmp_path: Path) -> None:
     copy = tmp_path / template

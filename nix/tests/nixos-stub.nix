@@ -32,6 +32,7 @@ let
   opt = type: default: mkOption { inherit type default; };
   strs = opt (types.listOf types.str) [ ];
   unitOption = types.oneOf [ types.bool types.int types.str (types.listOf types.str) ];
+  # systemd.timers (services are declared in ../platform/options.nix, the same way).
   unitCommon = {
     description = opt types.str "";
     wantedBy = strs;
@@ -41,27 +42,7 @@ let
     before = strs;
     unitConfig = opt (types.attrsOf unitOption) { };
   };
-  service = types.submodule {
-    options = unitCommon // {
-      serviceConfig = opt (types.attrsOf unitOption) { };
-      path = opt (types.listOf (types.either types.package types.str)) [ ];
-      environment = opt (types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]))) { };
-      script = opt types.lines "";
-      restartIfChanged = opt types.bool true;
-    };
-  };
   timer = types.submodule { options = unitCommon // { timerConfig = opt (types.attrsOf unitOption) { }; }; };
-  fileSystem = types.submodule ({ name, ... }: {
-    options = {
-      mountPoint = opt types.str name;
-      device = opt (types.nullOr types.str) null;
-      fsType = opt types.str "auto";
-      options = opt (types.nonEmptyListOf types.str) [ "defaults" ];
-      neededForBoot = opt types.bool false;
-      autoResize = opt types.bool false;
-      autoFormat = opt types.bool false;
-    };
-  });
   user = types.submodule {
     options = {
       isNormalUser = opt types.bool false;
@@ -83,19 +64,12 @@ let
   };
 in
 {
+  # The options the demo platform implements too (boot.*, fileSystems, systemd.services, ...).
+  imports = [ ../platform/options.nix ];
+
   options = {
-    assertions = opt (types.listOf types.unspecified) [ ];
-    warnings = strs;
-    networking.hostName = opt types.str "nixos";
-    boot.kernelParams = opt (types.listOf (types.strMatching ''([^"[:space:]]|"[^"]*")+'')) [ ];
-    boot.initrd.availableKernelModules = strs;
-    boot.initrd.kernelModules = strs;
-    boot.bootspec.enable = opt types.bool true;
-    boot.loader.grub.enable = opt types.bool true;
     boot.loader.grub.device = opt types.str "";
     boot.growPartition = opt types.bool false;
-    fileSystems = opt (types.attrsOf fileSystem) { };
-    systemd.services = opt (types.attrsOf service) { };
     systemd.timers = opt (types.attrsOf timer) { };
     systemd.tmpfiles.rules = strs;
     users.users = opt (types.attrsOf user) { };
@@ -115,7 +89,6 @@ in
     virtualisation.libvirtd.enable = opt types.bool false;
     nix.settings.experimental-features = strs;
     nix.settings.trusted-users = opt (types.listOf types.str) [ "root" ];
-    system.build = opt (types.lazyAttrsOf types.raw) { };
     image.modules = opt (types.attrsOf types.deferredModule) { };
   };
 

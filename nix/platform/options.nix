@@ -1,0 +1,54 @@
+# The NixOS options that the backends set and the demo platform implements, with
+# nixpkgs' names and types (where nixpkgs declares each: ../tests/nixos-stub.nix's header).
+# Shared by the demo platform (./default.nix) and the option stubs of the module checks.
+{ lib, ... }:
+let
+  inherit (lib) mkOption types;
+  opt = type: default: mkOption { inherit type default; };
+  strs = opt (types.listOf types.str) [ ];
+  unitOption = types.oneOf [ types.bool types.int types.str (types.listOf types.str) ];
+  unitCommon = {
+    description = opt types.str "";
+    wantedBy = strs;
+    wants = strs;
+    requires = strs;
+    after = strs;
+    before = strs;
+    unitConfig = opt (types.attrsOf unitOption) { };
+  };
+  service = types.submodule {
+    options = unitCommon // {
+      serviceConfig = opt (types.attrsOf unitOption) { };
+      path = opt (types.listOf (types.either types.package types.str)) [ ];
+      environment = opt (types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]))) { };
+      script = opt types.lines "";
+      restartIfChanged = opt types.bool true;
+    };
+  };
+  fileSystem = types.submodule ({ name, ... }: {
+    options = {
+      mountPoint = opt types.str name;
+      device = opt (types.nullOr types.str) null;
+      fsType = opt types.str "auto";
+      options = opt (types.nonEmptyListOf types.str) [ "defaults" ];
+      neededForBoot = opt types.bool false;
+      autoResize = opt types.bool false;
+      autoFormat = opt types.bool false;
+    };
+  });
+in
+{
+  options = {
+    assertions = opt (types.listOf types.unspecified) [ ];
+    warnings = strs;
+    networking.hostName = opt types.str "nixos";
+    boot.kernelParams = opt (types.listOf (types.strMatching ''([^"[:space:]]|"[^"]*")+'')) [ ];
+    boot.initrd.availableKernelModules = strs;
+    boot.initrd.kernelModules = strs;
+    boot.bootspec.enable = opt types.bool true;
+    boot.loader.grub.enable = opt types.bool true;
+    fileSystems = opt (types.attrsOf fileSystem) { };
+    systemd.services = opt (types.attrsOf service) { };
+    system.build = opt (types.lazyAttrsOf types.raw) { };
+  };
+}
