@@ -158,6 +158,7 @@ class Session:
         with self._lock:
             conn = self._connect()
             log.debug("ssh exec", host=self.ssh.host, argv=args)
+            running = time.monotonic()
             try:
                 done = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
             except CommandTimedOut:
@@ -172,10 +173,19 @@ class Session:
                 raise UnreachableError(
                     f"{self.ssh.host}: connection lost during {command}: {exc}"
                 ) from None
-        if done.exited == -1:  # no exit status: the session died under the command
-            self.close()
-            raise UnreachableError(f"{self.ssh.host}: connection lost during {command}")
         seconds = time.monotonic() - started
+        if done.exited == -1:  # no exit status: the channel closed under the command
+            self.close()
+            if time.monotonic() - running >= timeout:
+                # invoke's timeout closes the channel from a timer thread, and reports
+                # CommandTimedOut only if that thread has finished: otherwise this.
+                raise CommandError(
+                    ("ssh", self.ssh.host, *args),
+                    -1,
+                    f"timed out after {timeout:g}s",
+                    retryable=True,
+                )
+            raise UnreachableError(f"{self.ssh.host}: connection lost during {command}")
         result = process.Completed(args, done.exited, done.stdout, done.stderr, seconds)
         if check and result.returncode != 0:
             raise CommandError(
