@@ -42,7 +42,6 @@ class Action:
     domain: str = ""
     intent: GuestIntent | None = None
     installables: tuple[str, ...] = ()  # BUILD only
-    graceful: bool = True  # SHUTDOWN: try ACPI first
     timeout_s: float = 0.0
     path: str = ""  # BUILD_KERNEL: the build's directory
     host: HostIntent | None = None  # host actions
@@ -61,16 +60,3 @@ class Action:
         if self.kind is ActionKind.VIEW:
             return f"view:{self.subject}"
         return f"{self.subject}/{self.kind.value}"
-
-    def describe(self) -> str:
-        if self.kind is ActionKind.BUILD:
-            return f"build {len(self.installables)} closure(s)"
-        if self.kind is ActionKind.BUILD_KERNEL:
-            return f"build kernel {self.subject}"
-        if self.kind is ActionKind.REMOVE_KERNEL:
-            return f"remove kernel build {self.path}"
-        if self.kind is ActionKind.GC_ROOTS:
-            return f"restore the GC roots of {self.subject}"
-        if self.kind is ActionKind.VIEW and self.view is not None:
-            return f"make the read-only view {self.view.path} of {self.view.source}"
-        return f"{self.kind.value} {self.subject}"

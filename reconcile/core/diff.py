@@ -349,7 +349,6 @@ def diff_lab(
     *,
     prune: bool,
     scope: frozenset[str] | None = None,
-    unresolved: Iterable[GuestChange] = (),
     views: Mapping[View, ViewState] | None = None,
     roots: Mapping[str, Mapping[str, GcRootFacts]] | None = None,
 ) -> Diff:
@@ -358,7 +357,6 @@ def diff_lab(
     not observed)."""
     intents = list(intents)
     changes = [diff_guest(i, observations[i.guest.hypervisor], lab) for i in intents]
-    changes.extend(unresolved)
     wanted = {c.domain for c in changes}
     unmanaged: list[tuple[str, str]] = []
     for hypervisor, observation in sorted(observations.items()):

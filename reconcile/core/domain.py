@@ -228,7 +228,8 @@ def _render_mark(parent: ET.Element, mark: Mark) -> None:
 
 
 def render_domain_xml(spec: DomainSpec) -> str:
-    """The domain XML of contracts.md §2. Values go through ElementTree, which escapes them."""
+    """The domain XML of an imageless guest (docs/architecture.md). Values go through
+    ElementTree, which escapes them."""
     root = ET.Element("domain", {"type": str(spec.accel)})
     _sub(root, "name", text=spec.name)
     _sub(root, "uuid", text=spec.uuid)

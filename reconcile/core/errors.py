@@ -86,9 +86,5 @@ class DegradedError(ReconcileError):
     """
 
 
-class ApplyError(ReconcileError):
-    """Applying failed in a way that is not one action's failure."""
-
-
 class LockError(ReconcileError):
     """Another run holds the lab's lock."""

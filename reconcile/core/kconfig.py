@@ -14,8 +14,8 @@ from dataclasses import dataclass
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
 
-# What an imageless guest's kernel must have built in (contracts.md section 2): the store
-# arrives over virtiofs before any module could be loaded, onto a tmpfs root.
+# What an imageless guest's kernel must have built in (docs/architecture.md, imageless
+# guests): the store arrives over virtiofs before any module could be loaded, onto tmpfs.
 IMAGELESS_REQUIRED = ("VIRTIO_PCI", "VIRTIO_FS", "FUSE_FS", "TMPFS", "DEVTMPFS")
 # Console drivers by the console= a command line names.
 CONSOLE_REQUIRED = {

@@ -13,7 +13,8 @@ from reconcile.core.kconfig import (
     base_config,
     render_fragment,
 )
-from reconcile.core.manifest.schema import ecma_anchors, subschema_at
+from reconcile.core.manifest.schema import ecma_anchors
+from tests.support.schema import subschema_at
 
 TARGETS = [*sorted(CONFIG_TARGETS), "x86_64_defconfig", "i386_defconfig", "multi_v7_defconfig"]
 FILES = ["./my.config", "/srv/configs/guest.config", "arch/x86/configs/x.config", "a b/c"]

@@ -21,7 +21,8 @@ from reconcile.core.libvirt_uri import (
     pinned_lines,
 )
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.manifest.schema import ecma_anchors, subschema_at
+from reconcile.core.manifest.schema import ecma_anchors
+from tests.support.schema import subschema_at
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVhmTUhVpvXYpbmqi7rMc9QIr4ldbyGFPIWu5SnU6RB"
 AUTH = SshAuth(PurePosixPath("/tmp/r/known_hosts"))

@@ -84,24 +84,6 @@ def _resolve(node: dict[str, Json]) -> dict[str, Json]:
     return node
 
 
-def subschema_at(path: Path) -> dict[str, Json] | None:
-    """The schema of the value at `path` in a document, or None if the path leaves it."""
-    node = resolve(manifest_schema())
-    for part in path:
-        if isinstance(part, int):
-            items = node.get("items")
-            if not isinstance(items, dict):
-                return None
-            node = resolve(items)
-        elif part in node.get("properties", {}):
-            node = resolve(node["properties"][part])
-        elif isinstance(node.get("additionalProperties"), dict):
-            node = resolve(node["additionalProperties"])
-        else:
-            return None
-    return node
-
-
 def type_name(value: Json) -> str:
     match value:
         case bool():
