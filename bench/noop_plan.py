@@ -25,7 +25,7 @@ import libvirt
 from reconcile.adapters import libvirt as libvirt_adapter
 from reconcile.core.diff import diff_lab
 from reconcile.core.plan import make_plan
-from reconcile.core.report import render_text
+from reconcile.core.plan_report import render_text
 from reconcile.logs import configure_logging
 from reconcile.orchestration import pipeline
 

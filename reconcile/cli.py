@@ -30,7 +30,7 @@ from reconcile.core.exits import (
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
-from reconcile.orchestration import reports, runs
+from reconcile.orchestration import drift_runs, runs
 from reconcile.orchestration.executor import (
     Outcome,
     Result,
@@ -244,14 +244,14 @@ def _record_apply(
         "conflicts": sorted(conflicts),
     }
     done = outcome.get(code, "failed") if results or conflicts else "no-changes"
-    reports.record_apply(manifest, started, code, done, summary)
+    drift_runs.record_apply(manifest, started, code, done, summary)
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
-    report = reports.drift(
-        args.manifest, reports.DriftOptions(tuple(args.target), metrics=args.metrics)
+    report = drift_runs.drift(
+        args.manifest, drift_runs.DriftOptions(tuple(args.target), metrics=args.metrics)
     )
-    text = reports.rendered(report, args.format)
+    text = drift_runs.rendered(report, args.format)
     if args.out:
         files.write_atomic(args.out, text)
         print(f"Wrote the {args.format} drift report to {args.out}", file=sys.stderr)
@@ -261,7 +261,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    runs_ = reports.recent(args.manifest, args.limit, args.kind)
+    runs_ = drift_runs.recent(args.manifest, args.limit, args.kind)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in runs_], indent=2))
         return EXIT_OK
@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drift.add_argument(
         "--format",
-        choices=reports.FORMATS,
+        choices=drift_runs.FORMATS,
         default="text",
         help="text (default), json (docs/drift-format.md), markdown, or html (one page)",
     )

@@ -30,9 +30,9 @@ from reconcile.core.exits import EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_O
 from reconcile.core.gitops_status import Stage, cycle_metrics, unsigned_notice
 from reconcile.core.metrics import Metric
 from reconcile.core.plan import Plan
-from reconcile.core.report import render_text
+from reconcile.core.plan_report import render_text
 from reconcile.logs import get_logger
-from reconcile.orchestration import pipeline, reports
+from reconcile.orchestration import drift_runs, pipeline
 from reconcile.orchestration.executor import Result, execute, exit_code
 from reconcile.orchestration.pipeline import Context, PlanOptions
 from reconcile.orchestration.runs import LabPerformer
@@ -192,7 +192,7 @@ class _Run:
             "fetched", repo=fetched.repo, branch=gitops.branch, commit=sha, subject=fetched.subject
         )
         self.stage = Stage.VERIFY
-        with reports.history(self.boot) as db:
+        with drift_runs.history(self.boot) as db:
             last, failed = db.get_state(LAST_HEAD), db.get_state(FAILED)
         self._verify(sha, last, failed)
         self.stage = Stage.LOAD
@@ -326,7 +326,7 @@ class _Run:
         if isinstance(result, _Converged):
             summary["results"] = _results(result.results)
         if plan_after is not None and self.manifest is not None:
-            report = reports.record_drift(
+            report = drift_runs.record_drift(
                 self.manifest,
                 plan_after,
                 kind="gitops",
@@ -431,13 +431,13 @@ def _ignore_gitops_table(manifest: Manifest, gitops: GitOps) -> None:
 
 def _remember(boot: Manifest, **values: str | None) -> None:
     keys = {"last": LAST_HEAD, "failed": FAILED}
-    with reports.history(boot) as db:
+    with drift_runs.history(boot) as db:
         for name, value in values.items():
             db.set_state(keys[name], value)
 
 
 def _record_run(boot: Manifest, result: Cycle, started: float, summary: dict[str, object]) -> None:
-    with reports.history(boot) as db:
+    with drift_runs.history(boot) as db:
         db.record_run(
             "gitops",
             started,
@@ -466,10 +466,10 @@ def _write_outputs(
             options.report_dir.mkdir(parents=True, exist_ok=True)
             for fmt, suffix in (("html", "html"), ("json", "json"), ("markdown", "md")):
                 files.write_atomic(
-                    options.report_dir / f"drift.{suffix}", reports.rendered(report, fmt)
+                    options.report_dir / f"drift.{suffix}", drift_runs.rendered(report, fmt)
                 )
         if options.metrics is not None:
-            reports.write_metrics(options.metrics, report, "gitops", code, started, extra=extra)
+            drift_runs.write_metrics(options.metrics, report, "gitops", code, started, extra=extra)
     except OSError as error:
         raise ReconcileError(
             f"cannot write the cycle's report or metrics: {error}",

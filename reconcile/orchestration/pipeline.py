@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from reconcile.adapters import files, kernel_build, manifest_cache, nix, process, statedir, views
 from reconcile.adapters.agent import Agent
-from reconcile.adapters.kernels import resolve_prebuilt
 from reconcile.adapters.libvirt import LibvirtHypervisor, for_hypervisor
+from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
 from reconcile.core.desired import Guest, GuestMode, Hypervisor, Manifest, PrebuiltKernel
 from reconcile.core.diff import diff_lab
 from reconcile.core.domain import domain_name

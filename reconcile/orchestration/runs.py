@@ -15,8 +15,8 @@ from reconcile.adapters.lock import LabLock
 from reconcile.core.actions import HOST_ACTIONS, Action
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.plan import Plan
-from reconcile.core.report import render_json, render_text
-from reconcile.orchestration import pipeline, reports
+from reconcile.core.plan_report import render_json, render_text
+from reconcile.orchestration import drift_runs, pipeline
 from reconcile.orchestration.executor import Check, Performer, Result, execute
 from reconcile.orchestration.guests import GuestPerformer
 from reconcile.orchestration.pipeline import Context, PlanOptions
@@ -65,7 +65,7 @@ def plan(path: Path, options: PlanOptions, *, saved: Path | None = None) -> Plan
         planned = _plan(ctx, options)
     finally:
         ctx.close()
-    planned = replace(planned, lock_warning=reports.lock_state(ctx.manifest)[0])
+    planned = replace(planned, lock_warning=drift_runs.lock_state(ctx.manifest)[0])
     if saved is not None:
         document = {
             "format": SAVED_FORMAT,
@@ -130,7 +130,7 @@ class LabPerformer:
 
 
 @dataclass
-class Session:
+class ApplySession:
     """An apply in progress: the lab locked, the plan made under the lock."""
 
     ctx: Context
@@ -146,7 +146,9 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(path: Path, options: PlanOptions, apply_options: ApplyOptions) -> Iterator[Session]:
+def session(
+    path: Path, options: PlanOptions, apply_options: ApplyOptions
+) -> Iterator[ApplySession]:
     saved = read_saved(path)
     manifest_path = Path(saved["manifest"]) if saved else path
     if saved:
@@ -168,6 +170,6 @@ def session(path: Path, options: PlanOptions, apply_options: ApplyOptions) -> It
                     "the saved plan is stale: the lab or its inputs changed since it was saved",
                     hint=f"make a new plan: reconcile plan {manifest_path} --out {path}",
                 )
-            yield Session(ctx, planned)
+            yield ApplySession(ctx, planned)
         finally:
             ctx.close()

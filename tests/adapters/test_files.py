@@ -10,7 +10,7 @@ import pytest
 from reconcile.adapters import kernel_build
 from reconcile.adapters.files import NotRegularError, TooLargeError, read_regular
 from reconcile.adapters.initrd import early_module_files
-from reconcile.adapters.kernels import resolve_prebuilt
+from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
 from reconcile.core.desired import Kernel, PrebuiltKernel
 from reconcile.core.errors import ReconcileError
 

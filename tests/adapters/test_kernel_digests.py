@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.adapters import kernels
+from reconcile.adapters import prebuilt_kernels
 from reconcile.core.desired import Kernel, PrebuiltKernel
 
 HOST_IMAGE = Path("/vmlinuz")
@@ -32,21 +32,21 @@ def sha(path: Path) -> str:
 def test_an_unchanged_image_is_not_read_again_and_a_changed_byte_is_seen(
     image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kernels, "SETTLED_NS", 0)
+    monkeypatch.setattr(prebuilt_kernels, "SETTLED_NS", 0)
     digests = tmp_path / "kernel-digests.json"
     kernel = Kernel("host", PrebuiltKernel(image, None, ()))
-    first = kernels.resolve_prebuilt(kernel, digests)
+    first = prebuilt_kernels.resolve_prebuilt(kernel, digests)
     assert first.digest == sha(image) and str(image) in json.loads(digests.read_text())
 
     reads: list[Path] = []
-    real = kernels.read_regular
+    real = prebuilt_kernels.read_regular
 
     def counting(path: Path, limit: int) -> bytes:
         reads.append(path)
         return real(path, limit)
 
-    monkeypatch.setattr(kernels, "read_regular", counting)
-    again = kernels.resolve_prebuilt(kernel, digests)
+    monkeypatch.setattr(prebuilt_kernels, "read_regular", counting)
+    again = prebuilt_kernels.resolve_prebuilt(kernel, digests)
     assert again == first and image not in reads  # only the digests file was read
 
     # one byte changed in place, size and mtime put back: ctime still tells
@@ -57,12 +57,12 @@ def test_an_unchanged_image_is_not_read_again_and_a_changed_byte_is_seen(
         handle.seek(st.st_size - 1)
         handle.write(bytes([last[0] ^ 0xFF]))
     os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
-    changed = kernels.resolve_prebuilt(kernel, digests)
+    changed = prebuilt_kernels.resolve_prebuilt(kernel, digests)
     assert changed.digest == sha(image) != first.digest
 
 
 def test_a_file_changed_just_now_is_not_remembered(image: Path, tmp_path: Path) -> None:
     digests = tmp_path / "kernel-digests.json"
     kernel = Kernel("host", PrebuiltKernel(image, None, ()))
-    assert kernels.resolve_prebuilt(kernel, digests).digest == sha(image)
+    assert prebuilt_kernels.resolve_prebuilt(kernel, digests).digest == sha(image)
     assert not digests.exists()  # copied a moment ago: its ctime is too recent to trust

@@ -17,7 +17,7 @@ from reconcile.core.hosts import (
 )
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.plan import make_plan
-from reconcile.core.report import render_json, render_text
+from reconcile.core.plan_report import render_json, render_text
 from reconcile.core.select import select
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHf0ZbUiv2XH5hs3mSz0t8Kb0cYt6a9eXr0JqG3VZbWc"

@@ -21,7 +21,7 @@ from reconcile.core.observed import (
     ObservedDomain,
 )
 from reconcile.core.plan import Plan, make_plan, order
-from reconcile.core.report import render_json, render_text
+from reconcile.core.plan_report import render_json, render_text
 from reconcile.core.select import select
 
 GOLDEN = Path(__file__).parent / "golden" / "plan"

@@ -15,7 +15,7 @@ from reconcile.core.intent import GuestIntent, View, guest_intent, lab_views, vi
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.observed import DomainState, ObservedDomain, ViewState
 from reconcile.core.plan import make_plan
-from reconcile.core.report import render_json, render_text
+from reconcile.core.plan_report import render_json, render_text
 from tests.core.test_plan import KERNEL, MANIFEST, facts, observation, running
 
 SHARED = MANIFEST.replace(
