@@ -17,7 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "nix.md"
-LIB = Path(os.environ.get("NIXPKGS_LIB", "/work/shared/vendor/nixpkgs-lib"))
+LIB = Path(os.environ.get("NIXPKGS_LIB", ROOT.parent / "shared" / "vendor" / "nixpkgs-lib"))
 MODULES = ROOT / "nix" / "modules"
 
 TITLE = """\

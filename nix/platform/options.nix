@@ -3,19 +3,8 @@
 # Shared by the demo platform (./default.nix) and the option stubs of the module checks.
 { lib, ... }:
 let
-  inherit (lib) mkOption types;
-  opt = type: default: mkOption { inherit type default; };
-  strs = opt (types.listOf types.str) [ ];
-  unitOption = types.oneOf [ types.bool types.int types.str (types.listOf types.str) ];
-  unitCommon = {
-    description = opt types.str "";
-    wantedBy = strs;
-    wants = strs;
-    requires = strs;
-    after = strs;
-    before = strs;
-    unitConfig = opt (types.attrsOf unitOption) { };
-  };
+  inherit (lib) types;
+  inherit (import ./types.nix lib) opt strs unitOption unitCommon;
   service = types.submodule {
     options = unitCommon // {
       serviceConfig = opt (types.attrsOf unitOption) { };

@@ -28,20 +28,9 @@
 # | virtualisation.diskSize, image.format, image.efiSupport (inside image.modules.*) | virtualisation/disk-size-option.nix, disk-image.nix |
 { config, lib, ... }:
 let
-  inherit (lib) mkOption types;
-  opt = type: default: mkOption { inherit type default; };
-  strs = opt (types.listOf types.str) [ ];
-  unitOption = types.oneOf [ types.bool types.int types.str (types.listOf types.str) ];
+  inherit (lib) types;
+  inherit (import ../platform/types.nix lib) opt strs unitOption unitCommon;
   # systemd.timers (services are declared in ../platform/options.nix, the same way).
-  unitCommon = {
-    description = opt types.str "";
-    wantedBy = strs;
-    wants = strs;
-    requires = strs;
-    after = strs;
-    before = strs;
-    unitConfig = opt (types.attrsOf unitOption) { };
-  };
   timer = types.submodule { options = unitCommon // { timerConfig = opt (types.attrsOf unitOption) { }; }; };
   user = types.submodule {
     options = {
