@@ -1,6 +1,6 @@
 """Benchmark: a no-op `reconcile plan` over N baremetal hosts, as a whole process.
 
-Each host is a test host (tests/support/hosts.py: a network namespace, its own /nix and
+Each host is a test host (testbed/hosts.py: a network namespace, its own /nix and
 /run, a real sshd). `reconcile apply` converges them, then `reconcile plan` runs
 repeatedly with nothing to do. Also times the parts of one host's probe: the SSH
 connection (TCP, key exchange, pinned host key, public-key auth) and the probe command.
@@ -24,7 +24,7 @@ from reconcile.adapters.ssh import Session, observe_host  # noqa: E402
 from reconcile.core.hosts import PROBE  # noqa: E402
 from reconcile.core.manifest import parse_manifest  # noqa: E402
 from reconcile.logs import configure_logging  # noqa: E402
-from tests.support.hosts import TestHost  # noqa: E402
+from testbed.hosts import TestHost  # noqa: E402
 
 STATE = Path("/var/lib/reconcile-bench-hosts")
 RUNS = 7

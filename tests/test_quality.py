@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,8 @@ def tool(name: str) -> str:
 @pytest.mark.parametrize(
     "argv",
     [
-        [tool("ruff"), "check", "reconcile", "tests", "scripts", "bench"],
-        [tool("ruff"), "format", "--check", "reconcile", "tests", "scripts", "bench"],
+        [tool("ruff"), "check", "reconcile", "testbed", "tests", "scripts", "bench"],
+        [tool("ruff"), "format", "--check", "reconcile", "testbed", "tests", "scripts", "bench"],
         [tool("mypy")],
         [tool("lint-imports")],
     ],
@@ -33,3 +34,23 @@ def test_tool(argv: list[str]) -> None:
     argv = [a for a in argv if a not in {"scripts", "bench"} or (ROOT / a).is_dir()]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("tree", ["bench", "testbed"])
+def test_does_not_import_tests(tree: str) -> None:
+    """bench/ and testbed/ stand on their own: what they share with tests/ lives in testbed/."""
+    found = []
+    for path in sorted((ROOT / tree).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] == "tests"
+            ]
+    assert found == []

@@ -16,7 +16,7 @@ import pytest
 from reconcile.adapters import git
 from reconcile.adapters.git import GitError, SignatureStatus
 from reconcile.core.errors import ReconcileError
-from tests.support.hosts import TestHost
+from testbed.hosts import TestHost
 
 DATE = "2024-01-02T03:04:05+00:00"
 
@@ -319,7 +319,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOkHTbDKBYZ6bqhhQRcSpFB0o2T4WaX3vTSRj
 
 @pytest.fixture(scope="module")
 def ssh_server() -> Iterator[TestHost]:
-    """A real sshd in a network namespace of its own (tests/support/hosts.py)."""
+    """A real sshd in a network namespace of its own (testbed/hosts.py)."""
     with TestHost() as host:
         yield host
 

@@ -1,6 +1,6 @@
 """Baremetal hosts end to end: the real CLI, real sshd in network namespaces, real Nix.
 
-Each host (tests/support/hosts.py) has its own address, its own /nix (so `nix copy`
+Each host (testbed/hosts.py) has its own address, its own /nix (so `nix copy`
 really copies) and its own /run. The flake is a copy of nix/ with extra demo systems:
 one whose health check fails, one whose activation fails, one that exits 4 (degraded)
 and one whose activation is slow enough to cut the connection under it.
@@ -25,9 +25,9 @@ import pytest
 from reconcile.adapters import deploy
 from reconcile.core.errors import CommandError
 from reconcile.core.manifest import parse_manifest
+from testbed.hosts import TestHost, build_demo_closure
 from tests.conftest import ROOT
 from tests.support.cli import reconcile
-from tests.support.hosts import TestHost, build_demo_closure
 from tests.support.stack import remove_tree
 
 pytestmark = pytest.mark.real
@@ -391,7 +391,7 @@ def test_secret_passphrase_never_in_logs(lab: Lab, tmp_path: Path) -> None:
 def test_boot_activation_reboots_only_when_allowed(lab: Lab) -> None:
     """`boot` sets the next boot; a reboot happens only with reboot = true, then the new
     boot id is awaited and health checked. The host's reboot is its user space only
-    (tests/support/hosts.py: fake_reboot), since it shares this machine's kernel."""
+    (testbed/hosts.py: fake_reboot), since it shares this machine's kernel."""
     root = lab.root / "reboot-lab"
     root.mkdir()
     with TestHost(fake_reboot=True) as host:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hosts import TestHost, build_demo_closure, netns_names
+from testbed.hosts import TestHost, build_demo_closure, netns_names
 
 pytestmark = pytest.mark.real
 

@@ -215,9 +215,9 @@ def test_imageless_domain_boots_and_is_stopped_gracefully(
 
 @pytest.fixture(scope="module")
 def ssh_host() -> Iterator[Any]:
-    """A network-namespace host with a real sshd and a pinned key (tests/support/hosts.py);
+    """A network-namespace host with a real sshd and a pinned key (testbed/hosts.py);
     it runs no libvirtd, so a connection that gets past SSH fails after it."""
-    from tests.support.hosts import TestHost  # noqa: PLC0415 (only these tests need it)
+    from testbed.hosts import TestHost  # noqa: PLC0415 (only these tests need it)
 
     with TestHost() as made:
         yield made

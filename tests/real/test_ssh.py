@@ -14,7 +14,7 @@ import pytest
 from reconcile.adapters.ssh import HostKeyError, Session, UnreachableError, observe_host
 from reconcile.core.desired import Ssh
 from reconcile.core.errors import CommandError
-from tests.support.hosts import TestHost, build_demo_closure
+from testbed.hosts import TestHost, build_demo_closure
 
 pytestmark = pytest.mark.real
 

@@ -1,4 +1,7 @@
-"""Bringing up the real stack for `real` tests; no systemd here, so daemons start by hand."""
+"""Bringing up the real stack for `real` tests; no systemd here, so daemons start by hand.
+
+`mounts_below` and `remove_tree` are defined in `testbed.mounts` (bench/ needs them too).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,16 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+
+from testbed.mounts import mounts_below, remove_tree
+
+__all__ = [
+    "SYSTEM_URI",
+    "ensure_libvirtd",
+    "mounts_below",
+    "remove_tree",
+    "writable_mounts_below",
+]
 
 SYSTEM_URI = "qemu:///system"
 
@@ -50,13 +63,6 @@ def ensure_libvirtd(uri: str = SYSTEM_URI, timeout_s: float = 15.0) -> None:
     raise RuntimeError(f"libvirtd does not answer on {uri} after {timeout_s:g}s")
 
 
-def mounts_below(root: Path) -> list[str]:
-    prefix = str(root.resolve())
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
-    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
-
-
 def writable_mounts_below(root: Path) -> list[str]:
     """Mount points at or below `root` whose mount is writable (its own flag, from mountinfo)."""
     prefix = str(root.resolve())
@@ -70,21 +76,3 @@ def writable_mounts_below(root: Path) -> list[str]:
             if under and b"ro" not in fields[5].split(b","):
                 found.append(path)
     return found
-
-
-def remove_tree(root: Path) -> None:
-    """rmtree, but only once nothing is mounted below `root`.
-
-    A lab's state directory holds a bind mount of /nix/store: removing through it would
-    remove the store. Unmount every layer first, and refuse if any is left.
-    """
-    for _ in range(20):
-        points = mounts_below(root)
-        if not points:
-            break
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", point], capture_output=True, check=False)
-    left = mounts_below(root)
-    if left:
-        raise RuntimeError(f"refusing to remove {root}: still mounted below it: {left}")
-    shutil.rmtree(root, ignore_errors=True)

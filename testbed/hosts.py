@@ -1,4 +1,4 @@
-"""Baremetal hosts for `real` tests: a network namespace, a private /nix and /run, a real sshd.
+"""Baremetal hosts for `real` tests and bench/: a network namespace, own /nix and /run, sshd.
 
 One `TestHost` is one "machine" reachable over SSH from the root namespace:
 
@@ -45,8 +45,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.conftest import ROOT
-from tests.support.stack import mounts_below, remove_tree
+from testbed import ROOT
+from testbed.mounts import mounts_below, remove_tree
 
 PREFIX = "rctest-"
 NETS = range(1, 255)  # 10.253.<n>.0/30
@@ -365,7 +365,7 @@ class TestHost:
         script = self.dir / "reboot"
         script.write_text(
             "#!/bin/sh\n"
-            "# the test host's reboot: see tests/support/hosts.py\n"
+            "# the test host's reboot: see testbed/hosts.py\n"
             f"cat /proc/sys/kernel/random/uuid > {shlex.quote(str(boot_id))}\n"
             "target=$(readlink -f /nix/var/nix/profiles/system)\n"
             'ln -sfn "$target" /run/booted-system\n'
