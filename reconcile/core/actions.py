@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from reconcile.core.hosts import HostIntent
-from reconcile.core.intent import GuestIntent, View
+from reconcile.core.intent import GuestIntent
+from reconcile.core.shares import View
 
 
 class ActionKind(StrEnum):

@@ -13,10 +13,12 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from reconcile.core.desired import GuestState, RestartPolicy
-from reconcile.core.domain import DomainFacts, domain_name
+from reconcile.core.domain import DomainFacts
 from reconcile.core.gcroots import RootProblem, closures_in_use, root_problems
 from reconcile.core.hosts import HostChange
-from reconcile.core.intent import GuestIntent, View
+from reconcile.core.identity import domain_name
+from reconcile.core.imageless import kernel_identity
+from reconcile.core.intent import GuestIntent
 from reconcile.core.observed import (
     DomainState,
     GcRootFacts,
@@ -24,6 +26,7 @@ from reconcile.core.observed import (
     ObservedDomain,
     ViewState,
 )
+from reconcile.core.shares import View
 
 
 class ChangeKind(StrEnum):
@@ -94,22 +97,19 @@ class GuestChange:
     running: bool = False  # observed running (so a restart or stop shuts it down)
 
 
-def kernel_identity(intent: GuestIntent) -> str:
-    return f"{intent.kernel.image} sha256:{intent.kernel.digest[:12]}"
-
-
 def _field_changes(intent: GuestIntent, facts: DomainFacts) -> tuple[FieldChange, ...]:
     mark = facts.mark
     assert mark is not None
-    want_shares = {s.tag: s.source for s in intent.shares}
+    want = intent.definition
+    want_shares = {s.tag: s.source for s in want.shares}
     have_shares = dict(facts.shares)
     pairs = [
-        ("system", mark.toplevel, intent.toplevel),
-        ("kernel", mark.kernel, kernel_identity(intent)),
-        ("memory", f"{facts.memory_mib} MiB", f"{intent.guest.memory_mib} MiB"),
-        ("vcpus", str(facts.vcpus), str(intent.guest.vcpus)),
+        ("system", mark.toplevel, want.toplevel),
+        ("kernel", mark.kernel, kernel_identity(want.kernel)),
+        ("memory", f"{facts.memory_mib} MiB", f"{want.memory_mib} MiB"),
+        ("vcpus", str(facts.vcpus), str(want.vcpus)),
         # the init= path follows the system: name the system, not the command line too
-        ("cmdline", facts.cmdline.replace(mark.toplevel, intent.toplevel), intent.cmdline),
+        ("cmdline", facts.cmdline.replace(mark.toplevel, want.toplevel), want.cmdline),
         ("shares", _shares(have_shares), _shares(want_shares)),
     ]
     changes = tuple(FieldChange(f, b, a) for f, b, a in pairs if b != a)

@@ -7,46 +7,17 @@ tolerates libvirt's rewriting (added defaults, reordered elements, memory in KiB
 
 from __future__ import annotations
 
-import hashlib
-import json
-import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from reconcile.core.desired import Accel, Share
+from reconcile.core.desired import Accel
 from reconcile.core.errors import ProbeError
+from reconcile.core.identity import MARK_NAMESPACE, Mark
+from reconcile.core.imageless import GuestDefinition
 
-__all__ = [
-    "MARK_NAMESPACE",
-    "MODULES_TAG",
-    "STORE_TAG",
-    "DomainFacts",
-    "DomainSpec",
-    "Mark",
-    "NicFacts",
-    "Share",
-    "ShareFacts",
-    "domain_name",
-    "domain_uuid",
-    "mac_address",
-    "parse_domain_xml",
-    "render_domain_xml",
-]
-
-# Our ownership mark lives in <metadata> under this namespace; libvirt keeps one element per
-# namespace. Bump the version only with a migration: domains marked with another URI are
-# unmanaged to this code.
-MARK_NAMESPACE = "urn:reconcile:domain:1"
 MARK_PREFIX = "reconcile"
-STORE_TAG = "store"
-MODULES_TAG = "modules"
-NIX_STORE = Path("/nix/store")
-
-# Part of every spec hash: a change to what render_domain_xml emits must redefine domains.
-RENDER_VERSION = 1
-
 _NS = f"{{{MARK_NAMESPACE}}}"
 _MARK_FIELDS = ("lab", "name", "mode", "spec-hash", "toplevel", "kernel")
 # A second element, set on the live definition only once the system reported ready: it
@@ -54,7 +25,6 @@ _MARK_FIELDS = ("lab", "name", "mode", "spec-hash", "toplevel", "kernel")
 READY_NAMESPACE = "urn:reconcile:ready:1"
 READY_KEY = "reconcile-ready"
 _PROTECT = "protect"  # optional in a mark: absent reads as false
-_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, MARK_NAMESPACE)
 
 # libvirt's scaled-integer units (docs: formatdomain "memory"); "KB" and friends are powers of
 # 1000, "k"/"KiB" powers of 1024.
@@ -87,44 +57,28 @@ ET.register_namespace(MARK_PREFIX, MARK_NAMESPACE)
 
 
 @dataclass(frozen=True)
-class Mark:
-    """What reconcile writes into every domain it defines: no mark, no touch."""
-
-    lab: str
-    name: str  # the guest's name in the manifest, not the libvirt domain name
-    mode: str  # a GuestMode value; kept as text so a mark from a newer version still reads
-    spec_hash: str
-    toplevel: str  # the system closure's store path
-    kernel: str  # what identifies the kernel it was defined with (path, digest)
-    protect: bool = False  # remembered so a guest removed from the manifest stays protected
-
-
-@dataclass(frozen=True)
 class DomainSpec:
-    """Everything a libvirt definition of one imageless guest depends on."""
+    """A guest's definition with what the driver adds: the initrd it boots, made after the
+    closure is built from inputs the definition covers (its hash does not change)."""
 
-    name: str  # the libvirt domain name, `<lab>-<guest>`
-    uuid: str
-    accel: Accel
-    memory_mib: int
-    vcpus: int
-    kernel: Path
+    definition: GuestDefinition
     initrd: Path
-    cmdline: str
-    shares: tuple[Share, ...]
-    mac: str | None
-    network: str | None  # a libvirt network name; None: no NIC
-    serial_log: Path
-    mark: Mark
 
-    def __post_init__(self) -> None:
-        if self.memory_mib <= 0 or self.vcpus <= 0:
-            raise ValueError(f"{self.name}: memory and vCPUs must be positive")
-        tags = [share.tag for share in self.shares]
-        if len(set(tags)) != len(tags):
-            raise ValueError(f"{self.name}: duplicate share tags {tags}")
-        if self.mac is not None and self.network is None:
-            raise ValueError(f"{self.name}: a MAC address without a network")
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def uuid(self) -> str:
+        return self.definition.uuid
+
+    @property
+    def mark(self) -> Mark:
+        return self.definition.ownership
+
+    @property
+    def serial_log(self) -> Path:
+        return self.definition.serial_log
 
 
 # NamedTuples, so that `dict(facts.shares)` maps tag -> source.
@@ -166,46 +120,20 @@ class DomainFacts:
     @classmethod
     def from_spec(cls, spec: DomainSpec) -> DomainFacts:
         """The facts libvirt should report once `spec` is defined: compare with `==`."""
+        d = spec.definition
         return cls(
-            name=spec.name,
-            uuid=spec.uuid,
-            domain_type=str(spec.accel),
-            memory_kib=spec.memory_mib * 1024,
-            vcpus=spec.vcpus,
-            kernel=str(spec.kernel),
+            name=d.name,
+            uuid=d.uuid,
+            domain_type=str(d.accel),
+            memory_kib=d.memory_mib * 1024,
+            vcpus=d.vcpus,
+            kernel=str(d.kernel.image),
             initrd=str(spec.initrd),
-            cmdline=spec.cmdline,
-            shares=tuple(ShareFacts(s.tag, str(s.source)) for s in spec.shares),
-            nics=(NicFacts(spec.mac, spec.network),) if spec.network is not None else (),
-            mark=spec.mark,
+            cmdline=d.cmdline,
+            shares=tuple(ShareFacts(s.tag, s.source) for s in d.shares),
+            nics=(NicFacts(d.network.mac, d.network.network),) if d.network is not None else (),
+            mark=d.ownership,
         )
-
-
-# --- identity -----------------------------------------------------------------------------
-
-
-def domain_name(lab: str, guest: str) -> str:
-    return f"{lab}-{guest}"
-
-
-def _identity(lab: str, guest: str) -> str:
-    # JSON keeps ("a-b", "c") and ("a", "b-c") apart, unlike the domain name.
-    return json.dumps([lab, guest])
-
-
-def domain_uuid(lab: str, guest: str) -> str:
-    """Stable across runs and machines, so a redefinition keeps the domain's UUID."""
-    return str(uuid.uuid5(_UUID_NAMESPACE, _identity(lab, guest)))
-
-
-def mac_address(lab: str, guest: str) -> str:
-    """52:54:00 (QEMU's locally administered, unicast prefix) plus 24 bits of a hash.
-
-    24 bits collide with ~3% probability among 1000 guests on one network: the manifest's
-    explicit `mac` is the way out.
-    """
-    digest = hashlib.sha256(("mac:" + _identity(lab, guest)).encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -230,27 +158,28 @@ def _render_mark(parent: ET.Element, mark: Mark) -> None:
 def render_domain_xml(spec: DomainSpec) -> str:
     """The domain XML of an imageless guest (docs/architecture.md). Values go through
     ElementTree, which escapes them."""
-    root = ET.Element("domain", {"type": str(spec.accel)})
-    _sub(root, "name", text=spec.name)
-    _sub(root, "uuid", text=spec.uuid)
-    _render_mark(_sub(root, "metadata"), spec.mark)
-    _sub(root, "memory", {"unit": "MiB"}, str(spec.memory_mib))
-    _sub(root, "currentMemory", {"unit": "MiB"}, str(spec.memory_mib))
+    d = spec.definition
+    root = ET.Element("domain", {"type": str(d.accel)})
+    _sub(root, "name", text=d.name)
+    _sub(root, "uuid", text=d.uuid)
+    _render_mark(_sub(root, "metadata"), d.ownership)
+    _sub(root, "memory", {"unit": "MiB"}, str(d.memory_mib))
+    _sub(root, "currentMemory", {"unit": "MiB"}, str(d.memory_mib))
     # vhost-user-fs needs guest RAM that virtiofsd can map: shared memfd, no NUMA needed.
     backing = _sub(root, "memoryBacking")
     _sub(backing, "source", {"type": "memfd"})
     _sub(backing, "access", {"mode": "shared"})
-    _sub(root, "vcpu", text=str(spec.vcpus))
+    _sub(root, "vcpu", text=str(d.vcpus))
     os_ = _sub(root, "os")
     _sub(os_, "type", {"arch": "x86_64", "machine": "q35"}, "hvm")
-    _sub(os_, "kernel", text=str(spec.kernel))
+    _sub(os_, "kernel", text=str(d.kernel.image))
     _sub(os_, "initrd", text=str(spec.initrd))
-    _sub(os_, "cmdline", text=spec.cmdline)
+    _sub(os_, "cmdline", text=d.cmdline)
     # Without <acpi/> libvirt starts QEMU with ACPI off and a graceful shutdown cannot work.
     features = _sub(root, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
-    if spec.accel is Accel.KVM:
+    if d.accel is Accel.KVM:
         _sub(root, "cpu", {"mode": "host-passthrough"})
     # No DAC relabelling: libvirt would otherwise chown the kernel and initrd (store paths)
     # to the QEMU user. QEMU still runs as that user; store files are world-readable.
@@ -259,24 +188,23 @@ def render_domain_xml(spec: DomainSpec) -> str:
     for event in ("on_poweroff", "on_reboot", "on_crash"):
         _sub(root, event, text="destroy")
     devices = _sub(root, "devices")
-    for share in spec.shares:
+    for share in d.shares:
         # libvirt 9.0 rejects <readonly/> on virtiofs: a read-only share's source is a
         # read-only view on the host (adapters/views.py).
         fs = _sub(devices, "filesystem", {"type": "mount", "accessmode": "passthrough"})
         _sub(fs, "driver", {"type": "virtiofs"})
-        _sub(fs, "source", {"dir": str(share.source)})
+        _sub(fs, "source", {"dir": share.source})
         _sub(fs, "target", {"dir": share.tag})
-    if spec.network is not None:
+    if d.network is not None:
         nic = _sub(devices, "interface", {"type": "network"})
-        if spec.mac is not None:
-            _sub(nic, "mac", {"address": spec.mac})
-        _sub(nic, "source", {"network": spec.network})
+        _sub(nic, "mac", {"address": d.network.mac})
+        _sub(nic, "source", {"network": d.network.network})
         _sub(nic, "model", {"type": "virtio"})
     serial = _sub(devices, "serial", {"type": "file"})
-    _sub(serial, "source", {"path": str(spec.serial_log)})
+    _sub(serial, "source", {"path": str(d.serial_log)})
     _sub(serial, "target", {"port": "0"})
     console = _sub(devices, "console", {"type": "file"})
-    _sub(console, "source", {"path": str(spec.serial_log)})
+    _sub(console, "source", {"path": str(d.serial_log)})
     _sub(console, "target", {"type": "serial", "port": "0"})
     _sub(devices, "controller", {"type": "usb", "model": "none"})
     _sub(devices, "memballoon", {"model": "none"})

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from reconcile.core.domain import DomainFacts, Mark
+from reconcile.core.domain import DomainFacts
+from reconcile.core.identity import Mark
 
 
 class DomainState(StrEnum):

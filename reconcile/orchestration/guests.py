@@ -10,10 +10,11 @@ from reconcile.adapters.initrd import guest_initrd
 from reconcile.adapters.kernel_build import KernelJob
 from reconcile.core.actions import Action, ActionKind
 from reconcile.core.desired import KernelBuild
-from reconcile.core.diff import definition_matches, kernel_identity
-from reconcile.core.domain import DomainSpec, Mark, Share, domain_name
+from reconcile.core.diff import definition_matches
+from reconcile.core.domain import DomainSpec
 from reconcile.core.errors import ReconcileError
 from reconcile.core.gcroots import closures_in_use, root_problems
+from reconcile.core.identity import domain_name
 from reconcile.core.intent import GuestIntent
 from reconcile.core.observed import DomainState, ObservedDomain, ViewState
 from reconcile.logs import get_logger
@@ -146,8 +147,9 @@ class GuestPerformer:
                 self._sync_roots(action, also=action.intent.toplevel)
             case ActionKind.START:
                 assert hv is not None and action.intent is not None
-                action.intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
-                action.intent.serial_log.unlink(missing_ok=True)
+                serial_log = action.intent.definition.serial_log
+                serial_log.parent.mkdir(parents=True, exist_ok=True)
+                serial_log.unlink(missing_ok=True)
                 self.domain_spec(action.intent)  # files it boots from exist (state dir wiped?)
                 views.ensure(self._state_dir, action.intent.views)  # read-only shares
                 hv.start(action.domain)
@@ -192,36 +194,14 @@ class GuestPerformer:
             intent.kernel.early_modules,
             self._state_dir / "initrd",
         )
-        intent.serial_log.parent.mkdir(parents=True, exist_ok=True)
-        return DomainSpec(
-            name=intent.domain,
-            uuid=intent.uuid,
-            accel=intent.accel,
-            memory_mib=intent.guest.memory_mib,
-            vcpus=intent.guest.vcpus,
-            kernel=intent.kernel.image,
-            initrd=initrd,
-            cmdline=intent.cmdline,
-            shares=tuple(Share(s.tag, Path(s.source), s.writable) for s in intent.shares),
-            mac=intent.mac,
-            network=intent.guest.network.libvirt if intent.guest.network else None,
-            serial_log=intent.serial_log,
-            mark=Mark(
-                lab=self.ctx.manifest.lab.name,
-                name=intent.name,
-                mode=intent.guest.mode.value,
-                spec_hash=intent.spec_hash,
-                toplevel=intent.toplevel,
-                kernel=kernel_identity(intent),
-                protect=intent.guest.protect,
-            ),
-        )
+        intent.definition.serial_log.parent.mkdir(parents=True, exist_ok=True)
+        return DomainSpec(intent.definition, initrd)
 
     def wait_ready(self, action: Action) -> None:
         """Wait for the system's readiness line; a guest that stops or times out fails."""
         assert action.intent is not None
         want = ready_line(action.intent)
-        log_path = action.intent.serial_log
+        log_path = action.intent.definition.serial_log
         deadline = time.monotonic() + action.timeout_s
         hv = self.ctx.hypervisor(action.hypervisor)
         next_probe = 0.0

@@ -15,14 +15,14 @@ from reconcile.adapters.libvirt import LibvirtHypervisor, for_hypervisor
 from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
 from reconcile.core.desired import Guest, GuestMode, Hypervisor, Manifest, PrebuiltKernel
 from reconcile.core.diff import diff_lab
-from reconcile.core.domain import domain_name
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.hosts import HostChange, HostIntent, HostObservation, diff_host
+from reconcile.core.identity import domain_name
+from reconcile.core.imageless import kernel_cmdline
 from reconcile.core.intent import (
     GuestIntent,
     KernelInputs,
     guest_intent,
-    kernel_cmdline,
     lab_views,
     system_installable,
 )

@@ -24,12 +24,9 @@ from reconcile.adapters.libvirt import (
     UnmanagedDomainError,
 )
 from reconcile.core.desired import Accel, GuestMode
-from reconcile.core.domain import (
-    MARK_NAMESPACE,
-    DomainFacts,
-    DomainSpec,
-)
+from reconcile.core.domain import DomainFacts, DomainSpec
 from reconcile.core.errors import ProbeError, ReconcileError
+from reconcile.core.identity import MARK_NAMESPACE
 from reconcile.core.observed import DomainState
 from tests.support.domains import build_domain_spec
 
@@ -277,7 +274,7 @@ def test_spec_changes_are_visible_to_a_diff(
     hv.define(spec)
     dom = hv.probe(spec.name)
     assert dom is not None and dom.mark == spec.mark
-    changed = replace(spec, vcpus=2)
+    changed = replace(spec, definition=replace(spec.definition, vcpus=2))
     assert dom.config != DomainFacts.from_spec(changed)
 
 

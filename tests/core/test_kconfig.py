@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reconcile.core.diff import ChangeKind, diff_lab
+from reconcile.core.intent import guest_intent
 from reconcile.core.kconfig import (
     build_key,
     describe_missing,
@@ -15,8 +16,9 @@ from reconcile.core.kconfig import (
     render_fragment,
     required_options,
 )
+from reconcile.core.manifest import parse_manifest
 from reconcile.core.plan import make_plan
-from tests.core.test_plan import KERNEL, intents, observation, running
+from tests.core.test_plan import KERNEL, MANIFEST, intents, observation, running
 
 KEY = {
     "source": "commit:abc",
@@ -79,7 +81,8 @@ def test_a_kernel_change_restarts_only_the_guests_that_boot_it() -> None:
     a, b, c = intents()
     observed = observation(running(a), running(b), running(c))
     new_kernel = replace(KERNEL, image=Path("/state/kernels/host-2/bzImage"), digest="2" * 64)
-    b2 = replace(b, kernel=new_kernel)  # only b boots the rebuilt kernel
+    manifest = parse_manifest(MANIFEST, Path("/lab/m.toml"))
+    b2 = guest_intent(manifest, b.guest, b.toplevel, new_kernel)  # only b boots the new one
     plan = make_plan(diff_lab("t", [a, b2, c], observed, prune=False), {}, {"host": "/k/host-2"})
     assert {ch.name: ch.kind for ch in plan.diff.changes} == {
         "a": ChangeKind.NOOP,

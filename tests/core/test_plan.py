@@ -9,8 +9,8 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from reconcile.core.diff import ChangeKind, diff_lab, kernel_identity
-from reconcile.core.domain import DomainFacts, Mark, ShareFacts
+from reconcile.core.diff import ChangeKind, diff_lab
+from reconcile.core.domain import DomainFacts, DomainSpec
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.intent import GuestIntent, KernelInputs, guest_intent
 from reconcile.core.manifest import parse_manifest
@@ -62,35 +62,15 @@ def intents(text: bytes = MANIFEST, toplevel_a: str = "/nix/store/aaa-sys-a") ->
 
 
 def facts(intent: GuestIntent, **change: object) -> DomainFacts:
-    mark = Mark(
-        "t",
-        intent.name,
-        "imageless",
-        intent.spec_hash,
-        intent.toplevel,
-        kernel_identity(intent),
-        intent.guest.protect,
-    )
-    base = DomainFacts(
-        name=intent.domain,
-        uuid=intent.uuid,
-        domain_type="qemu",
-        memory_kib=intent.guest.memory_mib * 1024,
-        vcpus=intent.guest.vcpus,
-        kernel=intent.kernel.image,
-        initrd=Path("/initrd"),
-        cmdline=intent.cmdline,
-        shares=tuple(ShareFacts(s.tag, s.source) for s in intent.shares),
-        nics=(),
-        mark=mark,
-    )
+    """What libvirt reports of the intent's definition once defined, with `change` made."""
+    base = DomainFacts.from_spec(DomainSpec(intent.definition, Path("/initrd")))
     return replace(base, **change)  # type: ignore[arg-type]
 
 
 def running(intent: GuestIntent, **change: object) -> ObservedDomain:
     f = facts(intent, **change)
     live = replace(f, ready=intent.toplevel)  # this boot was seen ready
-    return ObservedDomain(intent.domain, intent.uuid, DomainState.RUNNING, f, live)
+    return ObservedDomain(intent.domain, intent.definition.uuid, DomainState.RUNNING, f, live)
 
 
 def observation(*domains: ObservedDomain) -> dict[str, HypervisorObservation]:
@@ -117,7 +97,7 @@ def scenario(
     if name == "in-sync":
         return want, observation(running(a), running(b), running(c)), False, {}
     if name == "mixed":
-        stopped = ObservedDomain(b.domain, b.uuid, DomainState.SHUTOFF, facts(b), None)
+        stopped = ObservedDomain(b.domain, b.definition.uuid, DomainState.SHUTOFF, facts(b), None)
         orphan = running(a)
         orphan_facts = replace(
             orphan.config, name="t-old", mark=replace(orphan.config.mark, name="old")

@@ -11,11 +11,12 @@ from reconcile.core.actions import ActionKind
 from reconcile.core.diff import ChangeKind, diff_lab
 from reconcile.core.drift import drift_items
 from reconcile.core.drift_report import DriftStatus
-from reconcile.core.intent import GuestIntent, View, guest_intent, lab_views, view_path
+from reconcile.core.intent import GuestIntent, guest_intent, lab_views
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.observed import DomainState, ObservedDomain, ViewState
 from reconcile.core.plan import make_plan
 from reconcile.core.plan_report import render_json, render_text
+from reconcile.core.shares import View, view_path
 from tests.core.test_plan import KERNEL, MANIFEST, facts, observation, running
 
 SHARED = MANIFEST.replace(
@@ -101,7 +102,7 @@ def test_a_writable_or_stale_view_is_a_change_whatever_the_guests_do(bad: ViewSt
 def test_a_missing_view_is_a_change_only_for_guests_that_keep_running() -> None:
     want = intents()
     a, b, c = want
-    stopped = ObservedDomain(b.domain, b.uuid, DomainState.SHUTOFF, facts(b), None)
+    stopped = ObservedDomain(b.domain, b.definition.uuid, DomainState.SHUTOFF, facts(b), None)
     bigger = running(c, memory_kib=1)  # restarted: its start makes the view
     diff = diff_lab(
         "t",

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.adapters.lock import LabLock
-from reconcile.core.intent import view_path
+from reconcile.core.shares import view_path
 from tests.conftest import ROOT
 from tests.support.cli import reconcile
 from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree, writable_mounts_below

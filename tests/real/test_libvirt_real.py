@@ -193,7 +193,7 @@ def test_imageless_domain_boots_and_is_stopped_gracefully(
         assert spec.initrd.stat().st_uid == 0
 
         # A redefinition of a running domain changes only the persistent definition.
-        hv.define(replace(spec, memory_mib=384))
+        hv.define(replace(spec, definition=replace(spec.definition, memory_mib=384)))
         pending = hv.probe(spec.name)
         assert pending is not None and pending.uuid == spec.uuid
         assert pending.config.memory_mib == 384

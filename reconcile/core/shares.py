@@ -1,0 +1,67 @@
+"""What a guest's virtiofs shares serve: the store, the kernel's modules, the manifest's own.
+
+A share that is not writable is served from a read-only view of its directory, so that a
+guest mounting it read-write gets EROFS from the host's kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+STORE_TAG = "store"
+MODULES_TAG = "modules"
+NIX_STORE = Path("/nix/store")
+
+
+@dataclass(frozen=True)
+class View:
+    """A bind of `source` at `path` that is read-only on the host: what a read-only share serves.
+
+    libvirt 9.0 refuses `<readonly/>` on virtiofs and QEMU 7.2's virtiofsd has no read-only
+    option: without it, a guest that mounts its tag read-write writes to the host.
+    """
+
+    path: Path
+    source: Path
+
+
+@dataclass(frozen=True)
+class ShareSpec:
+    tag: str
+    source: str  # what virtiofsd serves: `origin` itself, or its read-only view
+    writable: bool
+    origin: str  # the host directory the guest sees
+
+    @property
+    def view(self) -> View | None:
+        return None if self.writable else _view(self.source, self.origin)
+
+
+@functools.lru_cache(maxsize=4096)
+def _view(source: str, origin: str) -> View:
+    """One value per distinct share (a view is frozen): 1000 guests share a few, and making
+    paths anew per guest and per look cost ~30 ms of a no-op plan."""
+    return View(Path(source), Path(origin))
+
+
+@functools.lru_cache(maxsize=4096)
+def view_path(state_dir: Path, source: Path) -> Path:
+    """Where the lab's read-only view of `source` is mounted: one per source directory."""
+    if source == NIX_STORE:
+        return state_dir / "store"  # where earlier versions kept it: their bind is checked
+    digest = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    return state_dir / "views" / digest
+
+
+@functools.lru_cache(maxsize=4096)
+def share_spec(state_dir: Path, tag: str, origin: Path, writable: bool) -> ShareSpec:
+    source = origin if writable else view_path(state_dir, origin)
+    return ShareSpec(tag, str(source), writable, str(origin))
+
+
+def views_of(shares: Iterable[ShareSpec]) -> tuple[View, ...]:
+    return tuple(v for s in shares if (v := s.view) is not None)
