@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 from reconcile import __version__
 from reconcile.adapters import files
@@ -27,10 +28,9 @@ from reconcile.core.exits import (
     EXIT_OK,
     EXIT_ROLLED_BACK,
 )
-from reconcile.core.manifest import parse_manifest
 from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
-from reconcile.orchestration import drift_runs, runs
+from reconcile.orchestration import drift_runs, pipeline, runs
 from reconcile.orchestration.executor import (
     Outcome,
     Result,
@@ -52,7 +52,7 @@ Run `reconcile COMMAND --help` for a command's options.
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    manifest = parse_manifest(files.read_manifest(args.manifest), args.manifest)
+    manifest = pipeline.load(args.manifest, full=True)
     print(
         f"{args.manifest}: valid (lab '{manifest.lab.name}': {len(manifest.hypervisors)} "
         f"hypervisor(s), {len(manifest.kernels)} kernel(s), {len(manifest.guests)} guest(s), "
@@ -311,7 +311,7 @@ def _cmd_gitops(args: argparse.Namespace) -> int:
 def _install_timer(args: argparse.Namespace) -> int:
     from reconcile.orchestration import gitops  # noqa: PLC0415 - only this command needs it
 
-    manifest = parse_manifest(files.read_manifest(args.manifest), args.manifest)
+    manifest = pipeline.load(args.manifest)
     settings = gitops.settings(manifest)
     argv = [sys.executable, "-m", "reconcile", "gitops", str(args.manifest.resolve())]
     argv += ["--report-dir", str(args.report_dir or manifest.lab.state_dir / "reports")]
@@ -326,24 +326,11 @@ def _install_timer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reconcile",
-        description="Make a NixOS lab match its TOML manifest: kernels, closures, guests, hosts.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"reconcile {__version__}")
-    parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
-    parser.add_argument(
-        "--log-format",
-        choices=("console", "json"),
-        default="console",
-        help="log format on stderr (default: console)",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+# what `add_subparsers` returns: each _add_* function registers one command on it
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
+
+def _add_validate(sub: _Commands) -> None:
     validate = sub.add_parser(
         "validate",
         help="check a manifest against the schema and its references",
@@ -355,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
     validate.set_defaults(func=_cmd_validate)
 
+
+def _add_plan(sub: _Commands) -> None:
     plan = sub.add_parser(
         "plan",
         help="show what apply would change, and why; touches nothing",
@@ -381,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.set_defaults(func=_cmd_plan)
 
+
+def _add_apply(sub: _Commands) -> None:
     apply = sub.add_parser(
         "apply",
         help="make the lab match the manifest",
@@ -419,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--json", action="store_true", help="print the plan and results as JSON")
     apply.set_defaults(func=_cmd_apply)
 
+
+def _add_drift(sub: _Commands) -> None:
     drift = sub.add_parser(
         "drift",
         help="report what differs from the manifest, and since when; changes nothing",
@@ -454,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drift.set_defaults(func=_cmd_drift)
 
+
+def _add_history(sub: _Commands) -> None:
     hist = sub.add_parser(
         "history",
         help="list recent runs (drift, apply, gitops) with their outcome",
@@ -466,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--json", action="store_true", help="print the runs as JSON")
     hist.set_defaults(func=_cmd_history)
 
+
+def _add_gitops(sub: _Commands) -> None:
     cycle = sub.add_parser(
         "gitops",
         help="one GitOps cycle: fetch the lab's repository, plan, apply by policy, report",
@@ -528,6 +525,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="where --install-timer writes the units (default: /etc/systemd/system)",
     )
     cycle.set_defaults(func=_cmd_gitops)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconcile",
+        description="Make a NixOS lab match its TOML manifest: kernels, closures, guests, hosts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"reconcile {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
+    parser.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        default="console",
+        help="log format on stderr (default: console)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_validate, _add_plan, _add_apply, _add_drift, _add_history, _add_gitops):
+        add(sub)
     return parser
 
 

@@ -97,11 +97,13 @@ class Context:
         self._sessions.clear()
 
 
-def load(path: Path) -> Manifest:
+def load(path: Path, *, full: bool = False) -> Manifest:
+    """The manifest at `path`, parsed; `full` always runs the schema stage and leaves the
+    schema cache alone, neither asking it nor adding to it (validate)."""
     data = files.read_manifest(path)
-    known = manifest_cache.schema_valid(data)
+    known = not full and manifest_cache.schema_valid(data)
     manifest = parse_manifest(data, path, schema_valid=known)
-    if not known:
+    if not known and not full:
         manifest_cache.remember(data)
     # The variables that hold passphrases are read in this process only (paramiko, or the
     # askpass of a run's own agent): no other child inherits them.

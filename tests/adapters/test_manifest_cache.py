@@ -37,3 +37,18 @@ def test_old_entries_are_dropped(cache: Path) -> None:
     for i in range(manifest_cache.KEEP + 5):
         manifest_cache.remember(f"# {i}\n".encode())
     assert len(list(cache.iterdir())) == manifest_cache.KEEP
+
+
+def test_validate_always_validates_in_full_and_leaves_the_cache_alone(
+    cache: Path, tmp_path: Path
+) -> None:
+    """A manifest the cache (wrongly) calls schema-valid is still refused by `validate`."""
+    from reconcile.cli import main  # noqa: PLC0415
+
+    bad = b'[lab]\nname = "a"\nnot_a_key = 1\n'
+    path = tmp_path / "lab.toml"
+    path.write_bytes(bad)
+    assert main(["validate", str(path)]) == 1
+    assert not cache.exists() or not any(cache.iterdir())
+    manifest_cache.remember(bad)  # a cache that lies
+    assert main(["validate", str(path)]) == 1
