@@ -1,9 +1,15 @@
-"""Actions: the nodes of a plan. Keys come from manifest names, never from call order."""
+"""Actions: the nodes of a plan, one type per kind of step, each with exactly what it needs.
+
+Keys come from manifest names, never from call order. Every action has a `kind` (what the
+plan shows), a `subject` (the guest, host, kernel or view it is about) and a `key`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
 
 from reconcile.core.hosts import HostIntent
 from reconcile.core.intent import GuestIntent
@@ -30,34 +36,188 @@ class ActionKind(StrEnum):
     HEALTH = "health"  # the manifest's checks; on failure roll back to `previous`
 
 
-HOST_ACTIONS = frozenset(
-    {ActionKind.COPY, ActionKind.PROFILE, ActionKind.ACTIVATE, ActionKind.REBOOT, ActionKind.HEALTH}
-)
+# -- the lab's builds and views --------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Action:
-    kind: ActionKind
-    subject: str  # guest or host name, or "closures" for the build
-    hypervisor: str = ""
-    domain: str = ""
-    intent: GuestIntent | None = None
-    installables: tuple[str, ...] = ()  # BUILD only
-    timeout_s: float = 0.0
-    path: str = ""  # BUILD_KERNEL: the build's directory
-    host: HostIntent | None = None  # host actions
-    previous: str = ""  # host actions: the system to roll back to ("" = none known)
-    boot_id: str = ""  # REBOOT: the boot observed before it
-    view: View | None = None  # VIEW only
+class BuildClosures:
+    kind: ClassVar[ActionKind] = ActionKind.BUILD
+    installables: tuple[str, ...]
+
+    subject: ClassVar[str] = "closures"
+    key: ClassVar[str] = "build"
+
+
+@dataclass(frozen=True)
+class BuildKernel:
+    kind: ClassVar[ActionKind] = ActionKind.BUILD_KERNEL
+    name: str  # the kernel's name in the manifest
+    directory: Path  # its build directory, named by the inputs' key
+
+    @property
+    def subject(self) -> str:
+        return self.name
 
     @property
     def key(self) -> str:
-        if self.kind is ActionKind.BUILD:
-            return "build"
-        if self.kind is ActionKind.BUILD_KERNEL:
-            return f"kernel:{self.subject}"
-        if self.kind is ActionKind.REMOVE_KERNEL:
-            return f"remove-kernel:{self.subject}"
-        if self.kind is ActionKind.VIEW:
-            return f"view:{self.subject}"
-        return f"{self.subject}/{self.kind.value}"
+        return kernel_key(self.name)
+
+
+@dataclass(frozen=True)
+class RemoveKernel:
+    kind: ClassVar[ActionKind] = ActionKind.REMOVE_KERNEL
+    directory: Path
+
+    @property
+    def subject(self) -> str:
+        return self.directory.name
+
+    @property
+    def key(self) -> str:
+        return f"remove-kernel:{self.subject}"
+
+
+@dataclass(frozen=True)
+class MakeView:
+    kind: ClassVar[ActionKind] = ActionKind.VIEW
+    view: View
+
+    @property
+    def subject(self) -> str:
+        return self.view.path.name
+
+    @property
+    def key(self) -> str:
+        return f"view:{self.subject}"
+
+
+def kernel_key(name: str) -> str:
+    return f"kernel:{name}"
+
+
+# -- guests ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestRef:
+    """Which domain a guest step acts on: the executor re-checks it is still this guest's."""
+
+    name: str
+    hypervisor: str
+    domain: str
+
+
+@dataclass(frozen=True)
+class _GuestStep:
+    guest: GuestRef
+
+    kind: ClassVar[ActionKind]
+
+    @property
+    def subject(self) -> str:
+        return self.guest.name
+
+    @property
+    def key(self) -> str:
+        return f"{self.guest.name}/{self.kind.value}"
+
+
+@dataclass(frozen=True)
+class DefineGuest(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.DEFINE
+    intent: GuestIntent
+
+
+@dataclass(frozen=True)
+class StartGuest(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.START
+    intent: GuestIntent  # what it boots: its files and views are made again first
+
+
+@dataclass(frozen=True)
+class WaitReady(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.WAIT_READY
+    toplevel: str  # the readiness line names it
+    serial_log: Path
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class ShutdownGuest(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.SHUTDOWN
+    timeout_s: float  # then destroy
+
+
+@dataclass(frozen=True)
+class DestroyGuest(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.DESTROY
+
+
+@dataclass(frozen=True)
+class UndefineGuest(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.UNDEFINE
+
+
+@dataclass(frozen=True)
+class SyncGcRoots(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.GC_ROOTS
+
+
+# -- baremetal hosts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _HostStep:
+    host: HostIntent
+
+    kind: ClassVar[ActionKind]
+
+    @property
+    def subject(self) -> str:
+        return self.host.name
+
+    @property
+    def key(self) -> str:
+        return f"{self.host.name}/{self.kind.value}"
+
+
+@dataclass(frozen=True)
+class CopyClosure(_HostStep):
+    kind: ClassVar[ActionKind] = ActionKind.COPY
+
+
+@dataclass(frozen=True)
+class SetProfile(_HostStep):
+    kind: ClassVar[ActionKind] = ActionKind.PROFILE
+
+
+@dataclass(frozen=True)
+class Activate(_HostStep):
+    kind: ClassVar[ActionKind] = ActionKind.ACTIVATE
+    previous: str  # the system to roll back to ("" = none known)
+
+
+@dataclass(frozen=True)
+class Reboot(_HostStep):
+    kind: ClassVar[ActionKind] = ActionKind.REBOOT
+    boot_id: str  # the boot observed before it
+
+
+@dataclass(frozen=True)
+class CheckHealth(_HostStep):
+    kind: ClassVar[ActionKind] = ActionKind.HEALTH
+    previous: str  # the system to roll back to ("" = none known)
+
+
+GuestStep = (
+    DefineGuest
+    | StartGuest
+    | WaitReady
+    | ShutdownGuest
+    | DestroyGuest
+    | UndefineGuest
+    | SyncGcRoots
+)
+HostStep = CopyClosure | SetProfile | Activate | Reboot | CheckHealth
+LabStep = BuildClosures | BuildKernel | RemoveKernel | MakeView
+Action = LabStep | GuestStep | HostStep

@@ -7,15 +7,37 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconcile.core.actions import Action, ActionKind
+from reconcile.core.actions import (
+    Action,
+    Activate,
+    BuildClosures,
+    BuildKernel,
+    CheckHealth,
+    CopyClosure,
+    DefineGuest,
+    DestroyGuest,
+    GuestRef,
+    MakeView,
+    Reboot,
+    RemoveKernel,
+    SetProfile,
+    ShutdownGuest,
+    StartGuest,
+    SyncGcRoots,
+    UndefineGuest,
+    WaitReady,
+    kernel_key,
+)
 from reconcile.core.desired import Activation, GuestState
 from reconcile.core.diff import ChangeKind, Diff, GuestChange
 from reconcile.core.errors import PlanError
 from reconcile.core.hosts import HostChange, HostChangeKind
+from reconcile.core.intent import GuestIntent
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -92,85 +114,66 @@ def order(graph: nx.DiGraph[str]) -> list[str]:
         raise PlanError(f"the plan has a cycle: {edges}") from None
 
 
-def _guest_actions(change: GuestChange, needs: list[str]) -> Iterator[tuple[Action, list[str]]]:
+def _guest_actions(change: GuestChange, needs: list[str]) -> list[tuple[Action, list[str]]]:
     """Each action of one guest with the keys it depends on, in order."""
+    ref = GuestRef(change.name, change.hypervisor, change.domain)
     intent = change.intent
-    name, hv, dom = change.name, change.hypervisor, change.domain
-    previous: list[str] = []
-
-    def act(kind: ActionKind, timeout_s: float = 0.0) -> Action:
-        return Action(kind, name, hypervisor=hv, domain=dom, intent=intent, timeout_s=timeout_s)
-
-    def step(action: Action) -> tuple[Action, list[str]]:
-        nonlocal previous
-        deps = previous
-        previous = [action.key]
-        return action, deps
-
+    steps: list[Action] = []
     match change.kind:
         case ChangeKind.DESTROY:
             if change.running:
-                yield step(act(ActionKind.DESTROY))
-            yield step(act(ActionKind.UNDEFINE))
-            return
+                steps.append(DestroyGuest(ref))
+            steps.append(UndefineGuest(ref))
         case ChangeKind.NOOP | ChangeKind.KEEP | ChangeKind.UNKNOWN | ChangeKind.CONFLICT:
-            return
+            pass
         case ChangeKind.WAIT:
-            yield step(
-                act(
-                    ActionKind.WAIT_READY,
-                    change.intent.guest.boot_timeout_s if change.intent else 0.0,
-                )
-            )
-            return
-        case ChangeKind.CREATE | ChangeKind.START | ChangeKind.REDEFINE | ChangeKind.RESTART:
-            pass
-        case ChangeKind.STOP:
-            pass
-    assert intent is not None
-    if change.redefine:
-        define = act(ActionKind.DEFINE)
-        yield define, needs
-        previous = [define.key]
-    if change.kind in (ChangeKind.RESTART, ChangeKind.STOP):
-        yield step(act(ActionKind.SHUTDOWN, intent.guest.shutdown_timeout_s))
-    starts = change.kind in (ChangeKind.CREATE, ChangeKind.START, ChangeKind.RESTART)
-    if starts and intent.guest.state is GuestState.RUNNING:
-        yield step(act(ActionKind.START))
-        yield step(act(ActionKind.WAIT_READY, intent.guest.boot_timeout_s))
+            assert intent is not None  # a change of a guest in the manifest carries its intent
+            steps.append(_wait(ref, intent))
+        case (
+            ChangeKind.CREATE
+            | ChangeKind.START
+            | ChangeKind.REDEFINE
+            | ChangeKind.RESTART
+            | ChangeKind.STOP
+        ):
+            assert intent is not None
+            if change.redefine:
+                steps.append(DefineGuest(ref, intent))
+            if change.kind in (ChangeKind.RESTART, ChangeKind.STOP):
+                steps.append(ShutdownGuest(ref, intent.guest.shutdown_timeout_s))
+            starts = change.kind in (ChangeKind.CREATE, ChangeKind.START, ChangeKind.RESTART)
+            if starts and intent.guest.state is GuestState.RUNNING:
+                steps += [StartGuest(ref, intent), _wait(ref, intent)]
+    # a define waits for what it boots to be built; each next step for the one before
+    first = needs if steps and isinstance(steps[0], DefineGuest) else []
+    return [(step, first if i == 0 else [steps[i - 1].key]) for i, step in enumerate(steps)]
 
 
-def _host_actions(change: HostChange, needs: list[str]) -> Iterator[tuple[Action, list[str]]]:
+def _wait(ref: GuestRef, intent: GuestIntent) -> WaitReady:
+    d = intent.definition
+    return WaitReady(ref, d.toplevel, d.serial_log, intent.guest.boot_timeout_s)
+
+
+def _host_actions(change: HostChange, needs: list[str]) -> list[tuple[Action, list[str]]]:
     """One host's actions in order: copy, profile, activate, [reboot], health."""
     intent, seen = change.intent, change.observation
     if intent is None or seen is None or not change.kind.is_change():
-        return
+        return []
     host = intent.host
-    previous = (seen.profile if host.activation is Activation.BOOT else seen.current) or ""
-    kinds: list[ActionKind] = []
+    steps: list[Action] = []
+    previous = ""
     if change.kind is HostChangeKind.SWITCH:
-        kinds += [ActionKind.COPY]
+        previous = (seen.profile if host.activation is Activation.BOOT else seen.current) or ""
+        steps.append(CopyClosure(intent))
         if host.activation is not Activation.TEST:
-            kinds.append(ActionKind.PROFILE)
-        kinds.append(ActionKind.ACTIVATE)
+            steps.append(SetProfile(intent))
+        steps.append(Activate(intent, previous))
         if change.reboot:
-            kinds.append(ActionKind.REBOOT)
+            steps.append(Reboot(intent, seen.boot_id))
     elif change.kind is HostChangeKind.REBOOT:
-        kinds.append(ActionKind.REBOOT)
-    kinds.append(ActionKind.HEALTH)
-    deps = needs
-    for kind in kinds:
-        timeout = host.health_timeout_s if kind is ActionKind.HEALTH else 0.0
-        action = Action(
-            kind,
-            host.name,
-            host=intent,
-            previous=previous if change.kind is HostChangeKind.SWITCH else "",
-            boot_id=seen.boot_id,
-            timeout_s=timeout,
-        )
-        yield action, deps
-        deps = [action.key]
+        steps.append(Reboot(intent, seen.boot_id))
+    steps.append(CheckHealth(intent, previous))
+    return [(step, needs if i == 0 else [steps[i - 1].key]) for i, step in enumerate(steps)]
 
 
 def make_plan(
@@ -190,17 +193,17 @@ def make_plan(
     names = [c.name for c in defining] + [h.name for h in switching]
     to_build = tuple(sorted({unbuilt[n] for n in names if n in unbuilt}))
     if to_build:
-        nodes[BUILD_KEY] = Action(ActionKind.BUILD, "closures", installables=to_build)
+        nodes[BUILD_KEY] = BuildClosures(to_build)
     wanted = {c.intent.kernel.name for c in defining if c.intent is not None}
     for name, directory in sorted(kernels.items()):
         if name in wanted:
-            kernel = Action(ActionKind.BUILD_KERNEL, name, path=directory)
+            kernel = BuildKernel(name, Path(directory))
             nodes[kernel.key] = kernel
     last: dict[str, str] = {}  # each guest's last action
     for change in diff.changes:
         needs = [BUILD_KEY] if change.name in unbuilt else []
-        if change.intent is not None and f"kernel:{change.intent.kernel.name}" in nodes:
-            needs.append(f"kernel:{change.intent.kernel.name}")
+        if change.intent is not None and kernel_key(change.intent.kernel.name) in nodes:
+            needs.append(kernel_key(change.intent.kernel.name))
         for action, deps in _guest_actions(change, needs):
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
@@ -208,9 +211,7 @@ def make_plan(
     for roots in diff.roots:
         # After the guest's own actions: a define or start syncs its roots, so this one is
         # then found satisfied; alone, it touches only the roots, never the guest.
-        action = Action(
-            ActionKind.GC_ROOTS, roots.guest, hypervisor=roots.hypervisor, domain=roots.domain
-        )
+        action = SyncGcRoots(GuestRef(roots.guest, roots.hypervisor, roots.domain))
         nodes[action.key] = action
         if roots.guest in last:
             edges.append((last[roots.guest], action.key))
@@ -220,10 +221,10 @@ def make_plan(
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
     for directory in stale_kernels:
-        remove = Action(ActionKind.REMOVE_KERNEL, directory.rsplit("/", 1)[-1], path=directory)
+        remove = RemoveKernel(Path(directory))
         nodes[remove.key] = remove
     for problem in diff.views:
-        view = Action(ActionKind.VIEW, problem.view.path.name, view=problem.view)
+        view = MakeView(problem.view)
         nodes[view.key] = view
     plan = Plan(
         diff=diff,
@@ -231,7 +232,7 @@ def make_plan(
         edges=tuple(edges),
         to_build=to_build,
         kernels_to_build=tuple(
-            (a.subject, a.path) for a in nodes.values() if a.kind is ActionKind.BUILD_KERNEL
+            (a.name, str(a.directory)) for a in nodes.values() if isinstance(a, BuildKernel)
         ),
         kernels_to_remove=stale_kernels,
     )

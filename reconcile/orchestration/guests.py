@@ -8,7 +8,23 @@ from pathlib import Path
 from reconcile.adapters import kernel_build, nix, views
 from reconcile.adapters.initrd import guest_initrd
 from reconcile.adapters.kernel_build import KernelJob
-from reconcile.core.actions import Action, ActionKind
+from reconcile.adapters.libvirt import LibvirtHypervisor
+from reconcile.core.actions import (
+    BuildClosures,
+    BuildKernel,
+    DefineGuest,
+    DestroyGuest,
+    GuestRef,
+    GuestStep,
+    LabStep,
+    MakeView,
+    RemoveKernel,
+    ShutdownGuest,
+    StartGuest,
+    SyncGcRoots,
+    UndefineGuest,
+    WaitReady,
+)
 from reconcile.core.desired import KernelBuild
 from reconcile.core.diff import definition_matches
 from reconcile.core.domain import DomainSpec
@@ -34,10 +50,6 @@ def _running(domain: ObservedDomain) -> bool:
     return domain.state in (DomainState.RUNNING, DomainState.PAUSED)
 
 
-def ready_line(intent: GuestIntent) -> str:
-    return f"{READY_PREFIX}{intent.toplevel}"
-
-
 class GuestPerformer:
     """The executor's Performer for guests (and the kernels and closures they need)."""
 
@@ -51,65 +63,59 @@ class GuestPerformer:
     def _gcroot(self, guest: str) -> Path:
         return self._state_dir / "gcroots" / guest
 
-    def _probe(self, action: Action) -> ObservedDomain | None:
-        domain = self.ctx.hypervisor(action.hypervisor).probe(action.domain)
+    def _probe(self, ref: GuestRef) -> ObservedDomain | None:
+        domain = self.ctx.hypervisor(ref.hypervisor).probe(ref.domain)
         if domain is not None:
             mark = domain.config.mark
             lab = self.ctx.manifest.lab.name
             if mark is None or mark.lab != lab:
                 raise StaleError(
-                    f"domain '{action.domain}' has no mark of lab '{lab}' now; it is never touched"
+                    f"domain '{ref.domain}' has no mark of lab '{lab}' now; it is never touched"
                 )
-            if mark.name != action.subject or domain_name(lab, mark.name) != action.domain:
+            if mark.name != ref.name or domain_name(lab, mark.name) != ref.domain:
                 raise StaleError(
-                    f"domain '{action.domain}' carries the mark of guest '{mark.name}' now, "
-                    f"not of '{action.subject}'; it is never touched"
+                    f"domain '{ref.domain}' carries the mark of guest '{mark.name}' now, "
+                    f"not of '{ref.name}'; it is never touched"
                 )
         return domain
 
     # -- re-check -----------------------------------------------------------------
 
-    def check(self, action: Action) -> Check:
-        match action.kind:
-            case ActionKind.BUILD:
+    def check(self, action: LabStep | GuestStep) -> Check:
+        match action:
+            case BuildClosures() | WaitReady():
                 return Check.NEEDED
-            case ActionKind.BUILD_KERNEL:
-                done = (Path(action.path) / "complete").exists()
+            case BuildKernel():
+                done = (action.directory / "complete").exists()
                 return Check.SATISFIED if done else Check.NEEDED
-            case ActionKind.REMOVE_KERNEL:
-                if not Path(action.path).exists():
+            case RemoveKernel():
+                if not action.directory.exists():
                     return Check.SATISFIED
-                self._still_unused(Path(action.path))
+                self._still_unused(action.directory)
                 return Check.NEEDED
-            case ActionKind.WAIT_READY:
-                return Check.NEEDED
-            case ActionKind.VIEW:
-                assert action.view is not None
+            case MakeView():
                 state = views.observe([action.view])[action.view]
                 return Check.SATISFIED if state is ViewState.READ_ONLY else Check.NEEDED
-            case _:
-                pass
-        domain = self._probe(action)
+        domain = self._probe(action.guest)
         satisfied = False
-        match action.kind:
-            case ActionKind.DEFINE:
-                assert action.intent is not None
+        match action:
+            case DefineGuest():
                 satisfied = (
                     domain is not None
                     and domain.persistent  # a transient domain is defined again
                     and definition_matches(action.intent, domain.config)
                 )
-            case ActionKind.GC_ROOTS:
+            case SyncGcRoots():
                 wanted = closures_in_use(domain) if domain is not None else set()
                 seen = nix.observe_gc_roots(self._state_dir / "gcroots").get(action.subject, {})
                 satisfied = not root_problems(wanted, seen)
-            case ActionKind.START:
+            case StartGuest():
                 if domain is None:
-                    raise StaleError(f"domain '{action.domain}' vanished before its start")
+                    raise StaleError(f"domain '{action.guest.domain}' vanished before its start")
                 satisfied = _running(domain)
-            case ActionKind.SHUTDOWN | ActionKind.DESTROY:
+            case ShutdownGuest() | DestroyGuest():
                 satisfied = domain is None or not _running(domain)
-            case ActionKind.UNDEFINE:
+            case UndefineGuest():
                 satisfied = domain is None
         return Check.SATISFIED if satisfied else Check.NEEDED
 
@@ -123,61 +129,56 @@ class GuestPerformer:
 
     # -- acting -------------------------------------------------------------------
 
-    def perform(self, action: Action) -> None:
-        hv = self.ctx.hypervisor(action.hypervisor) if action.hypervisor else None
-        match action.kind:
-            case ActionKind.BUILD:
+    def perform(self, action: LabStep | GuestStep) -> None:
+        match action:
+            case BuildClosures():
                 nix.build(action.installables, self.ctx.manifest.lab.build_timeout_s)
-            case ActionKind.REMOVE_KERNEL:
-                kernel_build.remove(Path(action.path))
-            case ActionKind.VIEW:
-                assert action.view is not None
+            case RemoveKernel():
+                kernel_build.remove(action.directory)
+            case MakeView():
                 views.ensure(self._state_dir, [action.view])
-            case ActionKind.BUILD_KERNEL:
-                kernel = self.ctx.manifest.kernels[action.subject]
-                directory = Path(action.path)
-                assert isinstance(kernel.source, KernelBuild)
-                key = directory.name.removeprefix(f"{kernel.name}-")
+            case BuildKernel():
+                kernel = self.ctx.manifest.kernels[action.name]
+                if not isinstance(kernel.source, KernelBuild):
+                    raise ReconcileError(f"kernel '{kernel.name}' is prebuilt: nothing to build")
+                key = action.directory.name.removeprefix(f"{kernel.name}-")
                 timeout = self.ctx.manifest.lab.build_timeout_s
-                kernel_build.build(KernelJob(kernel.name, kernel.source, key, directory, timeout))
-            case ActionKind.DEFINE:
-                assert hv is not None and action.intent is not None
-                spec = self.domain_spec(action.intent)
-                hv.define(spec)
-                self._sync_roots(action, also=action.intent.toplevel)
-            case ActionKind.START:
-                assert hv is not None and action.intent is not None
+                job = KernelJob(kernel.name, kernel.source, key, action.directory, timeout)
+                kernel_build.build(job)
+            case DefineGuest():
+                self._hv(action).define(self.domain_spec(action.intent))
+                self._sync_roots(action.guest, also=action.intent.toplevel)
+            case StartGuest():
                 serial_log = action.intent.definition.serial_log
                 serial_log.parent.mkdir(parents=True, exist_ok=True)
                 serial_log.unlink(missing_ok=True)
                 self.domain_spec(action.intent)  # files it boots from exist (state dir wiped?)
                 views.ensure(self._state_dir, action.intent.views)  # read-only shares
-                hv.start(action.domain)
-                self._sync_roots(action)  # the old running closure needs no root now
-            case ActionKind.WAIT_READY:
-                assert action.intent is not None
+                self._hv(action).start(action.guest.domain)
+                self._sync_roots(action.guest)  # the old running closure needs no root now
+            case WaitReady():
                 self.wait_ready(action)
-            case ActionKind.SHUTDOWN:
-                assert hv is not None
-                graceful = hv.shutdown(action.domain, action.timeout_s)
+            case ShutdownGuest():
+                graceful = self._hv(action).shutdown(action.guest.domain, action.timeout_s)
                 log.info("shut down", guest=action.subject, graceful=graceful)
-            case ActionKind.DESTROY:
-                assert hv is not None
-                hv.destroy(action.domain)
-            case ActionKind.UNDEFINE:
-                assert hv is not None
-                hv.undefine(action.domain)
+            case DestroyGuest():
+                self._hv(action).destroy(action.guest.domain)
+            case UndefineGuest():
+                self._hv(action).undefine(action.guest.domain)
                 nix.sync_gc_roots(self._gcroot(action.subject), set())
-            case ActionKind.GC_ROOTS:
-                self._sync_roots(action)  # the guest itself is not touched
+            case SyncGcRoots():
+                self._sync_roots(action.guest)  # the guest itself is not touched
 
-    def _sync_roots(self, action: Action, also: str | None = None) -> None:
+    def _hv(self, action: GuestStep) -> LibvirtHypervisor:
+        return self.ctx.hypervisor(action.guest.hypervisor)
+
+    def _sync_roots(self, ref: GuestRef, also: str | None = None) -> None:
         """Roots for every closure the domain's persistent or running definition uses."""
-        domain = self._probe(action)
+        domain = self._probe(ref)
         used = {also} if also else set()
         if domain is not None:
             used |= closures_in_use(domain)
-        nix.sync_gc_roots(self._gcroot(action.subject), used)
+        nix.sync_gc_roots(self._gcroot(ref.name), used)
 
     def domain_spec(self, intent: GuestIntent) -> DomainSpec:
         """The definition, now that the closure is built (its initrd is read from boot.json)."""
@@ -197,19 +198,19 @@ class GuestPerformer:
         intent.definition.serial_log.parent.mkdir(parents=True, exist_ok=True)
         return DomainSpec(intent.definition, initrd)
 
-    def wait_ready(self, action: Action) -> None:
+    def wait_ready(self, action: WaitReady) -> None:
         """Wait for the system's readiness line; a guest that stops or times out fails."""
-        assert action.intent is not None
-        want = ready_line(action.intent)
-        log_path = action.intent.definition.serial_log
+        want = f"{READY_PREFIX}{action.toplevel}"
+        log_path = action.serial_log
         deadline = time.monotonic() + action.timeout_s
-        hv = self.ctx.hypervisor(action.hypervisor)
+        hv = self._hv(action)
+        domain_name_ = action.guest.domain
         next_probe = 0.0
         while True:
             text = _read(log_path)
             lines = text.splitlines()
             if any(line.strip() == want for line in lines):
-                hv.mark_ready(action.domain, action.intent.toplevel)
+                hv.mark_ready(domain_name_, action.toplevel)
                 return
             fatal = next((ln for ln in lines if any(m in ln for m in FATAL_MARKERS)), None)
             if fatal is not None:
@@ -220,7 +221,7 @@ class GuestPerformer:
                 )
             now = time.monotonic()
             if now >= next_probe:
-                domain = hv.probe(action.domain)
+                domain = hv.probe(domain_name_)
                 if domain is None or not _running(domain):
                     raise ReconcileError(
                         f"guest '{action.subject}' stopped before it was ready"

@@ -12,10 +12,17 @@ import time
 
 from reconcile.adapters import deploy
 from reconcile.adapters.ssh import Session
-from reconcile.core.actions import Action, ActionKind
+from reconcile.core.actions import (
+    Activate,
+    CheckHealth,
+    CopyClosure,
+    HostStep,
+    Reboot,
+    SetProfile,
+)
 from reconcile.core.desired import Activation, Host
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
-from reconcile.core.hosts import SYSTEM_PROFILE, HostIntent
+from reconcile.core.hosts import SYSTEM_PROFILE
 from reconcile.logs import get_logger
 from reconcile.orchestration.executor import Check
 from reconcile.orchestration.pipeline import Context
@@ -31,11 +38,7 @@ class HostPerformer:
         self._deadlines: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def _intent(self, action: Action) -> HostIntent:
-        assert action.host is not None
-        return action.host
-
-    def _session(self, action: Action) -> Session:
+    def _session(self, action: HostStep) -> Session:
         return self.ctx.session(action.subject)
 
     def _remaining(self, host: Host) -> float:
@@ -58,30 +61,30 @@ class HostPerformer:
 
     # -- re-check -----------------------------------------------------------------
 
-    def check(self, action: Action) -> Check:
-        intent = self._intent(action)
+    def check(self, action: HostStep) -> Check:
+        intent = action.host
         session = self._session(action)
         satisfied = False
-        match action.kind:
-            case ActionKind.COPY:
+        match action:
+            case CopyClosure():
                 satisfied = deploy.has_path(session, intent.toplevel)
-            case ActionKind.PROFILE:
+            case SetProfile():
                 satisfied = deploy.profile_target(session) == intent.toplevel
-            case ActionKind.REBOOT:
+            case Reboot():
                 booted = session.run(["readlink", "/run/booted-system"], check=False)
                 satisfied = booted.stdout.strip() == intent.toplevel
-            case ActionKind.ACTIVATE | ActionKind.HEALTH:
+            case Activate() | CheckHealth():
                 satisfied = False  # activation and checks are always run when planned
         return Check.SATISFIED if satisfied else Check.NEEDED
 
     # -- acting -------------------------------------------------------------------
 
-    def perform(self, action: Action) -> None:
-        intent = self._intent(action)
+    def perform(self, action: HostStep) -> None:
+        intent = action.host
         host = intent.host
         remaining = self._remaining(host)
-        match action.kind:
-            case ActionKind.COPY:
+        match action:
+            case CopyClosure():
                 known_hosts = deploy.known_hosts_file(
                     host.ssh, host.name, self.ctx.manifest.lab.state_dir
                 )
@@ -92,27 +95,25 @@ class HostPerformer:
                     min(remaining, host.ssh.command_timeout_s),
                     self._copy_env(host),
                 )
-            case ActionKind.PROFILE:
+            case SetProfile():
                 deploy.set_profile(self._session(action), intent.toplevel)
-            case ActionKind.ACTIVATE:
+            case Activate():
                 self._activate(action, remaining)
-            case ActionKind.REBOOT:
+            case Reboot():
                 deploy.reboot(self._session(action), self._systemd(host.name))
                 self.ctx.reconnect(host.name)
                 boot_id = deploy.wait_for_new_boot(
                     host.ssh, action.boot_id, time.monotonic() + remaining
                 )
                 log.info("host rebooted", host=host.name, boot_id=boot_id)
-            case ActionKind.HEALTH:
+            case CheckHealth():
                 self._health(action, remaining)
-            case _:
-                raise AssertionError(f"not a host action: {action.kind}")
 
     def _copy_env(self, host: Host) -> dict[str, str]:
         return self.ctx.agent_env(host.name) if host.ssh.passphrase_env else {}
 
-    def _activate(self, action: Action, remaining: float) -> None:
-        intent = self._intent(action)
+    def _activate(self, action: Activate, remaining: float) -> None:
+        intent = action.host
         host = intent.host
         session = self._session(action)
         run_id = deploy.start_activation(
@@ -138,23 +139,24 @@ class HostPerformer:
             f"(exit {result.code}){said}",
         )
 
-    def _health(self, action: Action, remaining: float) -> None:
-        intent = self._intent(action)
+    def _health(self, action: CheckHealth, remaining: float) -> None:
+        intent = action.host
         host = intent.host
-        failures = deploy.check_health(host.ssh, host.health, min(remaining, action.timeout_s))
+        timeout = host.health_timeout_s
+        failures = deploy.check_health(host.ssh, host.health, min(remaining, timeout))
         if failures:
             self._rollback(
                 action,
-                f"host '{host.name}': health checks failed after "
-                f"{action.timeout_s:g}s: " + "; ".join(failures),
+                f"host '{host.name}': health checks failed after {timeout:g}s: "
+                + "; ".join(failures),
             )
         # `boot` (not rebooted) leaves the old system running: confirm whatever is active
         expected = "" if host.activation is Activation.BOOT and not host.reboot else intent.toplevel
         deploy.confirm(self.ctx.reconnect(host.name), expected)
 
-    def _rollback(self, action: Action, why: str) -> None:
+    def _rollback(self, action: Activate | CheckHealth, why: str) -> None:
         """Back to the system the host ran before this run; always raises."""
-        host = self._intent(action).host
+        host = action.host.host
         previous = action.previous
         if not previous:
             raise ReconcileError(

@@ -8,18 +8,21 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconcile.adapters import files
 from reconcile.adapters.lock import LabLock
-from reconcile.core.actions import HOST_ACTIONS, Action
+from reconcile.core.actions import Action, HostStep
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.plan import Plan
 from reconcile.core.plan_report import render_json, render_text
 from reconcile.orchestration import drift_runs, pipeline
-from reconcile.orchestration.executor import Check, Performer, Result, execute
+from reconcile.orchestration.executor import Check, Result, execute
 from reconcile.orchestration.guests import GuestPerformer
 from reconcile.orchestration.pipeline import Context, PlanOptions
+
+if TYPE_CHECKING:
+    from reconcile.orchestration.hosts import HostPerformer
 
 __all__ = ["ApplyOptions", "PlanOptions", "Planned", "plan", "session"]
 
@@ -103,15 +106,16 @@ def read_saved(path: Path) -> dict[str, Any] | None:
 
 
 class LabPerformer:
-    """Routes each action to the performer of its kind: hosts, or guests (and builds)."""
+    """The executor's Performer: routes each action by its type to the performer of its
+    kind, hosts or guests (with the lab's builds and views)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.guests = GuestPerformer(ctx)
-        self._hosts: Performer | None = None
+        self._hosts: HostPerformer | None = None
 
     @property
-    def hosts(self) -> Performer:
+    def hosts(self) -> HostPerformer:
         """Made on first use: it brings in the SSH adapter (fabric, paramiko: ~60 ms)."""
         if self._hosts is None:
             from reconcile.orchestration.hosts import HostPerformer  # noqa: PLC0415
@@ -119,14 +123,16 @@ class LabPerformer:
             self._hosts = HostPerformer(self.ctx)
         return self._hosts
 
-    def _for(self, action: Action) -> Performer:
-        return self.hosts if action.kind in HOST_ACTIONS else self.guests
-
     def check(self, action: Action) -> Check:
-        return self._for(action).check(action)
+        if isinstance(action, HostStep):
+            return self.hosts.check(action)
+        return self.guests.check(action)
 
     def perform(self, action: Action) -> None:
-        self._for(action).perform(action)
+        if isinstance(action, HostStep):
+            self.hosts.perform(action)
+        else:
+            self.guests.perform(action)
 
 
 @dataclass

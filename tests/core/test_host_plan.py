@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reconcile.core.actions import Activate, CheckHealth
 from reconcile.core.diff import Diff
 from reconcile.core.errors import ReconcileError
 from reconcile.core.hosts import (
@@ -71,7 +72,10 @@ def test_switch_chain_and_its_previous_system() -> None:
     plan = make_plan(diff, {"bm1": "path:/lab#sys"})
     assert plan.action_keys() == ["build", "bm1/copy", "bm1/profile", "bm1/activate", "bm1/health"]
     assert plan.dependencies("bm1/copy") == ["build"]
-    assert {plan.action(k).previous for k in plan.action_keys()[1:]} == {OLD}
+    # the steps that can roll back know what to: the system before this run
+    activate, health = plan.action("bm1/activate"), plan.action("bm1/health")
+    assert isinstance(activate, Activate) and isinstance(health, CheckHealth)
+    assert activate.previous == health.previous == OLD
     assert plan.to_build == ("path:/lab#sys",)
 
 
