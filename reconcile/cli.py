@@ -21,19 +21,14 @@ from reconcile.adapters import files
 from reconcile.core import timer_units
 from reconcile.core.desired import Manifest
 from reconcile.core.errors import ManifestError, ReconcileError
-from reconcile.core.exits import (
-    EXIT_CHANGES,
-    EXIT_DEGRADED,
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_ROLLED_BACK,
-)
+from reconcile.core.exits import ExitCode
 from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
 from reconcile.orchestration import drift_runs, pipeline, runs
 from reconcile.orchestration.executor import (
     Outcome,
     Result,
+    SubjectStatus,
     by_subject,
     exit_code,
     subject_status,
@@ -51,14 +46,14 @@ Run `reconcile COMMAND --help` for a command's options.
 """
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _cmd_validate(args: argparse.Namespace) -> ExitCode:
     manifest = pipeline.load(args.manifest, full=True)
     print(
         f"{args.manifest}: valid (lab '{manifest.lab.name}': {len(manifest.hypervisors)} "
         f"hypervisor(s), {len(manifest.kernels)} kernel(s), {len(manifest.guests)} guest(s), "
         f"{len(manifest.hosts)} host(s))"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _duration(text: str) -> float:
@@ -89,7 +84,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _cmd_plan(args: argparse.Namespace) -> int:
+def _cmd_plan(args: argparse.Namespace) -> ExitCode:
     outcome = runs.plan(
         args.manifest, runs.PlanOptions(tuple(args.target), args.prune), saved=args.out
     )
@@ -111,10 +106,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for name, why in sorted(conflicts.items()):
         print(f"error: the plan cannot converge: conflict at {name}: {why}", file=sys.stderr)
     if unknown or conflicts:
-        return EXIT_ERROR
+        return ExitCode.ERROR
     if args.detailed_exitcode and outcome.plan.has_changes():
-        return EXIT_CHANGES
-    return EXIT_OK
+        return ExitCode.CHANGES
+    return ExitCode.OK
 
 
 def _confirm() -> bool:
@@ -141,16 +136,15 @@ def _summary(results: list[Result], unknown: dict[str, str], conflicts: dict[str
             if r.message:
                 message = r.message.replace("\n", "\n      ")
                 lines.append(f"      {r.action.kind.value} {r.outcome.value}: {message}")
-    for subject, why in sorted(unknown.items()):
-        lines.append(f"  {subject.ljust(width)}  {'UNKNOWN':11}  not acted on: {why}")
-    for subject, why in sorted(conflicts.items()):
-        lines.append(f"  {subject.ljust(width)}  {'CONFLICT':11}  not acted on: {why}")
+    for status, named in ((SubjectStatus.UNKNOWN, unknown), (SubjectStatus.CONFLICT, conflicts)):
+        for subject, why in sorted(named.items()):
+            lines.append(f"  {subject.ljust(width)}  {status:11}  not acted on: {why}")
     counts = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
     code = exit_code(results, [*unknown, *conflicts])
     head = {
-        EXIT_OK: "Apply complete: ",
-        EXIT_DEGRADED: "Apply complete, DEGRADED: ",
-        EXIT_ROLLED_BACK: "Apply ROLLED BACK: ",
+        ExitCode.OK: "Apply complete: ",
+        ExitCode.DEGRADED: "Apply complete, DEGRADED: ",
+        ExitCode.ROLLED_BACK: "Apply ROLLED BACK: ",
     }.get(code, "Apply FAILED: ")
     parts = [f"{n} {o.value}" for o, n in counts.items() if n]
     if unknown:
@@ -161,7 +155,7 @@ def _summary(results: list[Result], unknown: dict[str, str], conflicts: dict[str
     return "\n".join(lines) + "\n"
 
 
-def _cmd_apply(args: argparse.Namespace) -> int:
+def _cmd_apply(args: argparse.Namespace) -> ExitCode:
     plan_options = runs.PlanOptions(tuple(args.target), args.prune)
     options = runs.ApplyOptions(
         yes=args.yes,
@@ -179,7 +173,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         if plan.actions():
             if not args.yes and not _confirm():
                 print("Apply cancelled.", file=sys.stderr)
-                return EXIT_ERROR
+                return ExitCode.ERROR
             results = session.apply(options, lambda _result: None)  # progress is in the logs
         # a conflict cannot converge: the apply is not a success, like an unknown guest
         code = exit_code(results, [*unknown, *conflicts])
@@ -191,7 +185,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     except ReconcileError as error:  # the apply happened: say so, and that it is unrecorded
         _report(error)
         print("error: this apply is not in the lab's history (see above)", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.ERROR
     return code
 
 
@@ -199,7 +193,7 @@ def _print_results(
     results: list[Result],
     unknown: dict[str, str],
     conflicts: dict[str, str],
-    code: int,
+    code: ExitCode,
     *,
     json_output: bool,
 ) -> None:
@@ -230,13 +224,17 @@ def _print_results(
 def _record_apply(
     manifest: Manifest,
     started: float,
-    code: int,
+    code: ExitCode,
     results: list[Result],
     *,
     unknown: dict[str, str],
     conflicts: dict[str, str],
 ) -> None:
-    outcome = {EXIT_OK: "ok", EXIT_DEGRADED: "degraded", EXIT_ROLLED_BACK: "rolled-back"}
+    outcome = {
+        ExitCode.OK: "ok",
+        ExitCode.DEGRADED: "degraded",
+        ExitCode.ROLLED_BACK: "rolled-back",
+    }
     summary = {
         "outcomes": {o.value: n for o in Outcome if (n := sum(r.outcome is o for r in results))},
         "not_ok": sorted({r.action.subject for r in results if not r.outcome.ok()}),
@@ -247,7 +245,7 @@ def _record_apply(
     drift_runs.record_apply(manifest, started, code, done, summary)
 
 
-def _cmd_drift(args: argparse.Namespace) -> int:
+def _cmd_drift(args: argparse.Namespace) -> ExitCode:
     report = drift_runs.drift(
         args.manifest, drift_runs.DriftOptions(tuple(args.target), metrics=args.metrics)
     )
@@ -260,14 +258,14 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _cmd_history(args: argparse.Namespace) -> int:
+def _cmd_history(args: argparse.Namespace) -> ExitCode:
     runs_ = drift_runs.recent(args.manifest, args.limit, args.kind)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in runs_], indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     if not runs_:
         print("No runs recorded yet.")
-        return EXIT_OK
+        return ExitCode.OK
     print(f"{'id':>5}  {'started (UTC)':20}  {'kind':7}  {'outcome':12}  exit  {'took':>7}  commit")
     for r in runs_:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.started))
@@ -278,10 +276,10 @@ def _cmd_history(args: argparse.Namespace) -> int:
         if r.summary.get("stage"):  # a gitops cycle that failed: where, and why
             lines = str(r.summary.get("message", "")).splitlines() or [""]
             print(f"{'':5}  failed at {r.summary['stage']}: {lines[0][:200]}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def _cmd_gitops(args: argparse.Namespace) -> int:
+def _cmd_gitops(args: argparse.Namespace) -> ExitCode:
     if args.install_timer:
         return _install_timer(args)
     from reconcile.orchestration import gitops  # noqa: PLC0415 - only this command needs it
@@ -308,13 +306,13 @@ def _cmd_gitops(args: argparse.Namespace) -> int:
     return result.code
 
 
-def _install_timer(args: argparse.Namespace) -> int:
+def _install_timer(args: argparse.Namespace) -> ExitCode:
     from reconcile.orchestration import gitops  # noqa: PLC0415 - only this command needs it
 
     manifest = pipeline.load(args.manifest)
     settings = gitops.settings(manifest)
     argv = [sys.executable, "-m", "reconcile", "gitops", str(args.manifest.resolve())]
-    argv += ["--report-dir", str(args.report_dir or manifest.lab.state_dir / "reports")]
+    argv += ["--report-dir", str(args.report_dir or manifest.lab.layout.reports_dir)]
     if args.metrics:
         argv += ["--metrics", str(args.metrics.resolve())]
     service = args.unit_dir / timer_units.SERVICE
@@ -323,7 +321,7 @@ def _install_timer(args: argparse.Namespace) -> int:
     files.write_atomic(timer, timer_units.timer_unit(settings.interval_s))
     print(f"Wrote {service} and {timer} (a cycle every {settings.interval_s:g}s).")
     print(f"Enable them: systemctl daemon-reload && systemctl enable --now {timer_units.TIMER}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # what `add_subparsers` returns: each _add_* function registers one command on it
@@ -564,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = args.verbose + (1 if args.command == "apply" else 0)
     configure_logging(debug=args.debug, verbose=verbose, fmt=args.log_format)
     try:
-        code: int = args.func(args)
+        code: ExitCode = args.func(args)
     except ReconcileError as error:
         if args.debug:
             raise
@@ -572,5 +570,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     return code

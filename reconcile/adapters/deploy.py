@@ -14,10 +14,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 
 from reconcile.adapters import process
-from reconcile.adapters.ssh import Session, UnreachableError, known_name
+from reconcile.adapters.ssh import Session, UnreachableError
 from reconcile.core.desired import Activation, HealthCheck, Ssh
 from reconcile.core.errors import CommandError, ReconcileError
 from reconcile.core.hosts import CONFIRMED, STATE_DIR, SYSTEM_PROFILE
@@ -47,13 +48,13 @@ HEALTH_POLL_S = 1.0
 RECONNECT_POLL_S = 1.0
 
 
-def known_hosts_file(ssh: Ssh, name: str, state_dir: Path) -> Path:
-    """A known_hosts file pinning the host's key, for OpenSSH (nix copy)."""
+def known_hosts_file(ssh: Ssh, path: Path) -> Path:
+    """A known_hosts file pinning the host's key, for OpenSSH (nix copy): the manifest's, or
+    `path` (`StateLayout.host_known_hosts`) written with its `host_key`."""
     if ssh.known_hosts is not None:
         return ssh.known_hosts
     assert ssh.host_key is not None  # the manifest requires one or the other
-    path = state_dir / "ssh" / f"{name}.known_hosts"
-    line = f"{known_name(ssh)} {ssh.host_key}\n"
+    line = ssh.target.known_hosts_line(ssh.host_key)
     if not path.exists() or path.read_text() != line:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -79,15 +80,11 @@ def nix_sshopts(ssh: Ssh, known_hosts: Path) -> str:
         "-o", "StrictHostKeyChecking=yes",
         "-o", f"ConnectTimeout={max(1, int(ssh.connect_timeout_s))}",
         "-o", "LogLevel=ERROR",
-        "-p", str(ssh.port),
+        *ssh.target.port_args,
     ]  # fmt: skip
     if ssh.identity is not None:
         opts += ["-o", "IdentitiesOnly=yes", "-i", str(ssh.identity)]
     return " ".join(opts)
-
-
-def store_uri(ssh: Ssh) -> str:
-    return f"ssh-ng://{ssh.user}@{ssh.host}"
 
 
 def copy_closure(
@@ -99,10 +96,10 @@ def copy_closure(
     sources: `--no-check-sigs` asks the host (we log in as a trusted user) to accept them.
     """
     process.run(
-        [*NIX, "copy", "--no-check-sigs", "--to", store_uri(ssh), toplevel],
+        [*NIX, "copy", "--no-check-sigs", "--to", ssh.target.nix_store_uri, toplevel],
         env={**env, "NIX_SSHOPTS": nix_sshopts(ssh, known_hosts)},
         timeout=timeout_s,
-        hint=f"the copy to {ssh.user}@{ssh.host} failed; the host is unchanged",
+        hint=f"the copy to {ssh.target.destination} failed; the host is unchanged",
     )
 
 
@@ -119,14 +116,25 @@ def set_profile(session: Session, toplevel: str) -> None:
     session.run(["nix-env", "-p", SYSTEM_PROFILE, "--set", toplevel])
 
 
+class SwitchExit(IntEnum):
+    """switch-to-configuration's exit codes that mean something here; any other: failed."""
+
+    OK = 0
+    DEGRADED = 4  # the new system is active, but some units failed
+
+
 @dataclass(frozen=True)
 class Activated:
     code: int
     output: str  # the tail of switch-to-configuration's output
 
     @property
+    def ok(self) -> bool:
+        return self.code == SwitchExit.OK
+
+    @property
     def degraded(self) -> bool:
-        return self.code == 4
+        return self.code == SwitchExit.DEGRADED
 
 
 def start_activation(session: Session, toplevel: str, mode: Activation, systemd: bool) -> str:

@@ -1,4 +1,4 @@
-"""The lab's run history: one SQLite file in its state directory, `<state_dir>/history.sqlite`.
+"""The lab's run history: one SQLite file in its state directory (`StateLayout.history`).
 
 SQLite (not JSON files) because several readers and writers share it (a drift timer, an
 apply, `reconcile history`, the GitOps loop) and each write must be all-or-nothing. WAL lets
@@ -28,7 +28,6 @@ from reconcile.adapters.lock import flock_within
 from reconcile.core.errors import ReconcileError
 
 __all__ = [
-    "FILENAME",
     "KINDS",
     "DriftKey",
     "DriftObservation",
@@ -37,7 +36,6 @@ __all__ = [
     "RunRecord",
 ]
 
-FILENAME = "history.sqlite"
 KINDS = frozenset({"drift", "apply", "plan", "gitops"})
 SUBJECT_KINDS = frozenset({"guest", "host"})
 DEFAULT_BUSY_TIMEOUT_S = 5.0

@@ -1,7 +1,8 @@
 """Building kernels: source identity, config resolution and make, out of tree.
 
-Each build lives in `<state_dir>/kernels/<name>-<key>/`, where the key hashes what
-determines it (core/kconfig.build_key). Layout:
+Each build lives in `<state_dir>/kernels/<name>-<key>/` (`StateLayout.kernel_build`), where
+the key hashes what determines it (core/kconfig.build_key), locked by a file beside it.
+Inside, named here (KernelJob):
   build/       make's O= directory (.config, the objects)
   bzImage      the image guests boot
   modules/     INSTALL_MOD_PATH: modules/lib/modules/<release>
@@ -34,6 +35,7 @@ from reconcile.core.kconfig import (
     parse_config,
     render_fragment,
 )
+from reconcile.core.layout import StateLayout
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)
@@ -46,13 +48,16 @@ class KernelJob:
     name: str
     spec: KernelBuild
     key: str
-    directory: Path
+    layout: StateLayout  # the lab's state directory
     timeout_s: float = process.LONG_TIMEOUT_S  # each make, and the wait for another run
 
     @property
+    def directory(self) -> Path:
+        return self.layout.kernel_build(self.name, self.key)
+
+    @property
     def lock_path(self) -> Path:
-        # Beside the directory, not in it: removing a build never removes a held lock.
-        return self.directory.with_name(f".{self.directory.name}.lock")
+        return self.layout.kernel_build_lock(self.directory)
 
     @property
     def build_dir(self) -> Path:
@@ -174,7 +179,9 @@ def _read(path: Path, what: str) -> bytes:
         raise ReconcileError(f"cannot read the kernel {what} {path}: {exc.strerror}") from None
 
 
-def locate(kernel: Kernel, state_dir: Path, timeout_s: float = process.LONG_TIMEOUT_S) -> KernelJob:
+def locate(
+    kernel: Kernel, layout: StateLayout, timeout_s: float = process.LONG_TIMEOUT_S
+) -> KernelJob:
     spec = kernel.source
     assert isinstance(spec, KernelBuild)
     key = build_key(
@@ -184,8 +191,7 @@ def locate(kernel: Kernel, state_dir: Path, timeout_s: float = process.LONG_TIME
         options=spec.options,
         toolchain=toolchain_identity(),
     )
-    directory = state_dir / "kernels" / f"{kernel.name}-{key}"
-    return KernelJob(kernel.name, spec, key, directory, timeout_s)
+    return KernelJob(kernel.name, spec, key, layout, timeout_s)
 
 
 def make_argv(
@@ -363,11 +369,11 @@ def _build(job: KernelJob, config: dict[str, str]) -> None:
     log.info("kernel built", kernel=job.name, release=release)
 
 
-def remove(directory: Path) -> None:
-    """Delete a kernel build. `src` is a link to the user's tree (or an export): the link
-    is removed, never followed."""
-    if directory.parent.name != "kernels" or not (directory / "build").exists():
+def remove(layout: StateLayout, directory: Path) -> None:
+    """Delete a kernel build of the lab. `src` is a link to the user's tree (or an export):
+    the link is removed, never followed."""
+    if directory.parent != layout.kernels or not (directory / "build").exists():
         raise ReconcileError(f"refusing to remove {directory}: not a kernel build directory")
     shutil.rmtree(directory)
-    directory.with_name(f".{directory.name}.lock").unlink(missing_ok=True)
+    layout.kernel_build_lock(directory).unlink(missing_ok=True)
     log.info("removed kernel build", directory=str(directory))

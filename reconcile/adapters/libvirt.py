@@ -47,15 +47,14 @@ from reconcile.core.domain import (
     render_domain_xml,
 )
 from reconcile.core.errors import ProbeError, ReconcileError
+from reconcile.core.imageless import GuestDefinition
 from reconcile.core.libvirt_uri import HINT as URI_HINT
 from reconcile.core.libvirt_uri import (
     SshAuth,
     Transport,
     UriRefused,
     connection_uri,
-    known_hosts_line,
     parse_uri,
-    pinned_lines,
 )
 from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
 from reconcile.logs import get_logger
@@ -171,11 +170,9 @@ class Pin:
 
 def _pinned_text(uri: str, pin: Pin | None) -> str:
     """The known_hosts text reconcile hands libvirt for a qemu+ssh URI: the pin only."""
-    parsed = parse_uri(uri)
-    assert parsed.host is not None
-    port = parsed.port or 22
+    target = parse_uri(uri).ssh_target
     if pin is not None and pin.host_key is not None:
-        return known_hosts_line(parsed.host, port, pin.host_key)
+        return target.known_hosts_line(pin.host_key)
     if pin is None or pin.known_hosts is None:
         connection_uri(uri)  # raises: no pin
         raise AssertionError("unreachable")
@@ -186,12 +183,13 @@ def _pinned_text(uri: str, pin: Pin | None) -> str:
             f"cannot read known_hosts {pin.known_hosts}: {getattr(exc, 'strerror', exc)}",
             hint="check the hypervisor's known_hosts in the manifest",
         ) from None
-    lines = pinned_lines(text, parsed.host, port)
+    lines = target.pinned_lines(text)
     if not lines:
+        keyscan = " ".join(("ssh-keyscan", *target.port_args, target.host))
         raise HypervisorError(
-            f"{pin.known_hosts} pins no key for {parsed.host} (port {port}): refusing to connect",
-            hint=f"add its key: ssh-keyscan -p {port} {parsed.host} >> {pin.known_hosts} "
-            "(and check it), or set host_key",
+            f"{pin.known_hosts} pins no key for {target.host} (port {target.port}): "
+            "refusing to connect",
+            hint=f"add its key: {keyscan} >> {pin.known_hosts} (and check it), or set host_key",
         )
     return lines
 
@@ -578,6 +576,10 @@ class LibvirtHypervisor:
             if self._is_active(dom, name):
                 raise self._error(exc, "destroy", name) from None
         log.info("destroyed", uri=self.uri, domain=name)
+
+    def console(self, definition: GuestDefinition) -> Path:
+        """The domain XML sends the serial console to the definition's log file."""
+        return definition.serial_log
 
     def undefine(self, name: str) -> None:
         """Remove the definition. A running domain is refused: it would linger as transient."""

@@ -44,10 +44,6 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def known_name(ssh: Ssh) -> str:
-    return ssh.host if ssh.port == 22 else f"[{ssh.host}]:{ssh.port}"
-
-
 def pinned_keys(ssh: Ssh) -> paramiko.HostKeys:
     """The keys this host may present: the manifest's `host_key`, or its known_hosts file."""
     keys = paramiko.HostKeys()
@@ -60,7 +56,7 @@ def pinned_keys(ssh: Ssh) -> paramiko.HostKeys:
                 f"{ssh.host}: the pinned host_key cannot be read as a {kind} key: {exc}",
                 hint="copy the key again from `ssh-keyscan HOST`, whole",
             ) from None
-        keys.add(known_name(ssh), kind, key)
+        keys.add(ssh.target.known_hosts_name, kind, key)
     elif ssh.known_hosts is not None:
         try:
             keys.load(str(ssh.known_hosts))
@@ -101,6 +97,7 @@ class Session:
         if self._conn is not None:
             return self._conn
         ssh = self.ssh
+        target = ssh.target
         connect_kwargs: dict[str, Any] = {
             "banner_timeout": ssh.connect_timeout_s,
             "auth_timeout": ssh.connect_timeout_s,
@@ -111,9 +108,9 @@ class Session:
             connect_kwargs["allow_agent"] = False
             connect_kwargs["look_for_keys"] = False
         conn = fabric.Connection(
-            ssh.host,
-            user=ssh.user,
-            port=ssh.port,
+            target.host,
+            user=target.user,
+            port=target.port,
             connect_timeout=ssh.connect_timeout_s,
             connect_kwargs=connect_kwargs,
             # No ssh_config and no fabric config files: a ProxyJump or ProxyCommand there
@@ -137,7 +134,7 @@ class Session:
             raise
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise UnreachableError(
-                f"{ssh.user}@{ssh.host}:{ssh.port} unreachable: {exc}",
+                f"{target} unreachable: {exc}",
                 hint="the host is unknown this run; nothing was changed on it",
             ) from None
         # Small request/response exchanges: Nagle plus delayed ACKs cost ~45 ms a command.
@@ -189,7 +186,7 @@ class Session:
         result = process.Completed(args, done.exited, done.stdout, done.stderr, seconds)
         if check and result.returncode != 0:
             raise CommandError(
-                ("ssh", f"{self.ssh.user}@{self.ssh.host}", *args),
+                ("ssh", self.ssh.target.destination, *args),
                 result.returncode,
                 (result.stderr or result.stdout).strip()[-2000:],
             )

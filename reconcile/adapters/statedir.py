@@ -14,7 +14,8 @@ from pathlib import Path
 
 from reconcile.adapters.files import read_regular, write_atomic
 from reconcile.core.errors import ReconcileError
-from reconcile.core.statedir import MARK, location_problem, made_by_reconcile
+from reconcile.core.layout import StateLayout
+from reconcile.core.statedir import location_problem, made_by_reconcile
 
 _claimed: set[tuple[Path, str]] = set()
 _lock = threading.Lock()
@@ -34,7 +35,7 @@ def _claim(state_dir: Path, lab: str) -> None:
     hint = "set lab.state_dir to a directory of this lab's own (absent or empty is fine)"
     if problem := location_problem(real):
         raise ReconcileError(f"lab.state_dir {state_dir}: {problem}", hint=hint)
-    mark = real / MARK
+    mark = StateLayout(real).mark
     try:
         owner: str | None = read_regular(mark, 4096).decode(errors="replace").strip()
     except FileNotFoundError:

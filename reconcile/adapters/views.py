@@ -231,12 +231,13 @@ def _check_source(view: View) -> None:
         )
 
 
-def ensure(state_dir: Path, views: Iterable[View]) -> None:
+def ensure(lock: Path, views: Iterable[View]) -> None:
     """Make each view a read-only bind of its source; nothing for those that already are.
 
-    A writable or stale mount at a view's path is unmounted first, never used.
+    Under `lock` (`StateLayout.views_lock`). A writable or stale mount at a view's path is
+    unmounted first, never used.
     """
-    with _locked(state_dir / "views.lock"):
+    with _locked(lock):
         for view in views:
             _check_source(view)
             mounts = _mounts()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from reconcile.core.hosts import HostIntent
+from reconcile.core.imageless import GuestDefinition
 from reconcile.core.intent import GuestIntent
 from reconcile.core.shares import View
 
@@ -137,8 +138,7 @@ class StartGuest(_GuestStep):
 @dataclass(frozen=True)
 class WaitReady(_GuestStep):
     kind: ClassVar[ActionKind] = ActionKind.WAIT_READY
-    toplevel: str  # the readiness line names it
-    serial_log: Path
+    definition: GuestDefinition  # what booted: the readiness line names its toplevel
     timeout_s: float
 
 

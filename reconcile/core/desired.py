@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+
+from reconcile.core.layout import StateLayout
+from reconcile.core.ssh_target import SshTarget
 
 
 class GuestMode(StrEnum):
@@ -54,12 +58,18 @@ class Lab:
     build_timeout_s: float = 6 * 3600.0
     lock_warn_after_s: float = 2 * 3600.0
 
+    @functools.cached_property
+    def layout(self) -> StateLayout:
+        """Every path under `state_dir` (core/layout.py): nothing else joins them."""
+        return StateLayout(self.state_dir)
+
 
 @dataclass(frozen=True)
 class Hypervisor:
     name: str
     uri: str
     accel: Accel
+    driver: str  # a key of DRIVERS (orchestration/drivers.py)
     # qemu+ssh only: the pinned host key (one of the two) and the key to log in with.
     host_key: str | None = None
     known_hosts: Path | None = None
@@ -123,6 +133,11 @@ class Ssh:
     command_timeout_s: float
     total_timeout_s: float = 1800.0
     passphrase_env: str | None = None  # the variable's name; its value is a secret
+
+    @property
+    def target(self) -> SshTarget:
+        """Where to connect, with every spelling of it (OpenSSH, known_hosts, Nix)."""
+        return SshTarget(self.user, self.host, self.port)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class GuestChange:
     intent: GuestIntent | None = None
     redefine: bool = False  # the persistent definition must be written
     running: bool = False  # observed running (so a restart or stop shuts it down)
+    observed_state: DomainState | None = None  # the domain's, when one was observed
 
 
 def _field_changes(intent: GuestIntent, facts: DomainFacts) -> tuple[FieldChange, ...]:
@@ -164,7 +165,13 @@ def diff_guest(intent: GuestIntent, observation: HypervisorObservation, lab: str
     if not domain.persistent:
         config_changes = (*config_changes, TRANSIENT)
     running = domain.state in (DomainState.RUNNING, DomainState.PAUSED)
-    known = replace(base, intent=intent, redefine=bool(config_changes), running=running)
+    known = replace(
+        base,
+        intent=intent,
+        redefine=bool(config_changes),
+        running=running,
+        observed_state=domain.state,
+    )
     if intent.guest.state is GuestState.STOPPED:
         if running:
             return replace(
@@ -210,7 +217,14 @@ def diff_orphan(
     mark = domain.config.mark
     assert mark is not None
     running = domain.state in (DomainState.RUNNING, DomainState.PAUSED)
-    base = GuestChange(mark.name, domain.name, hypervisor, ChangeKind.KEEP, running=running)
+    base = GuestChange(
+        mark.name,
+        domain.name,
+        hypervisor,
+        ChangeKind.KEEP,
+        running=running,
+        observed_state=domain.state,
+    )
     if protected:
         return replace(base, note="not in the manifest, but it was defined with protect = true")
     if not prune:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from reconcile.core.desired import Activation
 from reconcile.core.diff import ChangeKind, Diff, GuestChange
 from reconcile.core.drift_report import DriftField, DriftItem, DriftReport, DriftStatus
+from reconcile.core.exits import ExitCode
 from reconcile.core.hosts import HostChange, HostChangeKind
 from reconcile.core.metrics import Metric, Sample
 
@@ -35,7 +36,8 @@ def _guest_item(change: GuestChange) -> DriftItem:
             note = f"domain {change.domain} is absent"
             return replace(item, status=DriftStatus.MISSING, note=note)
         case ChangeKind.START:
-            observed = change.note.split(" -> ")[0] or "not running"
+            state = change.observed_state
+            observed = state.value if state is not None else "not running"
             fields.insert(0, DriftField("state", "running", observed))
         case ChangeKind.STOP:
             fields.insert(0, DriftField("state", "stopped", "running"))
@@ -159,7 +161,7 @@ def with_since(items: Iterable[DriftItem], since: Mapping[DriftKey, float]) -> l
 
 
 def report_metrics(
-    report: DriftReport, *, command: str, exit_code: int, finished: float, seconds: float
+    report: DriftReport, *, command: str, exit_code: ExitCode, finished: float, seconds: float
 ) -> list[Metric]:
     """The node_exporter textfile metrics of one run."""
     lab = {"lab": report.lab}
@@ -226,6 +228,6 @@ def report_metrics(
             "reconcile_last_run_success",
             "1 when the last run of this command exited 0, else 0.",
             "gauge",
-            [Sample(1.0 if exit_code == 0 else 0.0, run)],
+            [Sample(1.0 if exit_code is ExitCode.OK else 0.0, run)],
         ),
     ]

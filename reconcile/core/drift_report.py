@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from reconcile.core.exits import ExitCode
+
 FORMAT_VERSION = 1
 
 KINDS = ("guest", "host")
@@ -130,14 +132,14 @@ class DriftReport:
     @property
     def in_sync(self) -> bool:
         """Nothing drifted, missing or unknown; ignored drift and unmanaged domains pass."""
-        return self.exit_code == 0
+        return self.exit_code is ExitCode.OK
 
     @property
     def failed(self) -> bool:
         return any(n.level is NoticeLevel.ERROR for n in self.notices)
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """0 in sync, 2 drift, 1 when anything is unknown.
 
         Unknown wins over drift: a partial observation is an error to look at before the
@@ -146,8 +148,8 @@ class DriftReport:
         """
         statuses = {item.status for item in self.items}
         if DriftStatus.UNKNOWN in statuses or self.failed or not self.observed:
-            return 1
-        return 2 if statuses & _DRIFT else 0
+            return ExitCode.ERROR
+        return ExitCode.CHANGES if statuses & _DRIFT else ExitCode.OK
 
 
 # --- times -----------------------------------------------------------------------------
@@ -207,7 +209,7 @@ def headline(report: DriftReport) -> str:
     """The verdict in one or two words, from the exit code."""
     if report.failed:
         return "Failed"
-    return {0: "In sync", 2: "Drifted"}.get(report.exit_code, "Unknown")
+    return {ExitCode.OK: "In sync", ExitCode.CHANGES: "Drifted"}.get(report.exit_code, "Unknown")
 
 
 def _verdict(report: DriftReport) -> str:
@@ -216,12 +218,12 @@ def _verdict(report: DriftReport) -> str:
         return "The lab was not observed: the run stopped before it."
     if report.failed and not counts[DriftStatus.UNKNOWN]:
         return "The run failed (see above); the objects below are as observed after it."
-    if report.exit_code == 1:
+    if report.exit_code is ExitCode.ERROR:
         n = counts[DriftStatus.UNKNOWN]
         return (
             f"{_plural(n, 'object')} could not be observed: the lab cannot be said to be in sync."
         )
-    if report.exit_code == 2:
+    if report.exit_code is ExitCode.CHANGES:
         n = counts[DriftStatus.DRIFTED] + counts[DriftStatus.MISSING]
         verb = "differs" if n == 1 else "differ"
         return f"{_plural(n, 'object')} {verb} from the manifest."
@@ -422,8 +424,12 @@ def render_markdown(report: DriftReport) -> str:
 # --- HTML ------------------------------------------------------------------------------
 
 # The banner's background by exit code; tests look for these colours in a screenshot.
-BANNER_COLORS: Mapping[int, str] = {0: "#1f7a3a", 2: "#f2a100", 1: "#c62828"}
-_BANNER_CLASS = {0: "ok", 2: "drift", 1: "unknown"}
+BANNER_COLORS: Mapping[ExitCode, str] = {
+    ExitCode.OK: "#1f7a3a",
+    ExitCode.CHANGES: "#f2a100",
+    ExitCode.ERROR: "#c62828",
+}
+_BANNER_CLASS = {ExitCode.OK: "ok", ExitCode.CHANGES: "drift", ExitCode.ERROR: "unknown"}
 # Values up to this length sit on one line as `desired → observed`; longer ones stack.
 _INLINE_MAX = 28
 

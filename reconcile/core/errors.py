@@ -5,11 +5,13 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from reconcile.core.exits import ExitCode
+
 
 class ReconcileError(Exception):
     """An expected failure: shown as `error: message` plus a hint, never a traceback."""
 
-    exit_code = 1
+    exit_code = ExitCode.ERROR
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

@@ -110,7 +110,7 @@ class HostChangeKind(StrEnum):
 @dataclass(frozen=True)
 class HostChange:
     name: str
-    target: str  # user@host:port, for people
+    target: str  # user@host:port (IPv6 in brackets), for people: SshTarget.authority
     kind: HostChangeKind
     before: str | None = None  # the system the host runs (or boots next, for `boot`)
     after: str | None = None
@@ -120,14 +120,11 @@ class HostChange:
     reboot: bool = False  # a SWITCH that reboots into the new system after `boot`
 
 
-def ssh_target(host: Host) -> str:
-    return f"{host.ssh.user}@{host.ssh.host}:{host.ssh.port}"
-
-
 def diff_host(intent: HostIntent, seen: HostObservation | None, error: str = "") -> HostChange:
     """The change that brings one host to its intent; `seen` None means unknown (`error`)."""
     host = intent.host
-    base = HostChange(host.name, ssh_target(host), HostChangeKind.NOOP, after=intent.toplevel)
+    where = host.ssh.target.authority
+    base = HostChange(host.name, where, HostChangeKind.NOOP, after=intent.toplevel)
     if seen is None:
         return replace(base, kind=HostChangeKind.UNKNOWN, note=error or "not observed")
     base = replace(base, intent=intent, observation=seen)

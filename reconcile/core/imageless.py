@@ -22,6 +22,7 @@ from pathlib import Path
 
 from reconcile.core.desired import Accel, Guest
 from reconcile.core.identity import Mark, domain_name, domain_uuid, mac_address
+from reconcile.core.layout import StateLayout
 from reconcile.core.shares import (
     MODULES_TAG,
     NIX_STORE,
@@ -159,14 +160,14 @@ def define(
     accel: Accel,
     toplevel: str,
     kernel: BootKernel,
-    state_dir: Path,
+    layout: StateLayout,
 ) -> GuestDefinition:
     """The definition of `guest` booting `toplevel` on `kernel`."""
     shares = (
-        share_spec(state_dir, STORE_TAG, NIX_STORE, False),
+        share_spec(layout, STORE_TAG, NIX_STORE, False),
         # the guest mounts it at /lib/modules: it holds the <release> directory
-        share_spec(state_dir, MODULES_TAG, kernel.modules.parent, False),
-        *(share_spec(state_dir, s.tag, s.source, s.writable) for s in guest.shares),
+        share_spec(layout, MODULES_TAG, kernel.modules.parent, False),
+        *(share_spec(layout, s.tag, s.source, s.writable) for s in guest.shares),
     )
     network = None
     if guest.network is not None:
@@ -180,6 +181,6 @@ def define(
         vcpus=guest.vcpus,
         shares=shares,
         network=network,
-        serial_log=state_dir / "guests" / guest.name / "serial.log",
+        serial_log=layout.serial_log(guest.name),
         mark=Owner(lab, guest.name, guest.mode.value, guest.protect),
     )

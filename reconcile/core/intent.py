@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconcile.core.desired import Guest, Manifest
-from reconcile.core.imageless import BootKernel, GuestDefinition, define
+from reconcile.core import imageless
+from reconcile.core.desired import Guest, GuestMode, Manifest
+from reconcile.core.imageless import BootKernel, GuestDefinition
 from reconcile.core.shares import ShareSpec, View
 
 
@@ -69,6 +70,10 @@ def lab_views(intents: Iterable[GuestIntent]) -> list[View]:
     return sorted({v for i in intents for v in i.views}, key=lambda v: str(v.path))
 
 
+# What defines a guest of each mode this version manages: one core module per kind.
+DEFINERS = {GuestMode.IMAGELESS: imageless.define}
+
+
 def guest_intent(
     manifest: Manifest,
     guest: Guest,
@@ -76,13 +81,13 @@ def guest_intent(
     kernel: KernelInputs,
 ) -> GuestIntent:
     accel = manifest.hypervisors[guest.hypervisor].accel
-    definition = define(
+    definition = DEFINERS[guest.mode](
         manifest.lab.name,
         guest,
         accel=accel,
         toplevel=toplevel,
         kernel=kernel.boot,
-        state_dir=manifest.lab.state_dir,
+        layout=manifest.lab.layout,
     )
     return GuestIntent(guest, kernel, definition)
 

@@ -19,14 +19,13 @@ empty file with "Can't verify the session host key", both before authentication)
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 from urllib.parse import quote
+
+from reconcile.core.ssh_target import DEFAULT_PORT, DEFAULT_USER, SshTarget
 
 # One spelling of what the schema's `hypervisor.uri` pattern admits (kept equal by a test).
 _USER = r"[A-Za-z_][A-Za-z0-9._-]{0,31}"
@@ -66,6 +65,13 @@ class LibvirtUri:
     @property
     def remote(self) -> bool:
         return self.transport is not Transport.LOCAL
+
+    @property
+    def ssh_target(self) -> SshTarget:
+        """A qemu+ssh URI's host as libssh2 reaches it: the user defaults to root, the
+        port to 22."""
+        assert self.transport is Transport.SSH and self.host is not None
+        return SshTarget(self.user or DEFAULT_USER, self.host, self.port or DEFAULT_PORT)
 
 
 class UriRefused(ValueError):
@@ -131,49 +137,6 @@ def parse_uri(uri: str) -> LibvirtUri:
     return LibvirtUri(driver, kind, match["user"], host.strip("[]") if host else None, port, path)
 
 
-def known_name(host: str, port: int) -> str:
-    """The host's name in a known_hosts line, as OpenSSH writes it."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def known_hosts_line(host: str, port: int, host_key: str) -> str:
-    """The one line of the known_hosts file reconcile writes for a pinned `host_key`."""
-    kind, data = host_key.split()[:2]
-    return f"{known_name(host, port)} {kind} {data}\n"
-
-
-def _names_match(field: str, host: str, port: int) -> bool:
-    wanted = {known_name(host, port)} | ({host} if port == 22 else set())
-    if field.startswith("|1|"):  # hashed: |1|salt|hmac-sha1(salt, name)
-        try:
-            salt_b64, digest_b64 = field[3:].split("|", 1)
-            salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
-        except ValueError:
-            return False
-        return any(
-            hmac.compare_digest(hmac.new(salt, n.encode(), hashlib.sha1).digest(), digest)
-            for n in wanted
-        )
-    names = field.split(",")
-    return any(n in wanted for n in names) and not any(n.startswith("!") for n in names)
-
-
-def pinned_lines(known_hosts: str, host: str, port: int) -> str:
-    """The lines of a known_hosts text that pin `host:port`, rewritten with a plain name.
-
-    Marker lines (`@cert-authority`, `@revoked`), wildcards and negations are not carried
-    over: only keys listed for exactly this host are trusted.
-    """
-    out = []
-    for raw in known_hosts.splitlines():
-        fields = raw.split()
-        if len(fields) < 3 or fields[0].startswith(("#", "@")):
-            continue
-        if _names_match(fields[0], host, port):
-            out.append(f"{known_name(host, port)} {fields[1]} {fields[2]}\n")
-    return "".join(out)
-
-
 @dataclass(frozen=True)
 class SshAuth:
     """How reconcile logs in to a qemu+ssh hypervisor: its key file, else the agent."""
@@ -198,8 +161,6 @@ def connection_uri(uri: str, auth: SshAuth | None = None) -> str:
             'add host_key = "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`) '
             'or known_hosts = "path/to/known_hosts" to the hypervisor',
         )
-    assert parsed.host is not None
-    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
     params = [
         ("known_hosts", str(auth.known_hosts)),
         ("known_hosts_verify", "normal"),
@@ -209,5 +170,4 @@ def connection_uri(uri: str, auth: SshAuth | None = None) -> str:
     else:  # libssh2's privkey method needs a key file: without one, only the agent
         params.append(("sshauth", "agent"))
     query = "&".join(f"{k}={quote(v, safe='/,')}" for k, v in params)
-    user = parsed.user or "root"
-    return f"qemu+libssh2://{user}@{host}:{parsed.port or 22}{parsed.path}?{query}"
+    return f"qemu+libssh2://{parsed.ssh_target.authority}{parsed.path}?{query}"

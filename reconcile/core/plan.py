@@ -150,8 +150,7 @@ def _guest_actions(change: GuestChange, needs: list[str]) -> list[tuple[Action, 
 
 
 def _wait(ref: GuestRef, intent: GuestIntent) -> WaitReady:
-    d = intent.definition
-    return WaitReady(ref, d.toplevel, d.serial_log, intent.guest.boot_timeout_s)
+    return WaitReady(ref, intent.definition, intent.guest.boot_timeout_s)
 
 
 def _host_actions(change: HostChange, needs: list[str]) -> list[tuple[Action, list[str]]]:

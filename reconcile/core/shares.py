@@ -7,10 +7,13 @@ guest mounting it read-write gets EROFS from the host's kernel.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the layout names views and imports NIX_STORE from here
+    from reconcile.core.layout import StateLayout
 
 STORE_TAG = "store"
 MODULES_TAG = "modules"
@@ -49,17 +52,9 @@ def _view(source: str, origin: str) -> View:
 
 
 @functools.lru_cache(maxsize=4096)
-def view_path(state_dir: Path, source: Path) -> Path:
-    """Where the lab's read-only view of `source` is mounted: one per source directory."""
-    if source == NIX_STORE:
-        return state_dir / "store"  # where earlier versions kept it: their bind is checked
-    digest = hashlib.sha256(str(source).encode()).hexdigest()[:16]
-    return state_dir / "views" / digest
-
-
-@functools.lru_cache(maxsize=4096)
-def share_spec(state_dir: Path, tag: str, origin: Path, writable: bool) -> ShareSpec:
-    source = origin if writable else view_path(state_dir, origin)
+def share_spec(layout: StateLayout, tag: str, origin: Path, writable: bool) -> ShareSpec:
+    """A read-only share serves its view (`StateLayout.view`), a writable one its origin."""
+    source = origin if writable else layout.view(origin)
     return ShareSpec(tag, str(source), writable, str(origin))
 
 

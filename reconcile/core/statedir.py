@@ -9,9 +9,10 @@ its own (it carries the lab's mark, or reconcile makes it).
 from __future__ import annotations
 
 import os
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
-MARK = ".reconcile-lab"  # holds the lab's name; written when reconcile makes the directory
+from reconcile.core.layout import StateLayout
+
 # Nothing at or below these: the store, kernel interfaces, the system itself.
 FORBIDDEN_TREES = frozenset(
     {"/nix", "/proc", "/sys", "/dev", "/etc", "/usr", "/boot", "/bin", "/sbin"}
@@ -23,8 +24,8 @@ FORBIDDEN_EXACT = frozenset(
     | {"/var/lib", "/var/cache", "/var/log", "/var/tmp", "/run/user"}  # noqa: S108
 )
 # Files only reconcile makes: a directory without the mark that holds one of these was made
-# by an older reconcile, before the mark existed.
-SIGNATURES = frozenset({"history.sqlite", "gcroots", "kernels", "eval-cache.json"})
+# by an older reconcile, before the mark existed. (A layout of "." names the entries.)
+SIGNATURES = frozenset(path.name for path in StateLayout(Path()).signatures)
 
 
 def location_problem(path: PurePath | str) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconcile.adapters import files, lock
-from reconcile.adapters.history import FILENAME, DriftObservation, History, RunRecord
+from reconcile.adapters.history import DriftObservation, History, RunRecord
 from reconcile.core.desired import Manifest
 from reconcile.core.drift import drift_items, drifted_fields, report_metrics, with_since
 from reconcile.core.drift_report import (
@@ -28,6 +28,7 @@ from reconcile.core.drift_report import (
     render_markdown,
     render_text,
 )
+from reconcile.core.exits import ExitCode
 from reconcile.core.lockage import held_too_long, lock_metric
 from reconcile.core.metrics import Metric, render_metrics
 from reconcile.core.plan import Plan
@@ -38,7 +39,7 @@ FORMATS = ("text", "json", "markdown", "html")
 
 
 def history(manifest: Manifest) -> History:
-    return History.open(manifest.lab.state_dir / FILENAME)
+    return History.open(manifest.lab.layout.history)
 
 
 def rendered(report: DriftReport, fmt: str) -> str:
@@ -62,7 +63,7 @@ def record_drift(
     commit: str = "",
     extra: Mapping[str, Any] | None = None,
     outcome: str | None = None,
-    exit_code: int | None = None,
+    exit_code: ExitCode | None = None,
     notices: Sequence[Notice] = (),
     scoped: bool = False,
 ) -> DriftReport:
@@ -86,7 +87,7 @@ def record_drift(
         **(extra or {}),
     }
     with history(manifest) as db:
-        verdict = {0: "in-sync", 2: "drift"}.get(draft.exit_code, "error")
+        verdict = {ExitCode.OK: "in-sync", ExitCode.CHANGES: "drift"}.get(draft.exit_code, "error")
         run_id = db.record_run(
             kind,
             started,
@@ -148,7 +149,7 @@ def drift(path: Path, options: DriftOptions) -> DriftReport:
 def lock_state(manifest: Manifest) -> tuple[str | None, float]:
     """A warning when the lab's lock has been held past lab.lock_warn_after, and for how long
     it has been held (0 when free). Read without taking the lock."""
-    holder = lock.holder(manifest.lab.state_dir / "lock")
+    holder = lock.holder(manifest.lab.layout.lock)
     if holder is None:
         return None, 0.0
     return (
@@ -161,7 +162,7 @@ def write_metrics(
     path: Path,
     report: DriftReport,
     command: str,
-    code: int,
+    code: ExitCode,
     started: float,
     *,
     extra: Sequence[Metric] = (),
@@ -176,7 +177,7 @@ def write_metrics(
 
 
 def record_apply(
-    manifest: Manifest, started: float, code: int, outcome: str, summary: Mapping[str, Any]
+    manifest: Manifest, started: float, code: ExitCode, outcome: str, summary: Mapping[str, Any]
 ) -> None:
     with history(manifest) as db:
         db.record_run(

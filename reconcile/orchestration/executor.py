@@ -14,11 +14,11 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from reconcile.core.actions import Action
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
-from reconcile.core.exits import EXIT_DEGRADED, EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK
+from reconcile.core.exits import ExitCode
 from reconcile.core.plan import Plan
 from reconcile.logs import get_logger
 
@@ -45,6 +45,17 @@ class Check(StrEnum):
     SATISFIED = "satisfied"
 
 
+class SubjectStatus(StrEnum):
+    """One guest's or host's status in an apply's summary, as printed there."""
+
+    OK = "ok"
+    FAILED = "FAILED"
+    ROLLED_BACK = "ROLLED BACK"
+    DEGRADED = "DEGRADED"
+    UNKNOWN = "UNKNOWN"  # not observed: not acted on
+    CONFLICT = "CONFLICT"  # cannot converge: not acted on
+
+
 class StaleError(ReconcileError):
     """The subject is not in the state the plan expected."""
 
@@ -57,12 +68,15 @@ class Result:
     message: str = ""
 
 
-class Performer(Protocol):
-    """What the executor needs of the world, per action."""
+A_contra = TypeVar("A_contra", contravariant=True)
 
-    def check(self, action: Action) -> Check: ...
 
-    def perform(self, action: Action) -> None: ...
+class Performer(Protocol[A_contra]):
+    """What the executor needs of the world, per action (of the types it performs)."""
+
+    def check(self, action: A_contra) -> Check: ...
+
+    def perform(self, action: A_contra) -> None: ...
 
 
 def _fault(when: str, key: str) -> None:
@@ -71,7 +85,7 @@ def _fault(when: str, key: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _run_one(performer: Performer, action: Action) -> Result:
+def _run_one(performer: Performer[Action], action: Action) -> Result:
     started = time.monotonic()
     bound = log.bind(action=action.key, subject=action.subject)
     try:
@@ -105,7 +119,7 @@ def _run_one(performer: Performer, action: Action) -> Result:
 
 def execute(
     plan: Plan,
-    performer: Performer,
+    performer: Performer[Action],
     *,
     parallel: int = 4,
     on_result: Callable[[Result], None] = lambda _r: None,
@@ -152,18 +166,18 @@ def execute(
     return [results[k] for k in sorted(results, key=rank.__getitem__)]
 
 
-def subject_status(items: list[Result]) -> str:
+def subject_status(items: list[Result]) -> SubjectStatus:
     """One subject's status. Its steps after a rollback are blocked: that is the rollback."""
     outcomes = {r.outcome for r in items}
     if outcomes & {Outcome.FAILED, Outcome.STALE}:
-        return "FAILED"
+        return SubjectStatus.FAILED
     if Outcome.ROLLED_BACK in outcomes:
-        return "ROLLED BACK"
+        return SubjectStatus.ROLLED_BACK
     if Outcome.BLOCKED in outcomes:
-        return "FAILED"
+        return SubjectStatus.FAILED
     if Outcome.DEGRADED in outcomes:
-        return "DEGRADED"
-    return "ok"
+        return SubjectStatus.DEGRADED
+    return SubjectStatus.OK
 
 
 def by_subject(results: list[Result]) -> dict[str, list[Result]]:
@@ -173,13 +187,13 @@ def by_subject(results: list[Result]) -> dict[str, list[Result]]:
     return by_subject
 
 
-def exit_code(results: list[Result], unknown: list[str]) -> int:
+def exit_code(results: list[Result], unknown: list[str]) -> ExitCode:
     """1 beats 4 beats 3: an error needs a person before anything else does."""
     statuses = {subject_status(items) for items in by_subject(results).values()}
-    if unknown or "FAILED" in statuses:
-        return EXIT_ERROR
-    if "ROLLED BACK" in statuses:
-        return EXIT_ROLLED_BACK
-    if "DEGRADED" in statuses:
-        return EXIT_DEGRADED
-    return EXIT_OK
+    if unknown or SubjectStatus.FAILED in statuses:
+        return ExitCode.ERROR
+    if SubjectStatus.ROLLED_BACK in statuses:
+        return ExitCode.ROLLED_BACK
+    if SubjectStatus.DEGRADED in statuses:
+        return ExitCode.DEGRADED
+    return ExitCode.OK

@@ -26,7 +26,7 @@ from reconcile.core import confinement
 from reconcile.core.desired import GitOps, GitOpsApply, Manifest
 from reconcile.core.drift_report import DriftReport, Notice, NoticeLevel
 from reconcile.core.errors import LockError, ManifestError, Problem, ReconcileError
-from reconcile.core.exits import EXIT_CHANGES, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK
+from reconcile.core.exits import ExitCode
 from reconcile.core.gitops_status import Stage, cycle_metrics, unsigned_notice
 from reconcile.core.metrics import Metric
 from reconcile.core.plan import Plan
@@ -34,8 +34,8 @@ from reconcile.core.plan_report import render_text
 from reconcile.logs import get_logger
 from reconcile.orchestration import drift_runs, pipeline
 from reconcile.orchestration.executor import Result, execute, exit_code
+from reconcile.orchestration.kinds import Router
 from reconcile.orchestration.pipeline import Context, PlanOptions
-from reconcile.orchestration.runs import LabPerformer
 
 log = get_logger(__name__)
 
@@ -54,7 +54,7 @@ class CycleOptions:
 
 @dataclass
 class Cycle:
-    code: int
+    code: ExitCode
     outcome: str  # applied, in-sync, planned, skipped-locked, refused-rewrite, ...
     message: str
     commit: str = ""
@@ -101,14 +101,14 @@ def cycle(bootstrap: Path, options: CycleOptions) -> Cycle:
     gitops = settings(boot)
     try:
         pipeline.claim_state_dir(boot)
-        with LabLock(boot.lab.state_dir / "lock", timeout_s=options.lock_timeout_s):
+        with LabLock(boot.lab.layout.lock, timeout_s=options.lock_timeout_s):
             return _Run(boot, gitops, options, started).go()
     except LockError as error:
         log.warning(
             "lab locked: skipping this cycle", holder=error.message, waited=options.lock_timeout_s
         )
         result = Cycle(
-            EXIT_OK,
+            ExitCode.OK,
             "skipped-locked",
             f"skipped: {error.message} (waited {options.lock_timeout_s:g}s); "
             "the next cycle tries again",
@@ -136,7 +136,7 @@ class _Run:
 
     @property
     def workdir(self) -> Path:
-        return self.boot.lab.state_dir / "gitops"
+        return self.boot.lab.layout.gitops_dir
 
     @property
     def unsigned(self) -> bool:
@@ -200,7 +200,7 @@ class _Run:
         self.manifest = manifest = _load_checked_out(tree, gitops, self.boot)
         self.stage = Stage.PLAN
         result = self._converge(manifest)
-        accepted = result.code in (EXIT_OK, EXIT_DEGRADED, EXIT_CHANGES)
+        accepted = result.code in (ExitCode.OK, ExitCode.DEGRADED, ExitCode.CHANGES)
         if accepted:
             _remember(self.boot, last=sha, failed=None)
         else:
@@ -260,18 +260,19 @@ class _Run:
             if gitops.apply is GitOpsApply.AUTO and plan.actions():
                 self.stage = Stage.APPLY
                 log.info("applying", commit=sha, actions=len(plan.actions()))
-                results = execute(plan, LabPerformer(ctx), parallel=self.options.parallel)
+                results = execute(plan, Router(ctx), parallel=self.options.parallel)
                 code = exit_code(results, [*unknown, *conflicts])
-                outcome = "applied" if code == EXIT_OK else f"apply-exit-{code}"
+                outcome = "applied" if code is ExitCode.OK else f"apply-exit-{code}"
                 after = pipeline.make(ctx, PlanOptions())  # what the lab looks like now
             else:
                 blocked = unknown or conflicts
-                code = EXIT_ERROR if blocked else EXIT_CHANGES if plan.has_changes() else EXIT_OK
+                changes = ExitCode.CHANGES if plan.has_changes() else ExitCode.OK
+                code = ExitCode.ERROR if blocked else changes
                 outcome = (
                     "in-sync"
-                    if code == EXIT_OK
+                    if code is ExitCode.OK
                     else "planned"
-                    if code == 2
+                    if code is ExitCode.CHANGES
                     else "unknown"
                     if unknown
                     else "conflict"
@@ -292,7 +293,7 @@ class _Run:
         if self.stage is Stage.FETCH:
             prefix = "fetch failed: "
         result = Cycle(
-            EXIT_ERROR,
+            ExitCode.ERROR,
             error.outcome,
             f"{prefix}{error.message}{problems}{tail}",
             commit=self.commit,
@@ -457,7 +458,7 @@ def _results(results: list[Result]) -> list[dict[str, object]]:
 def _write_outputs(
     report: DriftReport,
     options: CycleOptions,
-    code: int,
+    code: ExitCode,
     started: float,
     extra: Sequence[Metric],
 ) -> None:

@@ -1,41 +1,36 @@
-"""Performing guest actions against libvirt and Nix, with a re-check before each."""
+"""Performing an imageless guest's steps through its hypervisor's driver, with a re-check
+before each."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from reconcile.adapters import kernel_build, nix, views
+from reconcile.adapters import nix, views
 from reconcile.adapters.initrd import guest_initrd
-from reconcile.adapters.kernel_build import KernelJob
-from reconcile.adapters.libvirt import LibvirtHypervisor
 from reconcile.core.actions import (
-    BuildClosures,
-    BuildKernel,
     DefineGuest,
     DestroyGuest,
     GuestRef,
     GuestStep,
-    LabStep,
-    MakeView,
-    RemoveKernel,
     ShutdownGuest,
     StartGuest,
     SyncGcRoots,
     UndefineGuest,
     WaitReady,
 )
-from reconcile.core.desired import KernelBuild
 from reconcile.core.diff import definition_matches
 from reconcile.core.domain import DomainSpec
 from reconcile.core.errors import ReconcileError
 from reconcile.core.gcroots import closures_in_use, root_problems
 from reconcile.core.identity import domain_name
 from reconcile.core.intent import GuestIntent
-from reconcile.core.observed import DomainState, ObservedDomain, ViewState
+from reconcile.core.layout import StateLayout
+from reconcile.core.observed import DomainState, ObservedDomain
 from reconcile.logs import get_logger
+from reconcile.orchestration.drivers import Driver
 from reconcile.orchestration.executor import Check, StaleError
-from reconcile.orchestration.pipeline import Context, kernel_builds_in_use, observe
+from reconcile.orchestration.pipeline import Context
 
 log = get_logger(__name__)
 
@@ -51,17 +46,17 @@ def _running(domain: ObservedDomain) -> bool:
 
 
 class GuestPerformer:
-    """The executor's Performer for guests (and the kernels and closures they need)."""
+    """The executor's Performer for imageless guests."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
     @property
-    def _state_dir(self) -> Path:
-        return self.ctx.manifest.lab.state_dir
+    def _layout(self) -> StateLayout:
+        return self.ctx.manifest.lab.layout
 
     def _gcroot(self, guest: str) -> Path:
-        return self._state_dir / "gcroots" / guest
+        return self._layout.gcroot(guest)
 
     def _probe(self, ref: GuestRef) -> ObservedDomain | None:
         domain = self.ctx.hypervisor(ref.hypervisor).probe(ref.domain)
@@ -81,21 +76,9 @@ class GuestPerformer:
 
     # -- re-check -----------------------------------------------------------------
 
-    def check(self, action: LabStep | GuestStep) -> Check:
-        match action:
-            case BuildClosures() | WaitReady():
-                return Check.NEEDED
-            case BuildKernel():
-                done = (action.directory / "complete").exists()
-                return Check.SATISFIED if done else Check.NEEDED
-            case RemoveKernel():
-                if not action.directory.exists():
-                    return Check.SATISFIED
-                self._still_unused(action.directory)
-                return Check.NEEDED
-            case MakeView():
-                state = views.observe([action.view])[action.view]
-                return Check.SATISFIED if state is ViewState.READ_ONLY else Check.NEEDED
+    def check(self, action: GuestStep) -> Check:
+        if isinstance(action, WaitReady):
+            return Check.NEEDED  # it reads the console: nothing to look at first
         domain = self._probe(action.guest)
         satisfied = False
         match action:
@@ -107,7 +90,7 @@ class GuestPerformer:
                 )
             case SyncGcRoots():
                 wanted = closures_in_use(domain) if domain is not None else set()
-                seen = nix.observe_gc_roots(self._state_dir / "gcroots").get(action.subject, {})
+                seen = nix.observe_gc_roots(self._layout.gcroots).get(action.subject, {})
                 satisfied = not root_problems(wanted, seen)
             case StartGuest():
                 if domain is None:
@@ -119,32 +102,10 @@ class GuestPerformer:
                 satisfied = domain is None
         return Check.SATISFIED if satisfied else Check.NEEDED
 
-    def _still_unused(self, build: Path) -> None:
-        """Look again, just before deleting: a domain defined since the plan keeps it."""
-        observations = observe(self.ctx, every_domain=True)
-        if any(o.domains is None or o.unknown for o in observations.values()):
-            raise StaleError(f"kept {build.name}: a hypervisor or domain is unknown now")
-        if build.name in kernel_builds_in_use(build.parent, observations):
-            raise StaleError(f"kept {build.name}: a domain boots it now")
-
     # -- acting -------------------------------------------------------------------
 
-    def perform(self, action: LabStep | GuestStep) -> None:
+    def perform(self, action: GuestStep) -> None:
         match action:
-            case BuildClosures():
-                nix.build(action.installables, self.ctx.manifest.lab.build_timeout_s)
-            case RemoveKernel():
-                kernel_build.remove(action.directory)
-            case MakeView():
-                views.ensure(self._state_dir, [action.view])
-            case BuildKernel():
-                kernel = self.ctx.manifest.kernels[action.name]
-                if not isinstance(kernel.source, KernelBuild):
-                    raise ReconcileError(f"kernel '{kernel.name}' is prebuilt: nothing to build")
-                key = action.directory.name.removeprefix(f"{kernel.name}-")
-                timeout = self.ctx.manifest.lab.build_timeout_s
-                job = KernelJob(kernel.name, kernel.source, key, action.directory, timeout)
-                kernel_build.build(job)
             case DefineGuest():
                 self._hv(action).define(self.domain_spec(action.intent))
                 self._sync_roots(action.guest, also=action.intent.toplevel)
@@ -153,7 +114,7 @@ class GuestPerformer:
                 serial_log.parent.mkdir(parents=True, exist_ok=True)
                 serial_log.unlink(missing_ok=True)
                 self.domain_spec(action.intent)  # files it boots from exist (state dir wiped?)
-                views.ensure(self._state_dir, action.intent.views)  # read-only shares
+                views.ensure(self._layout.views_lock, action.intent.views)  # read-only shares
                 self._hv(action).start(action.guest.domain)
                 self._sync_roots(action.guest)  # the old running closure needs no root now
             case WaitReady():
@@ -169,7 +130,7 @@ class GuestPerformer:
             case SyncGcRoots():
                 self._sync_roots(action.guest)  # the guest itself is not touched
 
-    def _hv(self, action: GuestStep) -> LibvirtHypervisor:
+    def _hv(self, action: GuestStep) -> Driver:
         return self.ctx.hypervisor(action.guest.hypervisor)
 
     def _sync_roots(self, ref: GuestRef, also: str | None = None) -> None:
@@ -193,24 +154,25 @@ class GuestPerformer:
             intent.toplevel,
             intent.kernel.modules,
             intent.kernel.early_modules,
-            self._state_dir / "initrd",
+            self._layout.initrd_dir,
         )
         intent.definition.serial_log.parent.mkdir(parents=True, exist_ok=True)
         return DomainSpec(intent.definition, initrd)
 
     def wait_ready(self, action: WaitReady) -> None:
         """Wait for the system's readiness line; a guest that stops or times out fails."""
-        want = f"{READY_PREFIX}{action.toplevel}"
-        log_path = action.serial_log
-        deadline = time.monotonic() + action.timeout_s
+        toplevel = action.definition.toplevel
+        want = f"{READY_PREFIX}{toplevel}"
         hv = self._hv(action)
+        log_path = hv.console(action.definition)
+        deadline = time.monotonic() + action.timeout_s
         domain_name_ = action.guest.domain
         next_probe = 0.0
         while True:
             text = _read(log_path)
             lines = text.splitlines()
             if any(line.strip() == want for line in lines):
-                hv.mark_ready(domain_name_, action.toplevel)
+                hv.mark_ready(domain_name_, toplevel)
                 return
             fatal = next((ln for ln in lines if any(m in ln for m in FATAL_MARKERS)), None)
             if fatal is not None:

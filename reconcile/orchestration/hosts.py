@@ -86,7 +86,7 @@ class HostPerformer:
         match action:
             case CopyClosure():
                 known_hosts = deploy.known_hosts_file(
-                    host.ssh, host.name, self.ctx.manifest.lab.state_dir
+                    host.ssh, self.ctx.manifest.lab.layout.host_known_hosts(host.name)
                 )
                 deploy.copy_closure(
                     host.ssh,
@@ -126,11 +126,12 @@ class HostPerformer:
             lambda: self.ctx.reconnect(host.name),
         )
         said = _last_lines(result.output)
-        if result.code == 0:
+        if result.ok:
             return
         if result.degraded:
             raise DegradedError(
-                f"host '{host.name}': switch-to-configuration {host.activation.value} exited 4: "
+                f"host '{host.name}': switch-to-configuration {host.activation.value} "
+                f"exited {result.code}: "
                 f"the new system is active, but some units failed{said}"
             )
         self._rollback(
@@ -172,7 +173,7 @@ class HostPerformer:
             if deploy.profile_target(session) != previous:
                 deploy.set_profile(session, previous)
         result = deploy.activate(session, previous, host.activation, self._systemd(host.name))
-        if result.code not in (0, 4):
+        if not (result.ok or result.degraded):
             raise ReconcileError(
                 f"{why}; the rollback to {previous} failed too "
                 f"(exit {result.code}){_last_lines(result.output)}",

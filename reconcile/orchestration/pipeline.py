@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 
 from reconcile.adapters import files, kernel_build, manifest_cache, nix, process, statedir, views
 from reconcile.adapters.agent import Agent
-from reconcile.adapters.libvirt import LibvirtHypervisor, for_hypervisor
 from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
-from reconcile.core.desired import Guest, GuestMode, Hypervisor, Manifest, PrebuiltKernel
+from reconcile.core.desired import Guest, Manifest, PrebuiltKernel
 from reconcile.core.diff import diff_lab
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.hosts import HostChange, HostIntent, HostObservation, diff_host
 from reconcile.core.identity import domain_name
 from reconcile.core.imageless import kernel_cmdline
 from reconcile.core.intent import (
+    DEFINERS,
     GuestIntent,
     KernelInputs,
     guest_intent,
@@ -32,13 +32,14 @@ from reconcile.core.observed import HypervisorObservation
 from reconcile.core.plan import Plan, make_plan
 from reconcile.core.select import select
 from reconcile.logs import get_logger
+from reconcile.orchestration import drivers
+from reconcile.orchestration.drivers import Driver, DriverFactory
 
 if TYPE_CHECKING:  # fabric and paramiko (~60 ms) are imported only for a lab with hosts
     from reconcile.adapters import ssh
 
 log = get_logger(__name__)
 
-HypervisorFactory = Callable[[Hypervisor], LibvirtHypervisor]
 HOST_PROBES = 16  # hosts probed at once
 
 
@@ -53,13 +54,13 @@ class Context:
     """What one run holds open: the manifest, one connection per hypervisor and per host."""
 
     manifest: Manifest
-    connect: HypervisorFactory = for_hypervisor
-    _hypervisors: dict[str, LibvirtHypervisor] = field(default_factory=dict)
+    connect: DriverFactory = drivers.connect
+    _hypervisors: dict[str, Driver] = field(default_factory=dict)
     _sessions: dict[str, ssh.Session] = field(default_factory=dict)
     seen_hosts: dict[str, HostObservation] = field(default_factory=dict)
     _agent: Agent | None = None
 
-    def hypervisor(self, name: str) -> LibvirtHypervisor:
+    def hypervisor(self, name: str) -> Driver:
         if name not in self._hypervisors:
             self._hypervisors[name] = self.connect(self.manifest.hypervisors[name])
         return self._hypervisors[name]
@@ -82,7 +83,7 @@ class Context:
     def agent_env(self, host: str) -> dict[str, str]:
         """Environment giving OpenSSH the host's passphrase-protected identity (an agent)."""
         if self._agent is None:
-            self._agent = Agent(self.manifest.lab.state_dir / "ssh")
+            self._agent = Agent(self.manifest.lab.layout.ssh_dir)
         return self._agent.env(self.manifest.hosts[host].ssh)
 
     def close(self) -> None:
@@ -129,9 +130,9 @@ def resolve_kernels(
     for name in sorted({g.kernel for g in guests if g.kernel}):
         kernel = manifest.kernels[name]
         if isinstance(kernel.source, PrebuiltKernel):
-            kernels[name] = resolve_prebuilt(kernel, manifest.lab.state_dir / "kernel-digests.json")
+            kernels[name] = resolve_prebuilt(kernel, manifest.lab.layout.kernel_digests)
             continue
-        job = kernel_build.locate(kernel, manifest.lab.state_dir, manifest.lab.build_timeout_s)
+        job = kernel_build.locate(kernel, manifest.lab.layout, manifest.lab.build_timeout_s)
         config = job.config() if job.complete() else kernel_build.resolve_config(job)
         users = [g for g in guests if g.kernel == name]
         required = required_options(kernel_cmdline("", g.kernel_params) for g in users)
@@ -169,15 +170,16 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
     """Each targeted guest's and host's intent; all systems are evaluated in one call."""
     guests, hosts = select(manifest, targets)
     for guest in guests:
-        if guest.mode is not GuestMode.IMAGELESS:
+        if guest.mode not in DEFINERS:
             raise ReconcileError(
-                f"guest '{guest.name}' is a disk guest, which this version cannot manage yet",
+                f"guest '{guest.name}' is a {guest.mode.value} guest, which this version "
+                "cannot manage yet",
                 hint="disk guests come with their own issue; remove it or use --target",
             )
     kernels, kernels_to_build = resolve_kernels(manifest, guests)
     systems = [(g.name, g.system) for g in guests] + [(h.name, h.system) for h in hosts]
     installables = {name: system_installable(manifest.lab.flake, s) for name, s in systems}
-    cache = nix.EvalCache(manifest.lab.state_dir / "eval-cache.json")
+    cache = nix.EvalCache(manifest.lab.layout.eval_cache)
     toplevels = nix.resolve_systems(
         manifest.lab.flake,
         sorted(set(installables.values())),
@@ -262,7 +264,7 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         prune=options.prune,
         scope=scope if options.targets else None,
         views=views.observe(lab_views(wanted.guests)),  # read-only: mountinfo and stat
-        roots=nix.observe_gc_roots(ctx.manifest.lab.state_dir / "gcroots"),  # readlinks
+        roots=nix.observe_gc_roots(ctx.manifest.lab.layout.gcroots),  # readlinks
     )
     diff = replace(diff, hosts=tuple(host_changes))
     unbuilt, kernels = wanted.unbuilt, wanted.kernels
@@ -279,11 +281,11 @@ def stale_kernel_builds(
     or running domain of any hypervisor boots. Nothing is stale while a hypervisor or any
     domain on one could not be observed: a failed probe is unknown, not absent.
     """
-    root = manifest.lab.state_dir / "kernels"
+    root = manifest.lab.layout.kernels
     if not root.is_dir() or any(o.domains is None or o.unknown for o in observations.values()):
         return ()
     keep = {
-        kernel_build.locate(k, manifest.lab.state_dir).directory.name
+        kernel_build.locate(k, manifest.lab.layout).directory.name
         for k in manifest.kernels.values()
         if not isinstance(k.source, PrebuiltKernel)
     }

@@ -8,21 +8,17 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconcile.adapters import files
 from reconcile.adapters.lock import LabLock
-from reconcile.core.actions import Action, HostStep
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.plan import Plan
 from reconcile.core.plan_report import render_json, render_text
 from reconcile.orchestration import drift_runs, pipeline
-from reconcile.orchestration.executor import Check, Result, execute
-from reconcile.orchestration.guests import GuestPerformer
+from reconcile.orchestration.executor import Result, execute
+from reconcile.orchestration.kinds import Router
 from reconcile.orchestration.pipeline import Context, PlanOptions
-
-if TYPE_CHECKING:
-    from reconcile.orchestration.hosts import HostPerformer
 
 __all__ = ["ApplyOptions", "PlanOptions", "Planned", "plan", "session"]
 
@@ -105,36 +101,6 @@ def read_saved(path: Path) -> dict[str, Any] | None:
     return document
 
 
-class LabPerformer:
-    """The executor's Performer: routes each action by its type to the performer of its
-    kind, hosts or guests (with the lab's builds and views)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.guests = GuestPerformer(ctx)
-        self._hosts: HostPerformer | None = None
-
-    @property
-    def hosts(self) -> HostPerformer:
-        """Made on first use: it brings in the SSH adapter (fabric, paramiko: ~60 ms)."""
-        if self._hosts is None:
-            from reconcile.orchestration.hosts import HostPerformer  # noqa: PLC0415
-
-            self._hosts = HostPerformer(self.ctx)
-        return self._hosts
-
-    def check(self, action: Action) -> Check:
-        if isinstance(action, HostStep):
-            return self.hosts.check(action)
-        return self.guests.check(action)
-
-    def perform(self, action: Action) -> None:
-        if isinstance(action, HostStep):
-            self.hosts.perform(action)
-        else:
-            self.guests.perform(action)
-
-
 @dataclass
 class ApplySession:
     """An apply in progress: the lab locked, the plan made under the lock."""
@@ -145,7 +111,7 @@ class ApplySession:
     def apply(self, options: ApplyOptions, on_result: Callable[[Result], None]) -> list[Result]:
         return execute(
             self.planned.plan,
-            LabPerformer(self.ctx),
+            Router(self.ctx),
             parallel=options.parallel,
             on_result=on_result,
         )
@@ -161,7 +127,7 @@ def session(
         options = PlanOptions(tuple(saved["targets"]), bool(saved["prune"]))
     manifest = pipeline.load(manifest_path)
     pipeline.claim_state_dir(manifest)
-    lock_path = manifest.lab.state_dir / "lock"
+    lock_path = manifest.lab.layout.lock
     with LabLock(lock_path, timeout_s=apply_options.lock_timeout_s):
         ctx = Context(manifest)
         try:

@@ -14,6 +14,7 @@ from reconcile.adapters.initrd import early_module_files
 from reconcile.adapters.kernel_build import GIT_ENV, KernelJob, git_argv, make_argv
 from reconcile.core.desired import Kernel, KernelBuild
 from reconcile.core.errors import ReconcileError
+from reconcile.core.layout import StateLayout
 
 
 def _git(tree: Path, *args: str) -> None:
@@ -97,8 +98,9 @@ def test_git_argv() -> None:
 
 
 def test_make_argv_ends_options_before_targets(tmp_path: Path) -> None:
-    job = KernelJob("k", _spec(tmp_path), "key", tmp_path / "k-key")
-    src, out = str(tmp_path / "k-key" / "src"), f"O={tmp_path / 'k-key' / 'build'}"
+    job = KernelJob("k", _spec(tmp_path), "key", StateLayout(tmp_path))
+    build = tmp_path / "kernels" / "k-key"
+    src, out = str(build / "src"), f"O={build / 'build'}"
     assert make_argv(job, "tinyconfig") == ["make", "-C", src, out, "--", "tinyconfig"]
     assert make_argv(job, "bzImage", options=("-j2",), assign=("X=1",)) == [
         "make",
@@ -118,7 +120,7 @@ def test_a_config_the_manifest_would_refuse_is_refused_again(
     tree, _ = booby_trapped
     spec = KernelBuild(tree, None, "--eval=$(shell touch x)config", (), ())
     with pytest.raises(ReconcileError, match="neither a make config target"):
-        kernel_build.locate(Kernel("k", spec), tmp_path / "state")
+        kernel_build.locate(Kernel("k", spec), StateLayout(tmp_path / "state"))
 
 
 def test_modules_dep_symlink_out_is_refused(tmp_path: Path) -> None:

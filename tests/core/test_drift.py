@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from reconcile.core.diff import TRANSIENT, ChangeKind, Diff, FieldChange, GuestChange, RootChange
@@ -13,18 +14,29 @@ from reconcile.core.drift import (
     with_since,
 )
 from reconcile.core.drift_report import DriftReport, DriftStatus
+from reconcile.core.exits import ExitCode
 from reconcile.core.gcroots import RootProblem, RootState
 from reconcile.core.hosts import HostChangeKind, HostIntent, HostObservation, diff_host
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.metrics import render_metrics
+from reconcile.core.observed import DomainState
 from reconcile.core.timer_units import service_unit, timer_unit
 from tests.core.test_metrics import parse as parse_metrics
+from tests.core.test_plan import lab_plan  # the plan goldens' scenarios
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHf0ZbUiv2XH5hs3mSz0t8Kb0cYt6a9eXr0JqG3VZbWc"
 
 
-def guest(kind: ChangeKind, *reasons: FieldChange, note: str = "", name: str = "g") -> GuestChange:
-    return GuestChange(name, f"lab-{name}", "local", kind, reasons=reasons, note=note)
+def guest(
+    kind: ChangeKind,
+    *reasons: FieldChange,
+    note: str = "",
+    name: str = "g",
+    state: DomainState | None = None,
+) -> GuestChange:
+    return GuestChange(
+        name, f"lab-{name}", "local", kind, reasons=reasons, note=note, observed_state=state
+    )
 
 
 def host_change(current: str | None, **seen: object) -> object:
@@ -61,7 +73,7 @@ def test_guest_changes_read_as_drift() -> None:
     got = items_of(
         guest(ChangeKind.NOOP, name="a"),
         guest(ChangeKind.CREATE, name="b"),
-        guest(ChangeKind.START, note="shutoff -> running", name="c"),
+        guest(ChangeKind.START, note="this note is not read", name="c", state=DomainState.SHUTOFF),
         guest(ChangeKind.REDEFINE, memory, name="d"),
         guest(ChangeKind.UNKNOWN, note="libvirt unreachable", name="e"),
         guest(ChangeKind.KEEP, note="not in the manifest", name="f"),
@@ -137,7 +149,9 @@ def test_since_when_joins_the_history() -> None:
 def test_metrics_parse_as_prometheus_text() -> None:
     report = DriftReport("t", "/m.toml", 1000.0, tuple(items_of(guest(ChangeKind.CREATE)).values()))
     text = render_metrics(
-        report_metrics(report, command="drift", exit_code=2, finished=1000.0, seconds=0.5)
+        report_metrics(
+            report, command="drift", exit_code=ExitCode.CHANGES, finished=1000.0, seconds=0.5
+        )
     )
     families = parse_metrics(text)
     assert families["reconcile_drifted_objects"].samples[0][1] == 1.0
@@ -183,3 +197,16 @@ def test_conflicts_roots_and_persistence_read_as_drift() -> None:
     assert gc.field == "gc roots"
     assert gc.observed == "x-c: missing; y-c: points elsewhere (/nix/store/z)"
     assert DriftReport("t", "m", 0.0, tuple(got.values())).exit_code == 1
+
+
+def test_a_stopped_guest_drifts_in_its_observed_state() -> None:
+    """The observed state comes from the diff's field, not from the plan's note text."""
+    diff = lab_plan("mixed").diff
+    change = next(c for c in diff.changes if c.name == "b")
+    assert (change.kind, change.observed_state) == (ChangeKind.START, DomainState.SHUTOFF)
+    assert change.note == "shutoff -> running"  # what plans print, unchanged
+    item = next(i for i in drift_items(diff, ()) if i.name == "b")
+    assert (item.fields[0].field, item.fields[0].observed) == ("state", "shutoff")
+    crashed = replace(change, observed_state=DomainState.CRASHED, note="")
+    fields = next(iter(drift_items(Diff("t", (crashed,), ()), ()))).fields
+    assert (fields[0].desired, fields[0].observed) == ("running", "crashed")

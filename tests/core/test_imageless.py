@@ -17,9 +17,11 @@ from reconcile.core.imageless import (
     kernel_identity,
     spec_hash,
 )
+from reconcile.core.layout import StateLayout
 from tests.core.test_plan import MANIFEST, intents
 
 STATE = Path("/var/lib/reconcile/demo")
+LAYOUT = StateLayout(STATE)
 KERNEL = BootKernel(Path("/boot/vmlinuz"), "ab" * 32, Path("/k/lib/modules/6.1.0"), ("m.ko",))
 
 
@@ -31,7 +33,7 @@ def guest(**overrides: Any) -> Guest:
 def definition(**overrides: Any) -> GuestDefinition:
     toplevel = "/nix/store/" + "a" * 32 + "-s"
     g = guest(**overrides)
-    return define("demo", g, accel=Accel.QEMU, toplevel=toplevel, kernel=KERNEL, state_dir=STATE)
+    return define("demo", g, accel=Accel.QEMU, toplevel=toplevel, kernel=KERNEL, layout=LAYOUT)
 
 
 def _perturbed(value: Any) -> Any:

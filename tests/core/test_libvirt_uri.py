@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from pathlib import Path, PurePosixPath
 
 import jsonschema
@@ -16,12 +13,11 @@ from reconcile.core.libvirt_uri import (
     Transport,
     UriRefused,
     connection_uri,
-    known_hosts_line,
     parse_uri,
-    pinned_lines,
 )
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.manifest.schema import ecma_anchors
+from reconcile.core.ssh_target import SshTarget
 from tests.support.schema import subschema_at
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVhmTUhVpvXYpbmqi7rMc9QIr4ldbyGFPIWu5SnU6RB"
@@ -125,6 +121,12 @@ def test_parsed_parts() -> None:
     assert parse_uri("qemu:///system").remote is False
 
 
+def test_ssh_target_defaults_to_root_on_22() -> None:
+    assert parse_uri("qemu+ssh://rack2/system").ssh_target == SshTarget("root", "rack2", 22)
+    target = parse_uri("qemu+ssh://admin@[fd00::5]:2222/session").ssh_target
+    assert target == SshTarget("admin", "fd00::5", 2222)
+
+
 @pytest.mark.parametrize("uri", ["qemu:///system", "qemu+tls://hv/system", "test:///default"])
 def test_local_and_tls_open_as_written(uri: str) -> None:
     assert connection_uri(uri) == uri
@@ -155,34 +157,3 @@ def test_ssh_without_a_pin_is_refused() -> None:
 def test_refused_uri_is_never_translated() -> None:
     with pytest.raises(UriRefused):
         connection_uri("qemu+ssh://root@h/system?command=/bin/sh", AUTH)
-
-
-def test_known_hosts_line() -> None:
-    assert known_hosts_line("rack2", 22, KEY) == f"rack2 {KEY}\n"
-    assert known_hosts_line("10.0.0.5", 2222, KEY + " comment") == f"[10.0.0.5]:2222 {KEY}\n"
-
-
-def test_pinned_lines_keep_only_this_host() -> None:
-    salt = b"0123456789abcdefghij"
-    digest = hmac.new(salt, b"[hv]:2222", hashlib.sha1).digest()
-    hashed = f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
-    text = "\n".join(
-        [
-            "# comment",
-            f"other {KEY}",
-            f"hv {KEY}",  # port 22 only
-            "[hv]:2222,alias ssh-rsa AAAAB3",
-            f"{hashed} ecdsa-sha2-nistp256 AAAAE2",
-            f"@cert-authority [hv]:2222 {KEY}",
-            "*.example,[hv]:2222 ssh-ed25519 WILD",
-            "!bad,[hv]:2222 ssh-ed25519 NEGATED",
-            "garbage",
-        ]
-    )
-    assert pinned_lines(text, "hv", 2222) == (
-        "[hv]:2222 ssh-rsa AAAAB3\n"
-        "[hv]:2222 ecdsa-sha2-nistp256 AAAAE2\n"
-        "[hv]:2222 ssh-ed25519 WILD\n"
-    )
-    assert pinned_lines(text, "hv", 22) == f"hv {KEY}\n"
-    assert pinned_lines(text, "nobody", 22) == ""

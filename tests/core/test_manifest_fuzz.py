@@ -99,6 +99,7 @@ def usable(manifest: Manifest) -> None:
     sshs += [g.ssh for g in manifest.guests.values() if g.ssh is not None]
     for ssh in sshs:
         assert type(ssh.port) is int and 1 <= ssh.port <= 65535
+        assert not ssh.target.destination.startswith("-")  # and constructing it raises nothing
         assert ssh.connect_timeout_s == int(ssh.connect_timeout_s)
         durations += [ssh.connect_timeout_s, ssh.command_timeout_s, ssh.total_timeout_s]
     for host in manifest.hosts.values():

@@ -12,11 +12,12 @@ from reconcile.core.diff import ChangeKind, diff_lab
 from reconcile.core.drift import drift_items
 from reconcile.core.drift_report import DriftStatus
 from reconcile.core.intent import GuestIntent, guest_intent, lab_views
+from reconcile.core.layout import StateLayout
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.observed import DomainState, ObservedDomain, ViewState
 from reconcile.core.plan import make_plan
 from reconcile.core.plan_report import render_json, render_text
-from reconcile.core.shares import View, view_path
+from reconcile.core.shares import View
 from tests.core.test_plan import KERNEL, MANIFEST, facts, observation, running
 
 SHARED = MANIFEST.replace(
@@ -38,8 +39,8 @@ def test_every_read_only_share_is_served_from_a_view_the_writable_one_as_it_is()
     served = {s.tag: (s.source, s.origin, s.writable) for s in a.shares}
     assert served == {
         "store": ("/state/store", "/nix/store", False),
-        "modules": (str(view_path(STATE, Path("/lib/modules"))), "/lib/modules", False),
-        "ro": (str(view_path(STATE, Path("/srv/ro"))), "/srv/ro", False),
+        "modules": (str(StateLayout(STATE).view(Path("/lib/modules"))), "/lib/modules", False),
+        "ro": (str(StateLayout(STATE).view(Path("/srv/ro"))), "/srv/ro", False),
         "rw": ("/srv/rw", "/srv/rw", True),
     }
     assert [v.source for v in a.views] == [
@@ -50,12 +51,13 @@ def test_every_read_only_share_is_served_from_a_view_the_writable_one_as_it_is()
 
 
 def test_view_paths_are_one_per_source_under_the_state_dir() -> None:
-    assert view_path(STATE, Path("/nix/store")) == STATE / "store"  # where older versions had it
-    modules = view_path(STATE, Path("/lib/modules"))
+    layout = StateLayout(STATE)
+    assert layout.view(Path("/nix/store")) == STATE / "store"  # where older versions had it
+    modules = layout.view(Path("/lib/modules"))
     assert modules.parent == STATE / "views" and len(modules.name) == 16
-    assert view_path(STATE, Path("/lib/modules")) == modules
-    assert view_path(STATE, Path("/srv/ro")) != modules
-    assert view_path(Path("/other"), Path("/lib/modules")).name == modules.name
+    assert layout.view(Path("/lib/modules")) == modules
+    assert layout.view(Path("/srv/ro")) != modules
+    assert StateLayout(Path("/other")).view(Path("/lib/modules")).name == modules.name
 
 
 def test_lab_views_are_listed_once_each() -> None:
@@ -170,7 +172,7 @@ def test_a_bad_view_is_drift_of_the_guests_that_share_it() -> None:
     assert items["a"].status is DriftStatus.DRIFTED
     field = items["a"].fields[0]
     assert (field.field, field.observed) == ("share ro", "writable")
-    assert field.desired == f"read-only view {view_path(STATE, Path('/srv/ro'))}"
+    assert field.desired == f"read-only view {StateLayout(STATE).view(Path('/srv/ro'))}"
     assert items["b"].status is DriftStatus.IN_SYNC
     ignored = {i.name: i for i in drift_items(diff, ("guest.a.share ro",))}
     assert ignored["a"].status is DriftStatus.IGNORED

@@ -224,7 +224,7 @@ def test_nix_copy_pins_the_host_key_too(lab: Lab) -> None:
     toplevel = lab.toplevel("fresh")
     wrong = parse_manifest(lab.write().read_bytes(), lab.manifest).hosts["bm1"].ssh
     wrong = replace(wrong, host_key=lab.hosts["bm2"].host_key_line)
-    known_hosts = deploy.known_hosts_file(wrong, "wrong-bm1", lab.root)
+    known_hosts = deploy.known_hosts_file(wrong, lab.root / "ssh" / "wrong-bm1.known_hosts")
     with pytest.raises(CommandError) as refused:
         deploy.copy_closure(wrong, toplevel, known_hosts, 60, {})
     assert "Host key verification failed" in refused.value.output_tail

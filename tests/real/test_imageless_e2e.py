@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.adapters.lock import LabLock
-from reconcile.core.shares import view_path
+from reconcile.core.layout import StateLayout
 from tests.conftest import ROOT
 from tests.support.cli import reconcile
 from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree, writable_mounts_below
@@ -187,8 +187,8 @@ def test_apply_boots_guests_then_plan_is_empty(lab: Lab) -> None:
     )
     xml = virsh("dumpxml", "e2e-b").stdout
     for source, served in [
-        (MODULES, view_path(lab.state, MODULES)),
-        (lab.root / "ro-data", view_path(lab.state, lab.root / "ro-data")),
+        (MODULES, StateLayout(lab.state).view(MODULES)),
+        (lab.root / "ro-data", StateLayout(lab.state).view(lab.root / "ro-data")),
         (lab.root / "rw-data", lab.root / "rw-data"),  # writable: shared as it is
     ]:
         assert f"<source dir='{served}'/>" in xml, source
@@ -217,7 +217,7 @@ def test_guest_writes_to_read_only_shares_fail_on_the_host(lab: Lab) -> None:
 
 def test_a_writable_or_missing_view_is_drift_and_apply_remakes_it(lab: Lab) -> None:
     store = lab.state / "store"
-    modules = view_path(lab.state, MODULES)
+    modules = StateLayout(lab.state).view(MODULES)
     subprocess.run(["mount", "-o", "remount,bind,rw", str(store)], check=True)
     subprocess.run(["umount", str(modules)], check=True)
     assert writable_mounts_below(lab.state) == [str(store)]

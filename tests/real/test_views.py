@@ -43,8 +43,8 @@ def test_a_view_is_read_only_from_the_host_and_shows_later_files(root: Path) -> 
     view = View(root / "state" / "views" / "v", root / "source")
     assert state(view) is ViewState.MISSING
     assert not view.path.exists()  # observing makes nothing
-    views.ensure(root / "state", [view])
-    views.ensure(root / "state", [view])  # idempotent
+    views.ensure(root / "state" / "views.lock", [view])
+    views.ensure(root / "state" / "views.lock", [view])  # idempotent
     assert state(view) is ViewState.READ_ONLY
     assert mounts_below(root) == [str(view.path)]
     assert (view.path / "a-path").read_text() == "x"
@@ -61,7 +61,7 @@ def test_parallel_ensures_make_one_read_only_mount(root: Path) -> None:
     """Guests start in parallel: stacked binds would leave a lower one behind."""
     view = View(root / "state" / "store", root / "source")
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: views.ensure(root / "state", [view]), range(8)))
+        list(pool.map(lambda _: views.ensure(root / "state" / "views.lock", [view]), range(8)))
     assert mounts_below(root) == [str(view.path)]
     assert writable_mounts_below(root) == []
 
@@ -73,7 +73,7 @@ def test_a_writable_bind_left_behind_is_replaced_never_used(root: Path) -> None:
     subprocess.run(["mount", "--bind", str(view.source), str(view.path)], check=True)
     assert writable_mounts_below(root) == [str(view.path)]  # the check sees one
     assert state(view) is ViewState.WRITABLE
-    views.ensure(root / "state", [view])
+    views.ensure(root / "state" / "views.lock", [view])
     assert state(view) is ViewState.READ_ONLY
     assert mounts_below(root) == [str(view.path)]
     assert writable_mounts_below(root) == []
@@ -81,10 +81,10 @@ def test_a_writable_bind_left_behind_is_replaced_never_used(root: Path) -> None:
 
 def test_a_read_only_view_under_a_writable_one_is_replaced(root: Path) -> None:
     view = View(root / "state" / "store", root / "source")
-    views.ensure(root / "state", [view])
+    views.ensure(root / "state" / "views.lock", [view])
     subprocess.run(["mount", "--bind", str(view.source), str(view.path)], check=True)
     assert state(view) is ViewState.WRITABLE
-    views.ensure(root / "state", [view])
+    views.ensure(root / "state" / "views.lock", [view])
     assert mounts_below(root) == [str(view.path)]
     assert state(view) is ViewState.READ_ONLY
 
@@ -92,9 +92,9 @@ def test_a_read_only_view_under_a_writable_one_is_replaced(root: Path) -> None:
 def test_a_view_of_another_directory_is_stale_and_replaced(root: Path) -> None:
     (root / "other").mkdir()
     view = View(root / "state" / "views" / "v", root / "source")
-    views.ensure(root / "state", [View(view.path, root / "other")])
+    views.ensure(root / "state" / "views.lock", [View(view.path, root / "other")])
     assert state(view) is ViewState.STALE
-    views.ensure(root / "state", [view])
+    views.ensure(root / "state" / "views.lock", [view])
     assert state(view) is ViewState.READ_ONLY
     assert (view.path / "a-path").read_text() == "x"
     assert mounts_below(root) == [str(view.path)]
@@ -108,7 +108,7 @@ def test_a_source_that_is_not_a_directory_is_a_clear_error(root: Path, kind: str
     view = View(root / "state" / "views" / "v", source)
     what = "does not exist" if kind == "missing" else "is not a directory"
     with pytest.raises(ReconcileError, match=f"share source {source} {what}") as error:
-        views.ensure(root / "state", [view])
+        views.ensure(root / "state" / "views.lock", [view])
     assert error.value.hint
     assert mounts_below(root) == []
 
@@ -123,7 +123,7 @@ root = Path(sys.argv[1])
 view = View(root / "state" / "views" / "v", root / "source")
 print("ready", flush=True)
 while True:
-    views.ensure(root / "state", [view])
+    views.ensure(root / "state" / "views.lock", [view])
     views.unmount(view.path)
 """
 
@@ -157,5 +157,6 @@ def test_sigkill_anywhere_in_making_a_view_never_leaves_it_writable(root: Path) 
     assert seen_writable == []
     assert cycles > 30
     view = View(root / "state" / "views" / "v", root / "source")
-    views.ensure(root / "state", [view])  # whatever the last kill left, the next run is sound
+    # whatever the last kill left, the next run is sound
+    views.ensure(root / "state" / "views.lock", [view])
     assert state(view) is ViewState.READ_ONLY

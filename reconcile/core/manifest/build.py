@@ -36,6 +36,7 @@ def build(doc: dict[str, Json], manifest: Path, digest: str) -> d.Manifest:
             name=name,
             uri=h["uri"],
             accel=d.Accel(h["accel"]),
+            driver=h["driver"],
             host_key=h.get("host_key"),
             known_hosts=resolve_path(base, h["known_hosts"]) if "known_hosts" in h else None,
             identity=resolve_path(base, h["identity"]) if "identity" in h else None,

@@ -1,0 +1,63 @@
+"""Performing the lab's own steps: building closures and kernels, pruning kernel builds,
+making read-only views anew. What every kind of machine may depend on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconcile.adapters import kernel_build, nix, views
+from reconcile.adapters.kernel_build import KernelJob
+from reconcile.core.actions import BuildClosures, BuildKernel, LabStep, MakeView, RemoveKernel
+from reconcile.core.desired import KernelBuild
+from reconcile.core.errors import ReconcileError
+from reconcile.core.observed import ViewState
+from reconcile.orchestration.executor import Check, StaleError
+from reconcile.orchestration.pipeline import Context, kernel_builds_in_use, observe
+
+
+class LabStepPerformer:
+    """The executor's Performer for builds, kernel removals and views."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def check(self, action: LabStep) -> Check:
+        match action:
+            case BuildClosures():
+                return Check.NEEDED  # one `nix build` of what was missing at plan time
+            case BuildKernel():
+                done = (action.directory / "complete").exists()
+                return Check.SATISFIED if done else Check.NEEDED
+            case RemoveKernel():
+                if not action.directory.exists():
+                    return Check.SATISFIED
+                self._still_unused(action.directory)
+                return Check.NEEDED
+            case MakeView():
+                state = views.observe([action.view])[action.view]
+                return Check.SATISFIED if state is ViewState.READ_ONLY else Check.NEEDED
+
+    def _still_unused(self, build: Path) -> None:
+        """Look again, just before deleting: a domain defined since the plan keeps it."""
+        observations = observe(self.ctx, every_domain=True)
+        if any(o.domains is None or o.unknown for o in observations.values()):
+            raise StaleError(f"kept {build.name}: a hypervisor or domain is unknown now")
+        if build.name in kernel_builds_in_use(build.parent, observations):
+            raise StaleError(f"kept {build.name}: a domain boots it now")
+
+    def perform(self, action: LabStep) -> None:
+        lab = self.ctx.manifest.lab
+        match action:
+            case BuildClosures():
+                nix.build(action.installables, lab.build_timeout_s)
+            case RemoveKernel():
+                kernel_build.remove(lab.layout, action.directory)
+            case MakeView():
+                views.ensure(lab.layout.views_lock, [action.view])
+            case BuildKernel():
+                kernel = self.ctx.manifest.kernels[action.name]
+                if not isinstance(kernel.source, KernelBuild):
+                    raise ReconcileError(f"kernel '{kernel.name}' is prebuilt: nothing to build")
+                key = action.directory.name.removeprefix(f"{kernel.name}-")
+                job = KernelJob(kernel.name, kernel.source, key, lab.layout, lab.build_timeout_s)
+                kernel_build.build(job)
