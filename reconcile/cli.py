@@ -19,7 +19,6 @@ from typing import TypeAlias
 from reconcile import __version__
 from reconcile.adapters import files
 from reconcile.core import timer_units
-from reconcile.core.desired import Manifest
 from reconcile.core.errors import ManifestError, ReconcileError
 from reconcile.core.exits import ExitCode
 from reconcile.core.units import parse_duration
@@ -181,7 +180,9 @@ def _cmd_apply(args: argparse.Namespace) -> ExitCode:
     if results or unknown or conflicts:
         _print_results(results, unknown, conflicts, code, json_output=args.json)
     try:
-        _record_apply(manifest, started, code, results, unknown=unknown, conflicts=conflicts)
+        drift_runs.record_apply(
+            manifest, started, code, results, unknown=unknown, conflicts=conflicts
+        )
     except ReconcileError as error:  # the apply happened: say so, and that it is unrecorded
         _report(error)
         print("error: this apply is not in the lab's history (see above)", file=sys.stderr)
@@ -219,30 +220,6 @@ def _print_results(
         )
     else:
         print(_summary(results, unknown, conflicts), end="")
-
-
-def _record_apply(
-    manifest: Manifest,
-    started: float,
-    code: ExitCode,
-    results: list[Result],
-    *,
-    unknown: dict[str, str],
-    conflicts: dict[str, str],
-) -> None:
-    outcome = {
-        ExitCode.OK: "ok",
-        ExitCode.DEGRADED: "degraded",
-        ExitCode.ROLLED_BACK: "rolled-back",
-    }
-    summary = {
-        "outcomes": {o.value: n for o in Outcome if (n := sum(r.outcome is o for r in results))},
-        "not_ok": sorted({r.action.subject for r in results if not r.outcome.ok()}),
-        "unknown": sorted(unknown),
-        "conflicts": sorted(conflicts),
-    }
-    done = outcome.get(code, "failed") if results or conflicts else "no-changes"
-    drift_runs.record_apply(manifest, started, code, done, summary)
 
 
 def _cmd_drift(args: argparse.Namespace) -> ExitCode:

@@ -33,6 +33,7 @@ from reconcile.core.lockage import held_too_long, lock_metric
 from reconcile.core.metrics import Metric, render_metrics
 from reconcile.core.plan import Plan
 from reconcile.orchestration import pipeline
+from reconcile.orchestration.executor import Outcome, Result
 from reconcile.orchestration.pipeline import Context, PlanOptions
 
 FORMATS = ("text", "json", "markdown", "html")
@@ -176,9 +177,32 @@ def write_metrics(
     files.write_atomic(path, render_metrics(metrics))
 
 
+# What an apply's exit code is recorded as; any other code of an apply that did something
+# is "failed", and one with nothing to do is "no-changes".
+_APPLY_OUTCOMES = {
+    ExitCode.OK: "ok",
+    ExitCode.DEGRADED: "degraded",
+    ExitCode.ROLLED_BACK: "rolled-back",
+}
+
+
 def record_apply(
-    manifest: Manifest, started: float, code: ExitCode, outcome: str, summary: Mapping[str, Any]
+    manifest: Manifest,
+    started: float,
+    code: ExitCode,
+    results: Sequence[Result],
+    *,
+    unknown: Mapping[str, str],
+    conflicts: Mapping[str, str],
 ) -> None:
+    """An apply in the lab's history: its outcome, and a summary of what each action did."""
+    summary = {
+        "outcomes": {o.value: n for o in Outcome if (n := sum(r.outcome is o for r in results))},
+        "not_ok": sorted({r.action.subject for r in results if not r.outcome.ok()}),
+        "unknown": sorted(unknown),
+        "conflicts": sorted(conflicts),
+    }
+    outcome = _APPLY_OUTCOMES.get(code, "failed") if results or conflicts else "no-changes"
     with history(manifest) as db:
         db.record_run(
             "apply",
@@ -187,7 +211,7 @@ def record_apply(
             outcome,
             code,
             manifest_digest=manifest.digest,
-            summary=dict(summary),
+            summary=summary,
         )
 
 
