@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.noop_plan import reconcile  # noqa: E402
 from reconcile.adapters.ssh import Session, observe_host  # noqa: E402
-from reconcile.core.hosts import PROBE  # noqa: E402
+from reconcile.core.hosts.baremetal import PROBE  # noqa: E402
 from reconcile.core.manifest import parse_manifest  # noqa: E402
 from reconcile.logs import configure_logging  # noqa: E402
 from testbed.hosts import TestHost  # noqa: E402

@@ -23,9 +23,9 @@ from pathlib import Path
 import libvirt
 
 from reconcile.adapters import libvirt as libvirt_adapter
-from reconcile.core.diff import diff_lab
-from reconcile.core.plan import make_plan
-from reconcile.core.plan_report import render_text
+from reconcile.core.plan.diff import diff_lab
+from reconcile.core.plan.graph import make_plan
+from reconcile.core.plan.report import render_text
 from reconcile.logs import configure_logging
 from reconcile.orchestration import pipeline
 

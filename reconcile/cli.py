@@ -18,9 +18,9 @@ from typing import TypeAlias
 
 from reconcile import __version__
 from reconcile.adapters import files
-from reconcile.core import timer_units
 from reconcile.core.errors import ManifestError, ReconcileError
 from reconcile.core.exits import ExitCode
+from reconcile.core.gitops import timer_units
 from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
 from reconcile.orchestration import drift_runs, pipeline, runs

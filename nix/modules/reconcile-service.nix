@@ -1,5 +1,5 @@
 # services.reconcile: the controller's GitOps as a NixOS service. The same unit pair as
-# `reconcile gitops --install-timer` (reconcile/core/timer_units.py): a oneshot service
+# `reconcile gitops --install-timer` (reconcile/core/gitops/timer_units.py): a oneshot service
 # running one cycle, with a start timeout and exits 2, 3 and 4 counted as success, and a
 # timer starting it `interval` after the last cycle ended (OnUnitInactiveSec=), so cycles
 # never overlap; the lab's lock keeps a person's `reconcile apply` out of the way too.

@@ -21,7 +21,7 @@ from reconcile.adapters import process
 from reconcile.adapters.ssh import Session, UnreachableError
 from reconcile.core.desired import Activation, HealthCheck, Ssh
 from reconcile.core.errors import CommandError, ReconcileError
-from reconcile.core.hosts import CONFIRMED, STATE_DIR, SYSTEM_PROFILE
+from reconcile.core.hosts.baremetal import CONFIRMED, STATE_DIR, SYSTEM_PROFILE
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)

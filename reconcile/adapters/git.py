@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from reconcile.adapters import files
 from reconcile.adapters.process import Completed, run
 from reconcile.core.errors import CommandError, ReconcileError
-from reconcile.core.git_url import ALLOWED_PROTOCOLS, Transport, transport
+from reconcile.core.gitops.git_url import ALLOWED_PROTOCOLS, Transport, transport
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from reconcile.adapters.files import read_regular
 from reconcile.core.errors import ReconcileError
-from reconcile.core.kmod import ModulePathError, load_order, module_name
+from reconcile.core.kernels.kmod import ModulePathError, load_order, module_name
 from reconcile.logs import get_logger
 
 MODULES_DEP_MAX_BYTES = 16 << 20  # a distribution kernel's is about 1 MiB

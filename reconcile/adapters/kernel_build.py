@@ -27,7 +27,7 @@ from reconcile.adapters.files import read_regular, write_atomic
 from reconcile.adapters.lock import flock_within
 from reconcile.core.desired import Kernel, KernelBuild
 from reconcile.core.errors import ReconcileError
-from reconcile.core.kconfig import (
+from reconcile.core.kernels.kconfig import (
     ConfigFile,
     ConfigTarget,
     base_config,

@@ -37,7 +37,8 @@ from urllib.parse import urlsplit
 import libvirt
 
 from reconcile.core.desired import Hypervisor
-from reconcile.core.domain import (
+from reconcile.core.errors import ProbeError, ReconcileError
+from reconcile.core.guests.domain_xml import (
     READY_KEY,
     READY_NAMESPACE,
     DomainFacts,
@@ -46,17 +47,16 @@ from reconcile.core.domain import (
     ready_xml,
     render_domain_xml,
 )
-from reconcile.core.errors import ProbeError, ReconcileError
-from reconcile.core.imageless import GuestDefinition
-from reconcile.core.libvirt_uri import HINT as URI_HINT
-from reconcile.core.libvirt_uri import (
+from reconcile.core.guests.imageless import GuestDefinition
+from reconcile.core.guests.libvirt_uri import HINT as URI_HINT
+from reconcile.core.guests.libvirt_uri import (
     SshAuth,
     Transport,
     UriRefused,
     connection_uri,
     parse_uri,
 )
-from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
+from reconcile.core.guests.observed import DomainState, HypervisorObservation, ObservedDomain
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)

@@ -21,7 +21,7 @@ from typing import Any
 
 from reconcile.adapters import files, process
 from reconcile.core.errors import CommandError, ReconcileError
-from reconcile.core.observed import GcRootFacts
+from reconcile.core.guests.observed import GcRootFacts
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)

@@ -13,8 +13,8 @@ from reconcile.adapters.files import read_regular, write_atomic
 from reconcile.adapters.initrd import early_module_files
 from reconcile.core.desired import Kernel, PrebuiltKernel
 from reconcile.core.errors import ReconcileError
-from reconcile.core.intent import KernelInputs
-from reconcile.core.kmod import bzimage_release
+from reconcile.core.guests.intent import KernelInputs
+from reconcile.core.kernels.kmod import bzimage_release
 
 IMAGE_MAX_BYTES = 256 << 20  # a bzImage is tens of MiB; anything far larger is not one
 HEADER_BYTES = 65536  # where the boot header and the release string are

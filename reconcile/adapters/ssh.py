@@ -25,7 +25,7 @@ from reconcile.adapters import process
 from reconcile.adapters.agent import passphrase
 from reconcile.core.desired import Ssh
 from reconcile.core.errors import CommandError, ProbeError, ReconcileError
-from reconcile.core.hosts import PROBE, HostObservation, parse_probe
+from reconcile.core.hosts.baremetal import PROBE, HostObservation, parse_probe
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)

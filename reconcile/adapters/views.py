@@ -26,8 +26,8 @@ from pathlib import Path
 
 from reconcile.adapters.lock import flock_within
 from reconcile.core.errors import ReconcileError
-from reconcile.core.observed import ViewState
-from reconcile.core.shares import View
+from reconcile.core.guests.observed import ViewState
+from reconcile.core.guests.shares import View
 
 # x86_64 syscall numbers and flags (linux/mount.h, linux/fcntl.h)
 SYS_OPEN_TREE = 428

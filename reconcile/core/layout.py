@@ -22,7 +22,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconcile.core.shares import NIX_STORE
+NIX_STORE = Path("/nix/store")  # shared read-only with every guest (core/guests/shares.py)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 from reconcile.adapters import files, lock
 from reconcile.adapters.history import DriftObservation, History, RunRecord
 from reconcile.core.desired import Manifest
-from reconcile.core.drift import drift_items, drifted_fields, report_metrics, with_since
-from reconcile.core.drift_report import (
+from reconcile.core.drift.items import drift_items, drifted_fields, report_metrics, with_since
+from reconcile.core.drift.report import (
     DriftReport,
     DriftStatus,
     Notice,
@@ -31,7 +31,7 @@ from reconcile.core.drift_report import (
 from reconcile.core.exits import ExitCode
 from reconcile.core.lockage import held_too_long, lock_metric
 from reconcile.core.metrics import Metric, render_metrics
-from reconcile.core.plan import Plan
+from reconcile.core.plan.graph import Plan
 from reconcile.orchestration import pipeline
 from reconcile.orchestration.executor import Outcome, Result
 from reconcile.orchestration.pipeline import Context, PlanOptions

@@ -18,10 +18,10 @@ from typing import Protocol
 
 from reconcile.adapters import libvirt
 from reconcile.core.desired import Hypervisor
-from reconcile.core.domain import DomainSpec
 from reconcile.core.errors import ReconcileError
-from reconcile.core.imageless import GuestDefinition
-from reconcile.core.observed import HypervisorObservation, ObservedDomain
+from reconcile.core.guests.domain_xml import DomainSpec
+from reconcile.core.guests.imageless import GuestDefinition
+from reconcile.core.guests.observed import HypervisorObservation, ObservedDomain
 
 
 class Driver(Protocol):

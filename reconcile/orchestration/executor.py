@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-from reconcile.core.actions import Action
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
 from reconcile.core.exits import ExitCode
-from reconcile.core.plan import Plan
+from reconcile.core.plan.actions import Action
+from reconcile.core.plan.graph import Plan
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)

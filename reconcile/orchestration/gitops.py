@@ -22,15 +22,15 @@ from pathlib import Path
 
 from reconcile.adapters import files, git
 from reconcile.adapters.lock import LabLock
-from reconcile.core import confinement
 from reconcile.core.desired import GitOps, GitOpsApply, Manifest
-from reconcile.core.drift_report import DriftReport, Notice, NoticeLevel
+from reconcile.core.drift.report import DriftReport, Notice, NoticeLevel
 from reconcile.core.errors import LockError, ManifestError, Problem, ReconcileError
 from reconcile.core.exits import ExitCode
-from reconcile.core.gitops_status import Stage, cycle_metrics, unsigned_notice
+from reconcile.core.gitops import confinement
+from reconcile.core.gitops.status import Stage, cycle_metrics, unsigned_notice
 from reconcile.core.metrics import Metric
-from reconcile.core.plan import Plan
-from reconcile.core.plan_report import render_text
+from reconcile.core.plan.graph import Plan
+from reconcile.core.plan.report import render_text
 from reconcile.logs import get_logger
 from reconcile.orchestration import drift_runs, pipeline
 from reconcile.orchestration.executor import Result, execute, exit_code

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from reconcile.adapters import nix, views
 from reconcile.adapters.initrd import guest_initrd
-from reconcile.core.actions import (
+from reconcile.core.errors import ReconcileError
+from reconcile.core.guests.diff import definition_matches
+from reconcile.core.guests.domain_xml import DomainSpec
+from reconcile.core.guests.gcroots import closures_in_use, root_problems
+from reconcile.core.guests.identity import domain_name
+from reconcile.core.guests.intent import GuestIntent
+from reconcile.core.guests.observed import DomainState, ObservedDomain
+from reconcile.core.layout import StateLayout
+from reconcile.core.plan.actions import (
     DefineGuest,
     DestroyGuest,
     GuestRef,
@@ -19,14 +27,6 @@ from reconcile.core.actions import (
     UndefineGuest,
     WaitReady,
 )
-from reconcile.core.diff import definition_matches
-from reconcile.core.domain import DomainSpec
-from reconcile.core.errors import ReconcileError
-from reconcile.core.gcroots import closures_in_use, root_problems
-from reconcile.core.identity import domain_name
-from reconcile.core.intent import GuestIntent
-from reconcile.core.layout import StateLayout
-from reconcile.core.observed import DomainState, ObservedDomain
 from reconcile.logs import get_logger
 from reconcile.orchestration.drivers import Driver
 from reconcile.orchestration.executor import Check, StaleError

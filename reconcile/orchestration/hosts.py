@@ -12,7 +12,10 @@ import time
 
 from reconcile.adapters import deploy
 from reconcile.adapters.ssh import Session
-from reconcile.core.actions import (
+from reconcile.core.desired import Activation, Host
+from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
+from reconcile.core.hosts.baremetal import SYSTEM_PROFILE
+from reconcile.core.plan.actions import (
     Activate,
     CheckHealth,
     CopyClosure,
@@ -20,9 +23,6 @@ from reconcile.core.actions import (
     Reboot,
     SetProfile,
 )
-from reconcile.core.desired import Activation, Host
-from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
-from reconcile.core.hosts import SYSTEM_PROFILE
 from reconcile.logs import get_logger
 from reconcile.orchestration.executor import Check
 from reconcile.orchestration.pipeline import Context

@@ -1,10 +1,10 @@
 """The kinds of machine, and the table the executor's actions are routed by.
 
-Each kind has its steps (action types, core/actions.py) and the performer that carries
+Each kind has its steps (action types, core/plan/actions.py) and the performer that carries
 them out and re-checks them. The lab's own steps (builds, views) are a kind of their own,
 which every machine kind may depend on.
 
-Adding a kind of machine: its pure definition in the core (as core/imageless.py is for
+Adding a kind of machine: its pure definition in the core (as core/guests/imageless.py is for
 imageless guests), its action types, its performer module here, one row in `KINDS`, and
 its part of the manifest schema. Nothing registers itself on import.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from reconcile.core.actions import Action, GuestStep, HostStep, LabStep
+from reconcile.core.plan.actions import Action, GuestStep, HostStep, LabStep
 from reconcile.orchestration.executor import Check, Performer
 from reconcile.orchestration.guests import GuestPerformer
 from reconcile.orchestration.lab_steps import LabStepPerformer

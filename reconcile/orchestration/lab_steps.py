@@ -7,10 +7,10 @@ from pathlib import Path
 
 from reconcile.adapters import kernel_build, nix, views
 from reconcile.adapters.kernel_build import KernelJob
-from reconcile.core.actions import BuildClosures, BuildKernel, LabStep, MakeView, RemoveKernel
 from reconcile.core.desired import KernelBuild
 from reconcile.core.errors import ReconcileError
-from reconcile.core.observed import ViewState
+from reconcile.core.guests.observed import ViewState
+from reconcile.core.plan.actions import BuildClosures, BuildKernel, LabStep, MakeView, RemoveKernel
 from reconcile.orchestration.executor import Check, StaleError
 from reconcile.orchestration.pipeline import Context, kernel_builds_in_use, observe
 

@@ -13,12 +13,10 @@ from reconcile.adapters import files, kernel_build, manifest_cache, nix, process
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
 from reconcile.core.desired import Guest, Manifest, PrebuiltKernel
-from reconcile.core.diff import diff_lab
 from reconcile.core.errors import PlanError, ReconcileError
-from reconcile.core.hosts import HostChange, HostIntent, HostObservation, diff_host
-from reconcile.core.identity import domain_name
-from reconcile.core.imageless import kernel_cmdline
-from reconcile.core.intent import (
+from reconcile.core.guests.identity import domain_name
+from reconcile.core.guests.imageless import kernel_cmdline
+from reconcile.core.guests.intent import (
     DEFINERS,
     GuestIntent,
     KernelInputs,
@@ -26,11 +24,18 @@ from reconcile.core.intent import (
     lab_views,
     system_installable,
 )
-from reconcile.core.kconfig import describe_missing, fix_fragment, missing_options, required_options
+from reconcile.core.guests.observed import HypervisorObservation
+from reconcile.core.hosts.baremetal import HostChange, HostIntent, HostObservation, diff_host
+from reconcile.core.kernels.kconfig import (
+    describe_missing,
+    fix_fragment,
+    missing_options,
+    required_options,
+)
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.observed import HypervisorObservation
-from reconcile.core.plan import Plan, make_plan
-from reconcile.core.select import select
+from reconcile.core.plan.diff import diff_lab
+from reconcile.core.plan.graph import Plan, make_plan
+from reconcile.core.plan.select import select
 from reconcile.logs import get_logger
 from reconcile.orchestration import drivers
 from reconcile.orchestration.drivers import Driver, DriverFactory

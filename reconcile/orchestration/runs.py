@@ -13,8 +13,8 @@ from typing import Any
 from reconcile.adapters import files
 from reconcile.adapters.lock import LabLock
 from reconcile.core.errors import PlanError, ReconcileError
-from reconcile.core.plan import Plan
-from reconcile.core.plan_report import render_json, render_text
+from reconcile.core.plan.graph import Plan
+from reconcile.core.plan.report import render_json, render_text
 from reconcile.orchestration import drift_runs, pipeline
 from reconcile.orchestration.executor import Result, execute
 from reconcile.orchestration.kinds import Router

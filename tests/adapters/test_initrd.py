@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from reconcile.adapters.initrd import cpio, early_module_files, guest_initrd
-from reconcile.core.kmod import bzimage_release, load_order, module_name
+from reconcile.core.kernels.kmod import bzimage_release, load_order, module_name
 
 DEP = """\
 kernel/fs/fuse/virtiofs.ko: kernel/fs/fuse/fuse.ko kernel/drivers/virtio/virtio_ring.ko

@@ -24,10 +24,10 @@ from reconcile.adapters.libvirt import (
     UnmanagedDomainError,
 )
 from reconcile.core.desired import Accel, GuestMode
-from reconcile.core.domain import DomainFacts, DomainSpec
 from reconcile.core.errors import ProbeError, ReconcileError
-from reconcile.core.identity import MARK_NAMESPACE
-from reconcile.core.observed import DomainState
+from reconcile.core.guests.domain_xml import DomainFacts, DomainSpec
+from reconcile.core.guests.identity import MARK_NAMESPACE
+from reconcile.core.guests.observed import DomainState
 from tests.support.domains import build_domain_spec
 
 URI = "test:///default"

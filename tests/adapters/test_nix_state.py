@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.adapters import nix
-from reconcile.core.observed import GcRootFacts
+from reconcile.core.guests.observed import GcRootFacts
 
 GOOD = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-demo-a"
 OTHER = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-demo-b"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconcile.adapters.views import Mount, below, classify, parse_mountinfo
-from reconcile.core.observed import ViewState
+from reconcile.core.guests.observed import ViewState
 
 MOUNTINFO = (
     b"27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from reconcile.core.desired import Accel, GuestMode, Share
-from reconcile.core.domain import (
+from reconcile.core.errors import ProbeError
+from reconcile.core.guests.domain_xml import (
     DomainFacts,
     DomainSpec,
     NicFacts,
@@ -17,8 +18,7 @@ from reconcile.core.domain import (
     parse_domain_xml,
     render_domain_xml,
 )
-from reconcile.core.errors import ProbeError
-from reconcile.core.identity import MARK_NAMESPACE, domain_uuid, mac_address
+from reconcile.core.guests.identity import MARK_NAMESPACE, domain_uuid, mac_address
 from tests.support.domains import build_domain_spec
 
 GOLDEN = Path(__file__).parent / "golden"

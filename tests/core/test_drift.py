@@ -5,22 +5,29 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from reconcile.core.diff import TRANSIENT, ChangeKind, Diff, FieldChange, GuestChange, RootChange
-from reconcile.core.drift import (
+from reconcile.core.drift.items import (
     drift_items,
     drifted_fields,
     ignored,
     report_metrics,
     with_since,
 )
-from reconcile.core.drift_report import DriftReport, DriftStatus
+from reconcile.core.drift.report import DriftReport, DriftStatus
 from reconcile.core.exits import ExitCode
-from reconcile.core.gcroots import RootProblem, RootState
-from reconcile.core.hosts import HostChangeKind, HostIntent, HostObservation, diff_host
+from reconcile.core.gitops.timer_units import service_unit, timer_unit
+from reconcile.core.guests.diff import (
+    TRANSIENT,
+    ChangeKind,
+    FieldChange,
+    GuestChange,
+    RootChange,
+)
+from reconcile.core.guests.gcroots import RootProblem, RootState
+from reconcile.core.guests.observed import DomainState
+from reconcile.core.hosts.baremetal import HostChangeKind, HostIntent, HostObservation, diff_host
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.metrics import render_metrics
-from reconcile.core.observed import DomainState
-from reconcile.core.timer_units import service_unit, timer_unit
+from reconcile.core.plan.diff import Diff
 from tests.core.test_metrics import parse as parse_metrics
 from tests.core.test_plan import lab_plan  # the plan goldens' scenarios
 

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from reconcile.core.drift_report import (
+from reconcile.core.drift.report import (
     BANNER_COLORS,
     FORMAT_VERSION,
     DriftField,

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.core.confinement import Use, judge, named_paths, problems
-from reconcile.core.drift_report import (
+from reconcile.core.drift.report import (
     DriftReport,
     Notice,
     NoticeLevel,
@@ -19,11 +18,12 @@ from reconcile.core.drift_report import (
     render_text,
 )
 from reconcile.core.errors import ManifestError
-from reconcile.core.git_url import Transport, transport
-from reconcile.core.gitops_status import Stage, cycle_metrics
+from reconcile.core.gitops.confinement import Use, judge, named_paths, problems
+from reconcile.core.gitops.git_url import Transport, transport
+from reconcile.core.gitops.status import Stage, cycle_metrics
+from reconcile.core.gitops.timer_units import service_unit
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.metrics import render_metrics
-from reconcile.core.timer_units import service_unit
 from tests.core.test_metrics import parse as parse_metrics
 
 LAB = '[lab]\nname = "t"\nflake = "nix"\nstate_dir = "/var/lib/reconcile/t"\n'

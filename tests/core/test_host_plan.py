@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.core.actions import Activate, CheckHealth
-from reconcile.core.diff import Diff
 from reconcile.core.errors import ReconcileError
-from reconcile.core.hosts import (
+from reconcile.core.hosts.baremetal import (
     HostChangeKind,
     HostIntent,
     HostObservation,
@@ -17,9 +15,11 @@ from reconcile.core.hosts import (
     parse_probe,
 )
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.plan import make_plan
-from reconcile.core.plan_report import render_json, render_text
-from reconcile.core.select import select
+from reconcile.core.plan.actions import Activate, CheckHealth
+from reconcile.core.plan.diff import Diff
+from reconcile.core.plan.graph import make_plan
+from reconcile.core.plan.report import render_json, render_text
+from reconcile.core.plan.select import select
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHf0ZbUiv2XH5hs3mSz0t8Kb0cYt6a9eXr0JqG3VZbWc"
 OLD, NEW = "/nix/store/old-system", "/nix/store/new-system"

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from reconcile.core.hosts import PROBE, parse_probe
+from reconcile.core.hosts.baremetal import PROBE, parse_probe
 from reconcile.logs import redact
 
 WHOLE = (

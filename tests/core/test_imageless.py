@@ -1,4 +1,4 @@
-"""The imageless definition and its spec hash, on the production code (core/imageless.py)."""
+"""The imageless definition and its spec hash, on the production code (core/guests/imageless.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reconcile.core.desired import Accel, Guest, GuestMode, Network, Share
-from reconcile.core.imageless import (
+from reconcile.core.guests.imageless import (
     RENDER_VERSION,
     BootKernel,
     GuestDefinition,

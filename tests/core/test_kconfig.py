@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from reconcile.core.diff import ChangeKind, diff_lab
-from reconcile.core.intent import guest_intent
-from reconcile.core.kconfig import (
+from reconcile.core.guests.diff import ChangeKind
+from reconcile.core.guests.intent import guest_intent
+from reconcile.core.kernels.kconfig import (
     build_key,
     describe_missing,
     fix_fragment,
@@ -17,7 +17,8 @@ from reconcile.core.kconfig import (
     required_options,
 )
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.plan import make_plan
+from reconcile.core.plan.diff import diff_lab
+from reconcile.core.plan.graph import make_plan
 from tests.core.test_plan import KERNEL, MANIFEST, intents, observation, running
 
 KEY = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from reconcile.core.kconfig import (
+from reconcile.core.kernels.kconfig import (
     CONFIG_TARGETS,
     ConfigFile,
     ConfigTarget,

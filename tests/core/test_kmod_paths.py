@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconcile.core.kmod import ModulePathError, check_module_path, load_order
+from reconcile.core.kernels.kmod import ModulePathError, check_module_path, load_order
 
 
 @pytest.mark.parametrize("path", ["kernel/fs/fuse/fuse.ko", "updates/x.ko.xz", "a.ko"])

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from reconcile.core.errors import ManifestError
-from reconcile.core.libvirt_uri import (
+from reconcile.core.guests.libvirt_uri import (
     SshAuth,
     Transport,
     UriRefused,

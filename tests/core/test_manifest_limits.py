@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconcile.core.errors import ManifestError
-from reconcile.core.imageless import kernel_cmdline
+from reconcile.core.guests.imageless import kernel_cmdline
 from reconcile.core.manifest import parse_manifest, schema
 from reconcile.core.manifest.build import resolve_path
 from reconcile.core.manifest.guest_limits import modules_problem, param_problem, share_problem

@@ -9,20 +9,21 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from reconcile.core.diff import ChangeKind, diff_lab
-from reconcile.core.domain import DomainFacts, DomainSpec
 from reconcile.core.errors import PlanError, ReconcileError
-from reconcile.core.intent import GuestIntent, KernelInputs, guest_intent
-from reconcile.core.manifest import parse_manifest
-from reconcile.core.observed import (
+from reconcile.core.guests.diff import ChangeKind
+from reconcile.core.guests.domain_xml import DomainFacts, DomainSpec
+from reconcile.core.guests.intent import GuestIntent, KernelInputs, guest_intent
+from reconcile.core.guests.observed import (
     DomainState,
     GcRootFacts,
     HypervisorObservation,
     ObservedDomain,
 )
-from reconcile.core.plan import Plan, make_plan, order
-from reconcile.core.plan_report import render_json, render_text
-from reconcile.core.select import select
+from reconcile.core.manifest import parse_manifest
+from reconcile.core.plan.diff import diff_lab
+from reconcile.core.plan.graph import Plan, make_plan, order
+from reconcile.core.plan.report import render_json, render_text
+from reconcile.core.plan.select import select
 
 GOLDEN = Path(__file__).parent / "golden" / "plan"
 MANIFEST = b"""

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconcile.core.hosts import HostIntent, diff_host
+from reconcile.core.hosts.baremetal import HostIntent, diff_host
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.ssh_target import SshTarget
 from tests.conftest import ROOT

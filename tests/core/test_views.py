@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.core.actions import ActionKind
-from reconcile.core.diff import ChangeKind, diff_lab
-from reconcile.core.drift import drift_items
-from reconcile.core.drift_report import DriftStatus
-from reconcile.core.intent import GuestIntent, guest_intent, lab_views
+from reconcile.core.drift.items import drift_items
+from reconcile.core.drift.report import DriftStatus
+from reconcile.core.guests.diff import ChangeKind
+from reconcile.core.guests.intent import GuestIntent, guest_intent, lab_views
+from reconcile.core.guests.observed import DomainState, ObservedDomain, ViewState
+from reconcile.core.guests.shares import View
 from reconcile.core.layout import StateLayout
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.observed import DomainState, ObservedDomain, ViewState
-from reconcile.core.plan import make_plan
-from reconcile.core.plan_report import render_json, render_text
-from reconcile.core.shares import View
+from reconcile.core.plan.actions import ActionKind
+from reconcile.core.plan.diff import diff_lab
+from reconcile.core.plan.graph import make_plan
+from reconcile.core.plan.report import render_json, render_text
 from tests.core.test_plan import KERNEL, MANIFEST, facts, observation, running
 
 SHARED = MANIFEST.replace(

@@ -16,10 +16,10 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from reconcile.core.domain import DomainFacts, DomainSpec
 from reconcile.core.errors import ProbeError, ReconcileError
-from reconcile.core.imageless import GuestDefinition
-from reconcile.core.observed import DomainState, HypervisorObservation, ObservedDomain
+from reconcile.core.guests.domain_xml import DomainFacts, DomainSpec
+from reconcile.core.guests.imageless import GuestDefinition
+from reconcile.core.guests.observed import DomainState, HypervisorObservation, ObservedDomain
 
 
 class SimulatedError(ReconcileError):

@@ -9,10 +9,10 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 
-from reconcile.core.actions import Action, DestroyGuest, GuestRef, ShutdownGuest, UndefineGuest
-from reconcile.core.diff import Diff
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
-from reconcile.core.plan import Plan
+from reconcile.core.plan.actions import Action, DestroyGuest, GuestRef, ShutdownGuest, UndefineGuest
+from reconcile.core.plan.diff import Diff
+from reconcile.core.plan.graph import Plan
 from reconcile.orchestration.executor import (
     Check,
     Outcome,

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from reconcile.adapters import nix
-from reconcile.core.actions import (
+from reconcile.core.desired import Manifest
+from reconcile.core.errors import ReconcileError
+from reconcile.core.guests.diff import ChangeKind
+from reconcile.core.guests.domain_xml import DomainFacts, DomainSpec
+from reconcile.core.guests.intent import GuestIntent, KernelInputs, guest_intent
+from reconcile.core.guests.observed import DomainState
+from reconcile.core.manifest import parse_manifest
+from reconcile.core.plan.actions import (
     Action,
     DefineGuest,
     DestroyGuest,
@@ -22,14 +29,8 @@ from reconcile.core.actions import (
     UndefineGuest,
     WaitReady,
 )
-from reconcile.core.desired import Manifest
-from reconcile.core.diff import ChangeKind, Diff, diff_lab
-from reconcile.core.domain import DomainFacts, DomainSpec
-from reconcile.core.errors import ReconcileError
-from reconcile.core.intent import GuestIntent, KernelInputs, guest_intent
-from reconcile.core.manifest import parse_manifest
-from reconcile.core.observed import DomainState
-from reconcile.core.plan import Plan, make_plan
+from reconcile.core.plan.diff import Diff, diff_lab
+from reconcile.core.plan.graph import Plan, make_plan
 from reconcile.orchestration.executor import (
     Check,
     Outcome,

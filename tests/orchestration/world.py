@@ -12,9 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
-from reconcile.core.actions import Action, DestroyGuest, GuestRef, ShutdownGuest, UndefineGuest
-from reconcile.core.diff import Diff
-from reconcile.core.plan import Plan
+from reconcile.core.plan.actions import Action, DestroyGuest, GuestRef, ShutdownGuest, UndefineGuest
+from reconcile.core.plan.diff import Diff
+from reconcile.core.plan.graph import Plan
 from reconcile.orchestration.executor import Check, execute
 
 

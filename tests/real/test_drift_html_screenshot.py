@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.core.drift_report import (
+from reconcile.core.drift.report import (
     BANNER_COLORS,
     DriftField,
     DriftItem,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.adapters.lock import LabLock
-from reconcile.core.drift_report import BANNER_COLORS
+from reconcile.core.drift.report import BANNER_COLORS
 from tests.conftest import ROOT
 from tests.core.test_metrics import parse as parse_metrics
 from tests.support.browser import decode_png, hex_rgb, screenshot

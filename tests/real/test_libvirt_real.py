@@ -31,8 +31,8 @@ import pytest
 
 from reconcile.adapters.libvirt import HostKeyError, HypervisorError, LibvirtHypervisor, Pin
 from reconcile.core.desired import Accel, GuestMode, Share
-from reconcile.core.domain import DomainFacts
-from reconcile.core.observed import DomainState
+from reconcile.core.guests.domain_xml import DomainFacts
+from reconcile.core.guests.observed import DomainState
 from tests.support.domains import build_domain_spec
 from tests.support.stack import SYSTEM_URI, ensure_libvirtd
 

@@ -18,8 +18,8 @@ import pytest
 
 from reconcile.adapters import views
 from reconcile.core.errors import ReconcileError
-from reconcile.core.observed import ViewState
-from reconcile.core.shares import View
+from reconcile.core.guests.observed import ViewState
+from reconcile.core.guests.shares import View
 from tests.conftest import ROOT
 from tests.support.stack import mounts_below, remove_tree, writable_mounts_below
 
@@ -118,7 +118,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from reconcile.adapters import views
-from reconcile.core.shares import View
+from reconcile.core.guests.shares import View
 root = Path(sys.argv[1])
 view = View(root / "state" / "views" / "v", root / "source")
 print("ready", flush=True)

@@ -1,6 +1,6 @@
 """Building DomainSpecs for adapter tests, without the planning layers above them.
 
-Production derives a definition from a guest's intent (core/imageless.py `define`); adapter
+Production derives a definition from a guest's intent (core/guests/imageless.py `define`); adapter
 tests need definitions of their own (a command line of their choosing, shares served
 straight from their directories). They build the production value, so its identity and
 its hash are production's: nothing here computes either.
@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconcile.core.desired import Accel, GuestMode, Share
-from reconcile.core.domain import DomainSpec
-from reconcile.core.identity import mac_address
-from reconcile.core.imageless import BootKernel, GuestDefinition, Nic, Owner
-from reconcile.core.shares import MODULES_TAG, NIX_STORE, STORE_TAG, ShareSpec
+from reconcile.core.guests.domain_xml import DomainSpec
+from reconcile.core.guests.identity import mac_address
+from reconcile.core.guests.imageless import BootKernel, GuestDefinition, Nic, Owner
+from reconcile.core.guests.shares import MODULES_TAG, NIX_STORE, STORE_TAG, ShareSpec
 
 UNUSED_MODULES = Path("/lib/modules/unused")  # a kernel without the `modules` share
 

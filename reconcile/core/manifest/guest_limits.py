@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import PurePath
 
-# What the imageless boot puts on the command line (core/intent.py `kernel_cmdline`) or
+# What the imageless boot puts on the command line (core/guests/intent.py `kernel_cmdline`) or
 # depends on. The kernel and stage 1 take the *last* `root=`/`init=`, so a guest's
 # `kernel_params`, which come after, would win: `init=/bin/sh` boots something else,
 # `rdinit=` skips stage 1 (no store), `initrd=`/`noinitrd` drop the early modules and

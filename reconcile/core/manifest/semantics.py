@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from reconcile.core.desired import Manifest, PrebuiltKernel
-from reconcile.core.git_url import Transport, transport
-from reconcile.core.libvirt_uri import Transport as HypervisorTransport
-from reconcile.core.libvirt_uri import UriRefused, parse_uri
+from reconcile.core.gitops.git_url import Transport, transport
+from reconcile.core.guests.libvirt_uri import Transport as HypervisorTransport
+from reconcile.core.guests.libvirt_uri import UriRefused, parse_uri
 from reconcile.core.manifest.guest_limits import modules_problem, param_problem, share_problem
 from reconcile.core.manifest.schema import Finding
 from reconcile.core.sshkeys import host_key_problem

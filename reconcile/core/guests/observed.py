@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from reconcile.core.domain import DomainFacts
-from reconcile.core.identity import Mark
+from reconcile.core.guests.domain_xml import DomainFacts
+from reconcile.core.guests.identity import Mark
 
 
 class DomainState(StrEnum):

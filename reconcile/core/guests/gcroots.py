@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 
-from reconcile.core.observed import GcRootFacts, ObservedDomain
+from reconcile.core.guests.observed import GcRootFacts, ObservedDomain
 
 
 class RootState(StrEnum):

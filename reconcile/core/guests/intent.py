@@ -1,7 +1,7 @@
 """What each guest should be, with its inputs resolved: the diff's left-hand side.
 
 A `GuestIntent` is the guest as the manifest says it, the kernel it boots as resolved on
-the controller, and its complete definition (core/imageless.py), whose hash the ownership
+the controller, and its complete definition (core/guests/imageless.py), whose hash the ownership
 mark records.
 """
 
@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconcile.core import imageless
 from reconcile.core.desired import Guest, GuestMode, Manifest
-from reconcile.core.imageless import BootKernel, GuestDefinition
-from reconcile.core.shares import ShareSpec, View
+from reconcile.core.guests import imageless
+from reconcile.core.guests.imageless import BootKernel, GuestDefinition
+from reconcile.core.guests.shares import ShareSpec, View
 
 
 @dataclass(frozen=True)

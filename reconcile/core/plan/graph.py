@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconcile.core.actions import (
+from reconcile.core.desired import Activation, GuestState
+from reconcile.core.errors import PlanError
+from reconcile.core.guests.diff import ChangeKind, GuestChange
+from reconcile.core.guests.intent import GuestIntent
+from reconcile.core.hosts.baremetal import HostChange, HostChangeKind
+from reconcile.core.plan.actions import (
     Action,
     Activate,
     BuildClosures,
@@ -33,11 +38,7 @@ from reconcile.core.actions import (
     WaitReady,
     kernel_key,
 )
-from reconcile.core.desired import Activation, GuestState
-from reconcile.core.diff import ChangeKind, Diff, GuestChange
-from reconcile.core.errors import PlanError
-from reconcile.core.hosts import HostChange, HostChangeKind
-from reconcile.core.intent import GuestIntent
+from reconcile.core.plan.diff import Diff
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -11,10 +11,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
-from reconcile.core.hosts import HostIntent
-from reconcile.core.imageless import GuestDefinition
-from reconcile.core.intent import GuestIntent
-from reconcile.core.shares import View
+from reconcile.core.guests.imageless import GuestDefinition
+from reconcile.core.guests.intent import GuestIntent
+from reconcile.core.guests.shares import View
+from reconcile.core.hosts.baremetal import HostIntent
 
 
 class ActionKind(StrEnum):

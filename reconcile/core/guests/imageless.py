@@ -6,7 +6,7 @@ is made from. The spec hash is of that value, field by field (`spec_hash`), so a
 added to the definition is hashed without anyone listing it; the hash goes into the
 ownership mark, and an unchanged definition means an unchanged domain.
 
-The one thing a driver adds is the initrd's path (`DomainSpec` in core/domain.py): it is
+The one thing a driver adds is the initrd's path (`DomainSpec` in core/guests/domain_xml.py): it is
 made after the closure is built, from the system's initrd and `kernel.early_modules`,
 both of which the definition already covers.
 """
@@ -21,9 +21,8 @@ from enum import Enum
 from pathlib import Path
 
 from reconcile.core.desired import Accel, Guest
-from reconcile.core.identity import Mark, domain_name, domain_uuid, mac_address
-from reconcile.core.layout import StateLayout
-from reconcile.core.shares import (
+from reconcile.core.guests.identity import Mark, domain_name, domain_uuid, mac_address
+from reconcile.core.guests.shares import (
     MODULES_TAG,
     NIX_STORE,
     STORE_TAG,
@@ -32,6 +31,7 @@ from reconcile.core.shares import (
     share_spec,
     views_of,
 )
+from reconcile.core.layout import StateLayout
 
 # Part of every spec hash: a change to what a driver renders from a definition (the domain
 # XML) must redefine every domain. Bump it on purpose, with the pinned hash in the tests.

@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 from reconcile.core.desired import Accel
 from reconcile.core.errors import ProbeError
-from reconcile.core.identity import MARK_NAMESPACE, Mark
-from reconcile.core.imageless import GuestDefinition
+from reconcile.core.guests.identity import MARK_NAMESPACE, Mark
+from reconcile.core.guests.imageless import GuestDefinition
 
 MARK_PREFIX = "reconcile"
 _NS = f"{{{MARK_NAMESPACE}}}"

@@ -1,6 +1,6 @@
 """Kconfig as values: reading .config text, the cache key of a build, and what guests need.
 
-Pure. The adapter (adapters/kernel.py) runs make; this module decides.
+Pure. The adapter (adapters/kernel_build.py) runs make; this module decides.
 """
 
 from __future__ import annotations

@@ -12,11 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from reconcile.core.desired import Activation
-from reconcile.core.diff import ChangeKind, Diff, GuestChange
-from reconcile.core.drift_report import DriftField, DriftItem, DriftReport, DriftStatus
+from reconcile.core.drift.report import DriftField, DriftItem, DriftReport, DriftStatus
 from reconcile.core.exits import ExitCode
-from reconcile.core.hosts import HostChange, HostChangeKind
+from reconcile.core.guests.diff import ChangeKind, GuestChange
+from reconcile.core.hosts.baremetal import HostChange, HostChangeKind
 from reconcile.core.metrics import Metric, Sample
+from reconcile.core.plan.diff import Diff
 
 DriftKey = tuple[str, str, str]  # (kind, name, field)
 ABSENT = "(none)"

@@ -10,14 +10,13 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the layout names views and imports NIX_STORE from here
-    from reconcile.core.layout import StateLayout
+from reconcile.core.layout import NIX_STORE, StateLayout
+
+__all__ = ["MODULES_TAG", "NIX_STORE", "STORE_TAG", "ShareSpec", "View", "share_spec", "views_of"]
 
 STORE_TAG = "store"
 MODULES_TAG = "modules"
-NIX_STORE = Path("/nix/store")
 
 
 @dataclass(frozen=True)

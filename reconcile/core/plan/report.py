@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from reconcile.core.diff import ChangeKind, Diff, GuestChange, RootChange, ViewChange
-from reconcile.core.hosts import HostChange, HostChangeKind
-from reconcile.core.plan import Plan
+from reconcile.core.guests.diff import ChangeKind, GuestChange, RootChange, ViewChange
+from reconcile.core.hosts.baremetal import HostChange, HostChangeKind
+from reconcile.core.plan.diff import Diff
+from reconcile.core.plan.graph import Plan
 
 FORMAT_VERSION = 1
 

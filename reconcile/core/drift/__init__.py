@@ -1,0 +1,1 @@
+"""Drift: items from a diff, the report, metrics."""

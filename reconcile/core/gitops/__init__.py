@@ -1,0 +1,1 @@
+"""GitOps: path confinement, git URLs, status, timer units."""

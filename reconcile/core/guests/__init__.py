@@ -1,0 +1,1 @@
+"""Imageless guests: the definition and its hash, identity, shares, domain XML, the diff."""

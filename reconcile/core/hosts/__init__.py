@@ -1,0 +1,1 @@
+"""Baremetal hosts: intent, probe, diff; pinned SSH keys and targets."""

@@ -1,0 +1,1 @@
+"""Kernels: Kconfig requirements and module paths."""

@@ -1,0 +1,1 @@
+"""The plan: typed actions, the DAG, its rendering, target selection."""

@@ -1,0 +1,87 @@
+"""The lab's diff: every guest and host of the manifest against what was observed.
+
+Pure. Built from each machine kind's own diff (core/guests/diff.py, core/hosts/baremetal.py);
+the plan is made from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from reconcile.core.guests.diff import (
+    ChangeKind,
+    GuestChange,
+    RootChange,
+    ViewChange,
+    diff_copy,
+    diff_guest,
+    diff_orphan,
+    diff_roots,
+    diff_views,
+)
+from reconcile.core.guests.identity import domain_name
+from reconcile.core.guests.intent import GuestIntent
+from reconcile.core.guests.observed import GcRootFacts, HypervisorObservation, ViewState
+from reconcile.core.guests.shares import View
+from reconcile.core.hosts.baremetal import HostChange
+
+
+@dataclass(frozen=True)
+class Diff:
+    lab: str
+    changes: tuple[GuestChange, ...]
+    unmanaged: tuple[tuple[str, str], ...]  # (hypervisor, domain) not ours: listed, never touched
+    hosts: tuple[HostChange, ...] = ()
+    views: tuple[ViewChange, ...] = ()
+    roots: tuple[RootChange, ...] = ()
+
+    def has_changes(self) -> bool:
+        return (
+            any(c.kind.is_change() for c in self.changes)
+            or any(h.kind.is_change() for h in self.hosts)
+            or bool(self.views)
+            or bool(self.roots)
+        )
+
+    def conflicts(self) -> dict[str, str]:
+        """What cannot converge, with why: a plan with any is not clean (exit 1)."""
+        return {c.name: c.note for c in self.changes if c.kind is ChangeKind.CONFLICT}
+
+
+def diff_lab(
+    lab: str,
+    intents: Iterable[GuestIntent],
+    observations: Mapping[str, HypervisorObservation],
+    *,
+    prune: bool,
+    scope: frozenset[str] | None = None,
+    views: Mapping[View, ViewState] | None = None,
+    roots: Mapping[str, Mapping[str, GcRootFacts]] | None = None,
+) -> Diff:
+    """The whole lab's diff. `scope` limits orphans to targeted names (None: all); `views`
+    is each read-only view as observed, `roots` each guest's GC root links by name (None:
+    not observed)."""
+    intents = list(intents)
+    changes = [diff_guest(i, observations[i.guest.hypervisor], lab) for i in intents]
+    wanted = {c.domain for c in changes}
+    unmanaged: list[tuple[str, str]] = []
+    for hypervisor, observation in sorted(observations.items()):
+        for name, domain in sorted((observation.domains or {}).items()):
+            mark = domain.config.mark
+            if mark is None or mark.lab != lab:
+                if name not in wanted:
+                    unmanaged.append((hypervisor, name))
+                continue
+            if name in wanted or (scope is not None and mark.name not in scope):
+                continue
+            if name != domain_name(lab, mark.name):
+                changes.append(diff_copy(domain, hypervisor, lab))
+                continue
+            changes.append(diff_orphan(domain, hypervisor, prune=prune, protected=mark.protect))
+        unmanaged.extend((hypervisor, name) for name in observation.others if name not in wanted)
+    unmanaged.sort()
+    changes.sort(key=lambda c: c.name)
+    view_changes = diff_views(intents, views, changes) if views is not None else ()
+    root_changes = diff_roots(changes, observations, roots) if roots is not None else ()
+    return Diff(lab, tuple(changes), tuple(unmanaged), views=view_changes, roots=root_changes)
