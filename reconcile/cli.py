@@ -548,4 +548,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except Exception as error:  # a bug: say so in one line; --debug shows where
+        if args.debug:
+            raise
+        print(f"error: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        print("hint: this is a bug in reconcile; --debug shows the traceback", file=sys.stderr)
+        return ExitCode.ERROR
     return code

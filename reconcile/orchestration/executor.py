@@ -112,6 +112,11 @@ def _run_one(performer: Performer[Action], action: Action) -> Result:
     except OSError as error:  # a file the action needed: its failure, not the run's
         bound.error("failed", error=str(error), exc_info=True)
         return Result(action, Outcome.FAILED, time.monotonic() - started, str(error))
+    except Exception as error:  # a bug: this action failed, the run goes on and is reported
+        bound.error("internal error", error=repr(error), exc_info=True)
+        message = f"internal error: {type(error).__name__}: {error}"
+        hint = "\nhint: this is a bug in reconcile; run with --debug -v for the traceback"
+        return Result(action, Outcome.FAILED, time.monotonic() - started, message + hint)
     seconds = time.monotonic() - started
     bound.info("done", seconds=round(seconds, 2))
     return Result(action, Outcome.DONE, seconds)

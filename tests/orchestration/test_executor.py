@@ -394,3 +394,17 @@ def test_exit_code_of_a_run_with_a_rollback_a_degraded_subject_and_a_failure() -
     assert exit_code(execute(plan, Recorder(raises=raises)), []) == EXIT_ROLLED_BACK
     raises["c/destroy"] = OSError("disk full")
     assert exit_code(execute(plan, Recorder(raises=raises)), []) == EXIT_ERROR
+
+
+def test_a_bug_in_a_performer_fails_its_action_and_the_run_goes_on() -> None:
+    """Anything else raised (a TypeError, an unwrapped library error) is contained too:
+    the action is FAILED with what happened, its dependents blocked, the rest done."""
+    plan = make(["a/destroy", "a/undefine", "b/destroy"], [("a/destroy", "a/undefine")])
+    results = execute(plan, Recorder(raises={"a/destroy": TypeError("boom")}), parallel=2)
+    assert outcomes(results) == {
+        "a/destroy": Outcome.FAILED,
+        "a/undefine": Outcome.BLOCKED,
+        "b/destroy": Outcome.DONE,
+    }
+    assert messages(results)["a/destroy"].startswith("internal error: TypeError: boom\nhint:")
+    assert exit_code(results, []) == EXIT_ERROR
