@@ -95,6 +95,7 @@ class GuestChange:
     redefine: bool = False  # the persistent definition must be written
     running: bool = False  # observed running (so a restart or stop shuts it down)
     observed_state: DomainState | None = None  # the domain's, when one was observed
+    moved_to: str = ""  # a copy left on its old hypervisor: where the guest lives now
 
 
 def _field_changes(intent: GuestIntent, facts: DomainFacts) -> tuple[FieldChange, ...]:
@@ -229,6 +230,34 @@ def diff_orphan(
     if not prune:
         return replace(base, note="not in the manifest; --prune destroys it")
     return replace(base, kind=ChangeKind.DESTROY, note="not in the manifest (--prune)")
+
+
+def diff_moved(
+    domain: ObservedDomain, hypervisor: str, to: str, *, protected: bool, kept_while: str = ""
+) -> GuestChange:
+    """A guest's domain on a hypervisor the manifest moved it away from: it goes (the new
+    copy is made after it is gone), unless it is protected or the new place is unknown."""
+    mark = domain.config.mark
+    assert mark is not None
+    running = domain.state in (DomainState.RUNNING, DomainState.PAUSED)
+    base = GuestChange(
+        mark.name,
+        domain.name,
+        hypervisor,
+        ChangeKind.KEEP,
+        running=running,
+        observed_state=domain.state,
+        moved_to=to,
+    )
+    if protected:
+        return replace(
+            base, note=f"moved to hypervisor '{to}', but defined with protect = true: kept"
+        )
+    if kept_while:
+        return replace(base, note=f"moved to hypervisor '{to}'; kept while {kept_while}")
+    return replace(
+        base, kind=ChangeKind.DESTROY, note=f"moved to hypervisor '{to}': this copy goes first"
+    )
 
 
 def diff_copy(domain: ObservedDomain, hypervisor: str, lab: str) -> GuestChange:

@@ -7,7 +7,7 @@ the plan is made from it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reconcile.core.guests.diff import (
     ChangeKind,
@@ -16,13 +16,19 @@ from reconcile.core.guests.diff import (
     ViewChange,
     diff_copy,
     diff_guest,
+    diff_moved,
     diff_orphan,
     diff_roots,
     diff_views,
 )
 from reconcile.core.guests.identity import domain_name
 from reconcile.core.guests.intent import GuestIntent
-from reconcile.core.guests.observed import GcRootFacts, HypervisorObservation, ViewState
+from reconcile.core.guests.observed import (
+    GcRootFacts,
+    HypervisorObservation,
+    ObservedDomain,
+    ViewState,
+)
 from reconcile.core.guests.shares import View
 from reconcile.core.hosts.baremetal import HostChange
 
@@ -64,24 +70,58 @@ def diff_lab(
     not observed)."""
     intents = list(intents)
     changes = [diff_guest(i, observations[i.guest.hypervisor], lab) for i in intents]
-    wanted = {c.domain for c in changes}
+    wanted = {(c.hypervisor, c.domain) for c in changes}
+    home = {c.domain: c for c in changes}  # where each guest's domain must be
     unmanaged: list[tuple[str, str]] = []
     for hypervisor, observation in sorted(observations.items()):
         for name, domain in sorted((observation.domains or {}).items()):
             mark = domain.config.mark
             if mark is None or mark.lab != lab:
-                if name not in wanted:
+                if (hypervisor, name) not in wanted:
                     unmanaged.append((hypervisor, name))
                 continue
-            if name in wanted or (scope is not None and mark.name not in scope):
+            if (hypervisor, name) in wanted or (scope is not None and mark.name not in scope):
                 continue
             if name != domain_name(lab, mark.name):
                 changes.append(diff_copy(domain, hypervisor, lab))
-                continue
-            changes.append(diff_orphan(domain, hypervisor, prune=prune, protected=mark.protect))
-        unmanaged.extend((hypervisor, name) for name in observation.others if name not in wanted)
+            elif name in home:  # the manifest moved this guest to another hypervisor
+                changes.append(_moved(domain, hypervisor, home[name], changes))
+            else:
+                changes.append(diff_orphan(domain, hypervisor, prune=prune, protected=mark.protect))
+        unmanaged.extend(
+            (hypervisor, name) for name in observation.others if (hypervisor, name) not in wanted
+        )
     unmanaged.sort()
     changes.sort(key=lambda c: c.name)
     view_changes = diff_views(intents, views, changes) if views is not None else ()
     root_changes = diff_roots(changes, observations, roots) if roots is not None else ()
     return Diff(lab, tuple(changes), tuple(unmanaged), views=view_changes, roots=root_changes)
+
+
+def _moved(
+    domain: ObservedDomain, hypervisor: str, new: GuestChange, changes: list[GuestChange]
+) -> GuestChange:
+    """The old copy of a moved guest. It goes before the new one is made, so that exactly one
+    runs; kept when the new place is unknown or a conflict (the guest would be nowhere), and
+    when protected, in which case the new copy is not made either (it would be a second)."""
+    mark = domain.config.mark
+    assert mark is not None
+    if mark.protect:
+        index = next(
+            i
+            for i, c in enumerate(changes)
+            if (c.hypervisor, c.domain) == (new.hypervisor, new.domain)
+        )
+        changes[index] = replace(
+            changes[index],
+            kind=ChangeKind.CONFLICT,
+            intent=None,
+            redefine=False,
+            note=f"its protected copy on hypervisor '{hypervisor}' is still there: undefine "
+            "it by hand to move the guest, or set its hypervisor back",
+        )
+    blocked = new.kind in (ChangeKind.UNKNOWN, ChangeKind.CONFLICT)
+    kept_while = f"'{new.hypervisor}' is {new.kind.value}" if blocked else ""
+    return diff_moved(
+        domain, hypervisor, new.hypervisor, protected=mark.protect, kept_while=kept_while
+    )

@@ -200,6 +200,8 @@ def make_plan(
             kernel = BuildKernel(name, Path(directory))
             nodes[kernel.key] = kernel
     last: dict[str, str] = {}  # each guest's last action
+    first: dict[str, str] = {}  # the first action of each guest where it now lives
+    gone: dict[str, str] = {}  # the last action of a moved guest's old copy
     for change in diff.changes:
         needs = [BUILD_KEY] if change.name in unbuilt else []
         if change.intent is not None and kernel_key(change.intent.kernel.name) in nodes:
@@ -208,6 +210,13 @@ def make_plan(
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
             last[change.name] = action.key
+            if change.moved_to:
+                gone[change.name] = action.key
+            else:
+                first.setdefault(change.name, action.key)
+    # A moved guest: its old copy is gone before the new one is made (one copy runs, and
+    # the old one's undefine releases the GC roots the new one's define then takes).
+    edges.extend((gone[n], first[n]) for n in sorted(gone) if n in first)
     for roots in diff.roots:
         # After the guest's own actions: a define or start syncs its roots, so this one is
         # then found satisfied; alone, it touches only the roots, never the guest.
