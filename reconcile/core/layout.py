@@ -117,6 +117,10 @@ class StateLayout:
         # flock held while views are made (plan and drift take no lab lock)
         return self.root / "views.lock"
 
+    def qemu_dir(self, hypervisor: str) -> Path:
+        # a qemu-driver hypervisor's guests, one run directory each (adapters/qemu.py)
+        return self.root / "qemu" / hypervisor
+
     @functools.cached_property
     def ssh_dir(self) -> Path:
         # OpenSSH's files for hosts: pinned keys and each run's ssh-agent (`agent.*/`)

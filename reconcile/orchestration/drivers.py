@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from reconcile.adapters import libvirt
-from reconcile.core.desired import Hypervisor
+from reconcile.adapters import libvirt, qemu
+from reconcile.core.desired import Hypervisor, Lab
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.domain_xml import DomainSpec
 from reconcile.core.guests.imageless import GuestDefinition
@@ -58,15 +58,21 @@ class Driver(Protocol):
     def close(self) -> None: ...
 
 
-DriverFactory = Callable[[Hypervisor], Driver]
+DriverFactory = Callable[[Hypervisor, Lab], Driver]
+
+
+def _libvirt(hypervisor: Hypervisor, _lab: Lab) -> Driver:
+    return libvirt.for_hypervisor(hypervisor)
+
 
 # Chosen explicitly, by the manifest's `driver`: nothing registers itself on import.
 DRIVERS: Mapping[str, DriverFactory] = {
-    "libvirt": libvirt.for_hypervisor,
+    "libvirt": _libvirt,  # at the hypervisor's `uri`
+    "qemu": qemu.for_hypervisor,  # on this machine, its guests kept in the lab's state dir
 }
 
 
-def connect(hypervisor: Hypervisor) -> Driver:
+def connect(hypervisor: Hypervisor, lab: Lab) -> Driver:
     """The driver of the manifest's hypervisor (connecting on first use)."""
     factory = DRIVERS.get(hypervisor.driver)
     if factory is None:  # the schema allows only DRIVERS' names
@@ -74,4 +80,4 @@ def connect(hypervisor: Hypervisor) -> Driver:
             f"hypervisor '{hypervisor.name}': no driver '{hypervisor.driver}'",
             hint="drivers: " + ", ".join(sorted(DRIVERS)),
         )
-    return factory(hypervisor)
+    return factory(hypervisor, lab)

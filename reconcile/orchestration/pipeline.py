@@ -67,7 +67,9 @@ class Context:
 
     def hypervisor(self, name: str) -> Driver:
         if name not in self._hypervisors:
-            self._hypervisors[name] = self.connect(self.manifest.hypervisors[name])
+            self._hypervisors[name] = self.connect(
+                self.manifest.hypervisors[name], self.manifest.lab
+            )
         return self._hypervisors[name]
 
     def session(self, host: str) -> ssh.Session:

@@ -82,7 +82,7 @@ class Lab:
             for g in self.manifest.guests.values()
         }
         self.sim = SimulatedHypervisor()
-        self.ctx = Context(self.manifest, connect=lambda _hv: self.sim)
+        self.ctx = Context(self.manifest, connect=lambda _hv, _lab: self.sim)
         self.performer = Router(self.ctx)
 
     def intent(self, guest: str) -> GuestIntent:

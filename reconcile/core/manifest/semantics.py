@@ -72,7 +72,7 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
 def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
     """Findings over `doc` (defaults applied); keys' presence is judged on `raw`."""
     return [
-        *_check_hypervisors(doc),
+        *_check_hypervisors(doc, raw),
         *_check_kernels(raw),
         *_check_guests(doc),
         *_check_hosts(doc),
@@ -81,11 +81,32 @@ def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
     ]
 
 
-def _check_hypervisors(doc: dict[str, Json]) -> Iterator[Finding]:
+def _check_hypervisors(doc: dict[str, Json], raw: dict[str, Json]) -> Iterator[Finding]:
     """The URI is one reconcile opens (the schema's pattern says so too; this says why),
-    and a qemu+ssh hypervisor's host key is pinned."""
+    and a qemu+ssh hypervisor's host key is pinned; a qemu-driver hypervisor has neither,
+    and its guests join no libvirt network."""
     for name, hypervisor in doc.get("hypervisors", {}).items():
         path = ("hypervisors", name)
+        if hypervisor["driver"] == "qemu":
+            given = raw.get("hypervisors", {}).get(name, {})
+            for key in ("uri", "host_key", "known_hosts", "identity"):
+                if key in given:
+                    yield Finding(
+                        (*path, key),
+                        "a qemu-driver hypervisor runs its guests on this machine: "
+                        "it takes no libvirt URI or SSH keys",
+                        'remove it, or use driver = "libvirt" for a libvirt hypervisor',
+                    )
+            for guest, spec in doc.get("guests", {}).items():
+                on = spec.get("hypervisor") or (name if len(doc["hypervisors"]) == 1 else "")
+                if on == name and "network" in spec:
+                    yield Finding(
+                        ("guests", guest, "network"),
+                        f"guest '{guest}' is on hypervisor '{name}' (driver qemu), "
+                        "which has no libvirt networks",
+                        "remove the network, or put the guest on a libvirt hypervisor",
+                    )
+            continue
         try:
             uri = parse_uri(hypervisor["uri"])
         except UriRefused as refused:
