@@ -44,7 +44,7 @@ let
   '';
 
   # A system's closure, from what the platform (platform/default.nix) made of its config:
-  # name, hostName, message, switchBehaviour, healthy, switchDelay, failBuild,
+  # name, hostName, message, switchBehaviour, healthy, switchDelay, sshd, failBuild,
   # probeShares, kernelParams, initrd (a mkInitrd), bootspec (write boot.json) and
   # services (name -> script, run by stage 2 in this order, the readiness line's among them).
   mkToplevel = o:
@@ -54,6 +54,7 @@ let
       ({
         # Passed through the environment, never spliced into shell text.
         inherit (o) message switchBehaviour hostName;
+        sshdAction = if o.sshd then "start" else "stop";
         systemName = o.name;
         health = if o.healthy then "ok" else "broken";
         switchDelay = toString o.switchDelay;
@@ -89,7 +90,7 @@ let
           $b sed -e "s|@out@|$out|g" -e "s|@name@|$systemName|g" \
             -e "s|@hostName@|$hostName|g" \
             -e "s|@switchBehaviour@|$switchBehaviour|g" \
-            -e "s|@switchDelay@|$switchDelay|g" "$1" > "$2"
+            -e "s|@switchDelay@|$switchDelay|g" -e "s|@sshd@|$sshdAction|g" "$1" > "$2"
           $b chmod 0555 "$2"
         }
         $b mkdir -p $out/bin $out/etc/acpi/PWRF $out/etc/services

@@ -6,6 +6,11 @@
 # switchBehaviour (nix/systems.nix) = @switchBehaviour@:
 #   ok: exit 0; fail: exit 1 before changing anything; degraded: do it, then exit 4.
 # switchDelay = @switchDelay@: seconds to wait before acting (for tests that cut SSH mid-way).
+# sshd = @sshd@ (demo.sshd): switch and test start the host's SSH daemon if it is not
+#   running (start), or stop it (stop), as NixOS's switch starts sshd.service, or stops it
+#   in a system without it. The demo has no service manager: it runs the host's own unit
+#   script /run/demo-units/sshd when there is one (testbed/hosts.py writes one), and
+#   touches nothing where there is none (imageless guests).
 export PATH=@out@/sw/bin:$PATH
 toplevel=@out@
 behaviour=@switchBehaviour@
@@ -25,6 +30,13 @@ link() { # link NAME: /run/NAME -> toplevel, replaced atomically
   mv -fT "/run/.$1.$$" "/run/$1"
 }
 
+unit() { # unit NAME start|stop: through the host's unit script, when it has one
+  if [ -x "/run/demo-units/$1" ]; then
+    echo "switch-to-configuration: $2 $1"
+    "/run/demo-units/$1" "$2" || echo "switch-to-configuration: $2 $1 failed" >&2
+  fi
+}
+
 sleep @switchDelay@
 if [ "$behaviour" = fail ]; then
   echo "switch-to-configuration: $action of $toplevel failed (switchBehaviour = fail)" >&2
@@ -34,6 +46,7 @@ case "$action" in
   switch | test)
     link current-system
     echo "switch-to-configuration: $action: /run/current-system -> $toplevel"
+    unit sshd @sshd@
     ;;
   boot)
     link next-boot-system

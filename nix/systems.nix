@@ -7,6 +7,7 @@
 #   failBuild:       true makes the build fail (for tests of build errors)
 #   healthy:         false writes "broken" to etc/reconcile-health (for health-check tests)
 #   switchDelay:     seconds switch-to-configuration waits before acting
+#   sshd:            false: switch and test stop the host's SSH daemon (baremetal tests)
 #   probeShares:     virtiofs tags the guest tries to write to at boot (README.md)
 {
   demo-a = { message = "demo system a"; };

@@ -12,15 +12,16 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
-from reconcile import __version__
+from reconcile import __version__, apply_progress
 from reconcile.adapters import files
 from reconcile.core.errors import ManifestError, ReconcileError
 from reconcile.core.exits import ExitCode
 from reconcile.core.gitops import timer_units
+from reconcile.core.plan.report import render_dot
 from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
 from reconcile.orchestration import drift_runs, pipeline, runs
@@ -83,11 +84,25 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_show_unmanaged(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--show-unmanaged",
+        action="store_true",
+        help="list every domain that is not this lab's (the text counts them per hypervisor; "
+        "JSON always lists them)",
+    )
+
+
 def _cmd_plan(args: argparse.Namespace) -> ExitCode:
+    if args.graph and args.json:
+        raise ReconcileError("give --graph or --json, not both")
     outcome = runs.plan(
         args.manifest, runs.PlanOptions(tuple(args.target), args.prune), saved=args.out
     )
-    print(outcome.rendered(json_output=args.json), end="")
+    if args.graph:  # the DAG alone on stdout, for `dot -Tsvg`
+        print(render_dot(outcome.plan), end="")
+    else:
+        print(outcome.rendered(json_output=args.json, show_unmanaged=args.show_unmanaged), end="")
     if args.out:
         print(
             f"Saved the plan to {args.out}; apply it with: reconcile apply {args.out}",
@@ -104,7 +119,10 @@ def _cmd_plan(args: argparse.Namespace) -> ExitCode:
     conflicts = outcome.plan.conflicts()
     for name, why in sorted(conflicts.items()):
         print(f"error: the plan cannot converge: conflict at {name}: {why}", file=sys.stderr)
-    if unknown or conflicts:
+    blocked = outcome.plan.blocked  # `after` what could not be planned: not clean either
+    for name, why in sorted(blocked.items()):
+        print(f"error: the plan cannot converge: {name} is blocked: {why}", file=sys.stderr)
+    if unknown or conflicts or blocked:
         return ExitCode.ERROR
     if args.detailed_exitcode and outcome.plan.has_changes():
         return ExitCode.CHANGES
@@ -121,11 +139,18 @@ def _confirm() -> bool:
     return answer.strip() == "yes"
 
 
-def _summary(results: list[Result], unknown: dict[str, str], conflicts: dict[str, str]) -> str:
-    """Per guest and host: its status, each step's outcome and time, and what went wrong."""
+def _summary(
+    results: list[Result],
+    unknown: dict[str, str],
+    conflicts: dict[str, str],
+    blocked: Mapping[str, str] | None = None,
+) -> str:
+    """Per guest and host: its status, each step's outcome and time, and what went wrong.
+    `blocked`: machines the plan left out, `after` one that could not be planned."""
+    blocked = blocked or {}
     subjects = by_subject(results)
     lines = ["", "Apply results:"]
-    width = max((len(s) for s in [*subjects, *unknown, *conflicts]), default=0)
+    width = max((len(s) for s in [*subjects, *unknown, *conflicts, *blocked]), default=0)
     for subject, items in sorted(subjects.items()):
         steps = ", ".join(
             f"{r.action.kind.value} {r.outcome.value} {r.seconds:.1f}s" for r in items
@@ -135,11 +160,16 @@ def _summary(results: list[Result], unknown: dict[str, str], conflicts: dict[str
             if r.message:
                 message = r.message.replace("\n", "\n      ")
                 lines.append(f"      {r.action.kind.value} {r.outcome.value}: {message}")
-    for status, named in ((SubjectStatus.UNKNOWN, unknown), (SubjectStatus.CONFLICT, conflicts)):
+    named_by_status = (
+        (SubjectStatus.UNKNOWN, unknown),
+        (SubjectStatus.CONFLICT, conflicts),
+        (SubjectStatus.BLOCKED, blocked),
+    )
+    for status, named in named_by_status:
         for subject, why in sorted(named.items()):
             lines.append(f"  {subject.ljust(width)}  {status:11}  not acted on: {why}")
     counts = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
-    code = exit_code(results, [*unknown, *conflicts])
+    code = exit_code(results, [*unknown, *conflicts, *blocked])
     head = {
         ExitCode.OK: "Apply complete: ",
         ExitCode.DEGRADED: "Apply complete, DEGRADED: ",
@@ -150,6 +180,8 @@ def _summary(results: list[Result], unknown: dict[str, str], conflicts: dict[str
         parts.append(f"{len(unknown)} unknown ({', '.join(sorted(unknown))})")
     if conflicts:
         parts.append(f"{len(conflicts)} conflict(s) ({', '.join(sorted(conflicts))})")
+    if blocked:
+        parts.append(f"{len(blocked)} not planned ({', '.join(sorted(blocked))})")
     lines.append(head + (", ".join(parts) or "nothing to do") + f" (exit {code}).")
     return "\n".join(lines) + "\n"
 
@@ -165,7 +197,10 @@ def _cmd_apply(args: argparse.Namespace) -> ExitCode:
     started = time.time()
     with runs.session(args.manifest, plan_options, options) as session:
         plan = session.planned.plan
-        print(session.planned.rendered(json_output=args.json), end="")
+        rendered = session.planned.rendered(
+            json_output=args.json, show_unmanaged=args.show_unmanaged
+        )
+        print(rendered, end="")
         unknown = plan.unknown()
         conflicts = plan.conflicts()
         results: list[Result] = []
@@ -173,12 +208,21 @@ def _cmd_apply(args: argparse.Namespace) -> ExitCode:
             if not args.yes and not _confirm():
                 print("Apply cancelled.", file=sys.stderr)
                 return ExitCode.ERROR
-            results = session.apply(options, lambda _result: None)  # progress is in the logs
-        # a conflict cannot converge: the apply is not a success, like an unknown guest
-        code = exit_code(results, [*unknown, *conflicts])
+            # progress on stderr: a line per finished step, the running ones on a terminal
+            # (with --log-format json the log's start and done events are the progress)
+            with apply_progress.Progress(
+                sys.stderr, len(plan.actions()), enabled=args.log_format == "console"
+            ) as shown:
+                results = session.apply(
+                    options, shown.finished, on_start=shown.started, on_progress=shown.progress
+                )
+        # a conflict cannot converge: the apply is not a success, like an unknown guest;
+        # nor is one with a machine blocked `after` either
+        blocked = dict(plan.blocked)
+        code = exit_code(results, [*unknown, *conflicts, *blocked])
         manifest = session.ctx.manifest
-    if results or unknown or conflicts:
-        _print_results(results, unknown, conflicts, code, json_output=args.json)
+    if results or unknown or conflicts or blocked:
+        _print_results(results, unknown, conflicts, code, json_output=args.json, blocked=blocked)
     try:
         drift_runs.record_apply(
             manifest, started, code, results, unknown=unknown, conflicts=conflicts
@@ -197,6 +241,7 @@ def _print_results(
     code: ExitCode,
     *,
     json_output: bool,
+    blocked: dict[str, str] | None = None,
 ) -> None:
     if json_output:
         print(
@@ -205,6 +250,7 @@ def _print_results(
                     "exit_code": code,
                     "unknown": unknown,
                     "conflicts": conflicts,
+                    "blocked": blocked or {},
                     "results": [
                         {
                             "key": r.action.key,
@@ -219,14 +265,14 @@ def _print_results(
             )
         )
     else:
-        print(_summary(results, unknown, conflicts), end="")
+        print(_summary(results, unknown, conflicts, blocked), end="")
 
 
 def _cmd_drift(args: argparse.Namespace) -> ExitCode:
     report = drift_runs.drift(
         args.manifest, drift_runs.DriftOptions(tuple(args.target), metrics=args.metrics)
     )
-    text = drift_runs.rendered(report, args.format)
+    text = drift_runs.rendered(report, args.format, show_unmanaged=args.show_unmanaged)
     if args.out:
         files.write_atomic(args.out, text)
         print(f"Wrote the {args.format} drift report to {args.out}", file=sys.stderr)
@@ -331,6 +377,7 @@ def _add_plan(sub: _Commands) -> None:
     )
     plan.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
     _add_selection(plan)
+    _add_show_unmanaged(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.add_argument(
         "--out",
@@ -342,6 +389,12 @@ def _add_plan(sub: _Commands) -> None:
         "--detailed-exitcode",
         action="store_true",
         help="exit 2 when there are changes, 0 when none",
+    )
+    plan.add_argument(
+        "--graph",
+        action="store_true",
+        help="print the plan's actions and their order as a Graphviz DOT graph "
+        "(e.g. | dot -Tsvg > plan.svg), and nothing else",
     )
     plan.set_defaults(func=_cmd_plan)
 
@@ -367,6 +420,7 @@ def _add_apply(sub: _Commands) -> None:
         help="the lab's .toml file, or a plan saved by `plan --out`",
     )
     _add_selection(apply)
+    _add_show_unmanaged(apply)
     apply.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     apply.add_argument(
         "--parallel",
@@ -393,8 +447,9 @@ def _add_drift(sub: _Commands) -> None:
         description="Observe the lab as `plan` does (no lock that blocks apply) and report, "
         "for every guest and host, whether it is in sync, drifted (field by field, desired "
         "against observed), missing or unknown, with the time each difference was first seen "
-        "(from the run history in the lab's state directory). Unmanaged domains are listed "
-        "apart. The manifest's [drift] ignore patterns accept known differences.",
+        "(from the run history in the lab's state directory). Unmanaged domains are counted "
+        "apart (--show-unmanaged lists them). The manifest's [drift] ignore patterns accept "
+        "known differences.",
         epilog="exit codes: 0 in sync, 2 drift, 1 error or something unknown "
         "(see docs/drift-format.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -414,6 +469,7 @@ def _add_drift(sub: _Commands) -> None:
         help="text (default), json (docs/drift-format.md), markdown, or html (one page)",
     )
     drift.add_argument("--out", type=Path, metavar="FILE", help="write the report here")
+    _add_show_unmanaged(drift)
     drift.add_argument(
         "--metrics",
         type=Path,
@@ -502,6 +558,166 @@ def _add_gitops(sub: _Commands) -> None:
     cycle.set_defaults(func=_cmd_gitops)
 
 
+# -- operating the lab: console, ssh, inventory, completion (orchestration/operate.py) ---
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number (0 or more): {text!r}")
+    return int(text)
+
+
+def _cmd_console(args: argparse.Namespace) -> ExitCode:
+    import os  # noqa: PLC0415 - only for a closed pipe
+
+    from reconcile.orchestration import operate  # noqa: PLC0415 - only these commands need it
+
+    out = sys.stdout.buffer
+
+    def emit(data: bytes) -> None:
+        if data:
+            out.write(data)
+            out.flush()
+
+    def note(text: str) -> None:
+        print(f"reconcile console: {text}", file=sys.stderr, flush=True)
+
+    try:
+        operate.console(
+            args.manifest,
+            args.guest,
+            lines=args.lines,
+            follow=not args.no_follow,
+            raw=args.raw,
+            emit=emit,
+            note=note,
+        )
+    except KeyboardInterrupt:  # Ctrl-C is how following ends: not an error
+        return ExitCode.OK
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
+    return ExitCode.OK
+
+
+def _cmd_ssh(args: argparse.Namespace) -> ExitCode:
+    from reconcile.orchestration import operate  # noqa: PLC0415 - only these commands need it
+
+    operate.ssh(args.manifest, args.name, args.command)  # replaces this process
+
+
+def _cmd_inventory(args: argparse.Namespace) -> ExitCode:
+    from reconcile.orchestration import operate  # noqa: PLC0415 - only these commands need it
+
+    print(operate.inventory(args.manifest, args.format), end="")
+    return ExitCode.OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> ExitCode:
+    from reconcile.core import completion  # noqa: PLC0415 - only this command needs it
+
+    print(completion.render(args.shell, completion.spec(build_parser())), end="")
+    return ExitCode.OK
+
+
+def _add_console(sub: _Commands) -> None:
+    console = sub.add_parser(
+        "console",
+        help="follow a guest's serial console (like tail -f); touches nothing",
+        description="Print the last lines of a guest's serial console, the file its driver "
+        "writes (<state_dir>/guests/GUEST/serial.log), then follow what the guest writes "
+        "until Ctrl-C, reopening the log when the guest starts again. Control characters "
+        "and escape sequences other than colours are shown, not sent to the terminal "
+        "(--raw sends them). Only reads: no lock, no hypervisor connection.",
+        epilog="exit codes: 0 stopped with Ctrl-C (or done, with --no-follow), 1 error "
+        "(unknown guest, no log yet)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    console.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
+    console.add_argument("guest", metavar="GUEST", help="the guest's name")
+    console.add_argument(
+        "-n",
+        "--lines",
+        type=_count,
+        default=50,
+        metavar="N",
+        help="start with the last N lines (default: 50)",
+    )
+    console.add_argument("--no-follow", action="store_true", help="print the last lines and exit")
+    console.add_argument(
+        "--raw", action="store_true", help="pass the console's bytes to the terminal unchanged"
+    )
+    console.set_defaults(func=_cmd_console)
+
+
+def _add_ssh(sub: _Commands) -> None:
+    ssh = sub.add_parser(
+        "ssh",
+        help="log in to a host (or a disk guest) over SSH with its pinned key",
+        description="Run OpenSSH to a host of the manifest, or to a guest that has an ssh "
+        "table (disk guests; imageless guests have none: use `console`), as its ssh table "
+        "says (user, port, identity), trusting only its pinned key: StrictHostKeyChecking=yes "
+        "against a known_hosts file holding only that key (written to <state_dir>/ssh/), no "
+        "ssh_config. An unknown or changed key is refused; nothing is ever trusted on first "
+        "use. With CMD (after --), runs it instead of a login shell: its words go to ssh as "
+        "separate arguments, and OpenSSH joins them with spaces for the remote shell, as "
+        "`ssh HOST CMD...` does (quote for that shell). reconcile is replaced by ssh: the "
+        "terminal and the exit code are ssh's.",
+        epilog="exit codes: ssh's (255 for a connection or host key failure, else the remote "
+        "command's), 1 when reconcile refuses (unknown name, no pinned key)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ssh.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
+    ssh.add_argument("name", metavar="NAME", help="the host's (or disk guest's) name")
+    ssh.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD",
+        help="a command to run instead of a login shell",
+    )
+    ssh.set_defaults(func=_cmd_ssh)
+
+
+def _add_inventory(sub: _Commands) -> None:
+    from reconcile.core.inventory import FORMATS  # noqa: PLC0415 - pure and small
+
+    inventory = sub.add_parser(
+        "inventory",
+        help="list hosts and guests with their SSH addresses, grouped by tag (Ansible, JSON)",
+        description="List every host and guest of the manifest with its SSH address (a "
+        "host's ssh.target, a disk guest's ssh table; a guest without one has no address, "
+        "never a guessed one), grouped by tag. ansible: a YAML inventory for "
+        "`ansible -i` (one group per tag); json: a stable document; names: one name a line. "
+        "Reads the manifest only: no network traffic.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inventory.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
+    inventory.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="ansible",
+        help="ansible (default: YAML), json, or names",
+    )
+    inventory.set_defaults(func=_cmd_inventory)
+
+
+def _add_completion(sub: _Commands) -> None:
+    from reconcile.core.completion import SHELLS  # noqa: PLC0415 - pure and small
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh, fish)",
+        description="Print a completion script for the shell, generated from reconcile's own "
+        "options: commands, options and their values, manifest and file names, and the "
+        "guests and hosts of the manifest typed before GUEST or NAME. "
+        "bash: source <(reconcile completion bash); zsh: source <(reconcile completion zsh) "
+        "after compinit; fish: reconcile completion fish | source.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument("shell", choices=SHELLS, metavar="SHELL")
+    completion.set_defaults(func=_cmd_completion)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconcile",
@@ -519,7 +735,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_validate, _add_plan, _add_apply, _add_drift, _add_history, _add_gitops):
+    for add in (
+        _add_validate,
+        _add_plan,
+        _add_apply,
+        _add_drift,
+        _add_history,
+        _add_gitops,
+        _add_console,
+        _add_ssh,
+        _add_inventory,
+        _add_completion,
+    ):
         add(sub)
     return parser
 
@@ -535,8 +762,9 @@ def _report(error: ReconcileError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # apply runs for minutes (kernel builds, boots): show its progress by default
-    verbose = args.verbose + (1 if args.command == "apply" else 0)
+    # apply runs for minutes (kernel builds, boots): its progress shows by default, on the
+    # console in its display (-v adds the log's lines), with --log-format json as log events
+    verbose = args.verbose + (1 if args.command == "apply" and args.log_format == "json" else 0)
     configure_logging(debug=args.debug, verbose=verbose, fmt=args.log_format)
     try:
         code: ExitCode = args.func(args)

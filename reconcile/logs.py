@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 SECRET_KEYS = re.compile(r"(pass(word|phrase)?|secret|token|private|credential)", re.I)
@@ -34,6 +34,7 @@ _threshold: int | None = None
 # (level, format) of a configure_logging whose structlog.configure has not run yet.
 _pending: tuple[int, str] | None = None
 _lock = threading.Lock()
+_write_lock = threading.Lock()  # one log line at a time on stderr (worker threads log)
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -44,12 +45,32 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+# Where log lines go instead of straight to stderr while a live display owns the terminal
+# (the apply's progress, reconcile/apply_progress.py): it writes them above itself.
+_console: Callable[[str], None] | None = None
+
+
+def set_console(write: Callable[[str], None] | None) -> None:
+    """Route log lines through `write` (None: back to stderr)."""
+    global _console  # noqa: PLW0603 - one display at a time, set and unset by the CLI
+    _console = write
+
+
 class _StderrLogger:
     """Writes to whatever `sys.stderr` is now, not to the stream it was when configured (an
-    embedding program or a test harness may swap it and close the old one)."""
+    embedding program or a test harness may swap it and close the old one), or through the
+    live display that owns the terminal (`set_console`)."""
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        write = _console
+        if write is not None:
+            write(message)
+            return
+        # one write of the whole line, under a lock: print() writes the line and its newline
+        # separately, and two workers' JSON lines came out as one
+        with _write_lock:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 

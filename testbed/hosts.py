@@ -13,6 +13,11 @@ One `TestHost` is one "machine" reachable over SSH from the root namespace:
   visible outside; they vanish with the namespace's last process.
 - sshd: openssh-server with a host key and a client key generated for this host, root login
   by key only, no PAM, listening on 10.253.<n>.2:22. `known_hosts` pins the host key.
+- sshd as a unit: `/run/demo-units/sshd start|stop` inside the host (its pid in
+  `/run/demo-units/sshd.pid`), which the demo's switch-to-configuration runs as NixOS's
+  runs `systemctl start|stop sshd.service` (nix/switch-to-configuration.sh, `demo.sshd`).
+  `stop` ends the listening daemon only, as systemd does for sshd.service
+  (KillMode=process): open sessions stay. `start` starts a daemon again when none runs.
 
 Nix 2.8 needs nothing more on the host: `ssh-ng://` runs `nix-daemon --stdio`, which with no
 daemon socket in the host's /nix serves the host's local store directly; `ssh://` runs
@@ -316,11 +321,14 @@ class TestHost:
         base = conf.read_text() if conf.exists() else ""
         (etc_nix / "nix.conf").write_text(base + "\n" + self.nix_conf_extra + "\n")
         d = shlex.quote(str(self.dir))
+        self._sshd_unit()
         steps = [
             f"mount --bind {d}/nix /nix",
             f"mount --bind {d}/etc-nix /etc/nix",
             "mount -t tmpfs -o mode=0755 tmpfs /run",
-            "mkdir -p /run/sshd",
+            "mkdir -p /run/sshd /run/demo-units",
+            f"cp {d}/sshd-unit /run/demo-units/sshd",
+            "echo $$ > /run/demo-units/sshd.pid",  # sh execs sshd: the same pid
             "nix-store --init",
         ]
         if self.fake_reboot:
@@ -350,6 +358,38 @@ class TestHost:
         self.mount_ns = os.readlink(f"/proc/{self.sshd_pid}/ns/mnt")
         if self.mount_ns == os.readlink("/proc/self/ns/mnt"):
             raise RuntimeError("sshd shares the root mount namespace")
+
+    def _sshd_unit(self) -> None:
+        """The unit script for sshd (the module's docstring): start and stop it."""
+        q = shlex.quote
+        config, log = q(str(self.dir / "ssh" / "sshd_config")), q(str(self.dir / "sshd.log"))
+        script = self.dir / "sshd-unit"
+        script.write_text(
+            "#!/bin/sh\n"
+            "# the test host's SSH daemon as a unit: start|stop (testbed/hosts.py)\n"
+            "pidfile=/run/demo-units/sshd.pid\n"
+            "running() {\n"
+            '  pid=$(cat "$pidfile" 2>/dev/null) && [ -n "$pid" ] || return 1\n'
+            '  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1\n'
+            '  stat=${stat##*) }; [ "${stat%% *}" != Z ]\n'
+            "}\n"
+            'case "$1" in\n'
+            "  start)\n"
+            "    running && exit 0\n"
+            f'    exec {SSHD} -f {config} -E {log} -o PidFile="$pidfile" ;;\n'
+            "  stop)\n"
+            "    running || exit 0\n"
+            '    kill "$pid"\n'
+            "    for _ in $(seq 50); do running || exit 0; sleep 0.1; done\n"
+            "    exit 1 ;;\n"
+            '  *) echo "usage: $0 start|stop" >&2; exit 2 ;;\n'
+            "esac\n"
+        )
+        script.chmod(0o755)
+
+    def sshd_running(self) -> bool:
+        """Whether an sshd of this host listens (the first, or one its unit started)."""
+        return self._port_open()
 
     def _fake_reboot_steps(self) -> list[str]:
         """Mounts that make `reboot` on this host a reboot of its user space only.

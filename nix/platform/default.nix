@@ -74,6 +74,11 @@ in
       default = 0;
       description = "Seconds switch-to-configuration waits before acting.";
     };
+    sshd = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Whether the system runs the host's SSH daemon: switch and test start it if it is not running, or (false) stop it, through the host's /run/demo-units/sshd where there is one (the baremetal test hosts).";
+    };
     probeShares = mkOption {
       type = types.listOf (types.strMatching "[A-Za-z0-9_-]+");
       default = [ ];
@@ -115,7 +120,7 @@ in
       else builders.mkToplevel {
         name = config.networking.hostName;
         inherit (config.networking) hostName;
-        inherit (cfg) message switchBehaviour failBuild healthy switchDelay probeShares;
+        inherit (cfg) message switchBehaviour failBuild healthy switchDelay sshd probeShares;
         inherit (config.boot) kernelParams;
         inherit services;
         initrd = config.system.build.initialRamdisk;

@@ -5,6 +5,8 @@ work on (store paths, modes, unit names) arrive as positional parameters ("$1"),
 as shell text. Activation runs detached from the SSH session (under `systemd-run` where
 the host has systemd, `setsid` otherwise) and writes its exit code to a file on the
 host's /run, so a dropped connection loses nothing: the result is read after reconnecting.
+Before it, a guard is started the same way (core/hosts/guard.py): it rolls the host back
+by itself unless the controller confirms the new system in time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,21 @@ from reconcile.adapters import process
 from reconcile.adapters.ssh import Session, UnreachableError
 from reconcile.core.desired import Activation, HealthCheck, Ssh
 from reconcile.core.errors import CommandError, ReconcileError
-from reconcile.core.hosts.baremetal import CONFIRMED, STATE_DIR, SYSTEM_PROFILE
+from reconcile.core.hosts.baremetal import STATE_DIR, SYSTEM_PROFILE
+from reconcile.core.hosts.guard import (
+    CONFIRM,
+    CURRENT_SYSTEM,
+    DETACH_ARGV,
+    GUARD_SCRIPT,
+    GUARD_STATE,
+    GUARDS_DIR,
+    START_BUSY,
+    START_GUARD,
+    ConfirmExit,
+    GuardSpec,
+    GuardState,
+    parse_guard_state,
+)
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)
@@ -38,12 +54,6 @@ RUNNER = (
 DETACH = 'setsid -f sh -c "$0" "$@" < /dev/null > /dev/null 2>&1'
 # $1 the status file: wait for it, print it.
 AWAIT = 'while [ ! -e "$1" ]; do sleep 0.1; done; cat "$1"'
-# $1 the expected active system ("" = whatever is active, if any): record it as confirmed.
-CONFIRM = (
-    'c=$(readlink /run/current-system); [ -n "$c" ] || { [ -z "$1" ]; exit; }; '
-    '[ -z "$1" ] || [ "$c" = "$1" ] || exit 4; '
-    f'mkdir -p {STATE_DIR} && echo "$c" > {CONFIRMED}.tmp && mv {CONFIRMED}.tmp {CONFIRMED}'
-)
 HEALTH_POLL_S = 1.0
 RECONNECT_POLL_S = 1.0
 
@@ -137,9 +147,21 @@ class Activated:
         return self.code == SwitchExit.DEGRADED
 
 
-def start_activation(session: Session, toplevel: str, mode: Activation, systemd: bool) -> str:
+def new_run_id() -> str:
+    """What one activation's files and units (and its guard's) are named by."""
+    return uuid.uuid4().hex[:12]
+
+
+def status_file(activation_id: str) -> str:
+    """The file an activation's exit code appears in on the host."""
+    return f"{STATE_DIR}/{activation_id}.status"
+
+
+def start_activation(
+    session: Session, toplevel: str, mode: Activation, systemd: bool, run: str = ""
+) -> str:
     """Start switch-to-configuration detached; returns the id its status file is named by."""
-    run_id = f"activate-{uuid.uuid4().hex[:12]}"
+    run_id = f"activate-{run or new_run_id()}"
     args = [mode.value, toplevel, run_id]
     if systemd:
         argv = [
@@ -193,16 +215,66 @@ def _reconnect(reconnect: Callable[[], Session], deadline: float) -> Session:
             time.sleep(RECONNECT_POLL_S)
 
 
-def activate(session: Session, toplevel: str, mode: Activation, systemd: bool) -> Activated:
-    """Start and await one activation (for rollbacks: no reconnecting)."""
-    run_id = start_activation(session, toplevel, mode, systemd)
-    deadline = time.monotonic() + session.ssh.command_timeout_s
-    return await_activation(session, run_id, deadline, lambda: session)
+def start_guard(session: Session, guard: GuardSpec, systemd: bool) -> None:
+    """Start the host's guard, detached like an activation (GuardSpec says what it does)."""
+    host = session.ssh.host
+    started = session.run(
+        ["sh", "-c", START_GUARD, GUARDS_DIR, guard.id, guard.toplevel, GUARD_SCRIPT],
+        check=False,
+    )
+    if started.returncode == START_BUSY:
+        raise ReconcileError(
+            f"{host}: the guard of an earlier activation is rolling the host back "
+            f"right now ({started.stdout.strip()}); nothing was activated",
+            hint=f"apply again once it is done; its log is in {GUARDS_DIR} on the host",
+        )
+    if started.returncode != 0:
+        raise CommandError(
+            ("ssh", session.ssh.target.destination, "sh", "-c", "<start guard>", guard.id),
+            started.returncode,
+            (started.stderr or started.stdout).strip()[-2000:],
+            hint="nothing was activated",
+        )
+    args = guard.argv(SYSTEM_PROFILE)
+    if systemd:
+        argv = [
+            "systemd-run", f"--unit=reconcile-{guard.id}", "--collect", "--quiet",
+            "--no-ask-password", "--service-type=exec", "--setenv=PATH", "--", *args,
+        ]  # fmt: skip
+    else:
+        argv = ["sh", "-c", DETACH_ARGV, "sh", *args]
+    session.run(argv)
+    log.info("guard started", host=host, id=guard.id, previous=guard.previous)
 
 
-def confirm(session: Session, expected: str) -> None:
-    """Record the active system as healthy (read back by the next probe)."""
-    session.run(["sh", "-c", CONFIRM, "sh", expected])
+def ask_guard_to_roll_back(session: Session, guard_id: str) -> None:
+    """Tell the guard to roll back now rather than at its deadline."""
+    session.run(["touch", "--", f"{GUARDS_DIR}/{guard_id}.now"])
+
+
+def guard_state(session: Session, guard_id: str) -> GuardState:
+    done = session.run(["sh", "-c", GUARD_STATE, GUARDS_DIR, guard_id])
+    try:
+        return parse_guard_state(done.stdout)
+    except ValueError as error:
+        raise ReconcileError(f"{session.ssh.host}: {error}") from None
+
+
+def confirm(session: Session, expected: str, guard_id: str = "") -> ConfirmExit:
+    """Win the guard's token and record the active system as healthy (read back by the
+    next probe); GUARD_WON when the guard took the token first (it rolls back)."""
+    done = session.run(
+        ["sh", "-c", CONFIRM, STATE_DIR, expected, guard_id, CURRENT_SYSTEM], check=False
+    )
+    if done.returncode in (ConfirmExit.NOT_ACTIVE, ConfirmExit.GUARD_WON):
+        return ConfirmExit(done.returncode)
+    if done.returncode != 0:
+        raise CommandError(
+            ("ssh", session.ssh.target.destination, "sh", "-c", "<confirm>", expected),
+            done.returncode,
+            (done.stderr or done.stdout).strip()[-2000:],
+        )
+    return ConfirmExit.CONFIRMED
 
 
 def _check_once(ssh: Ssh, session: Session, check: HealthCheck) -> str | None:

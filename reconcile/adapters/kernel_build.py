@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconcile.adapters import process
+from reconcile import progress
+from reconcile.adapters import files, process
 from reconcile.adapters.files import read_regular, write_atomic
 from reconcile.adapters.lock import flock_within
 from reconcile.core.desired import Kernel, KernelBuild
@@ -215,18 +216,23 @@ def _make(
         argv,
         job.log_path,
         timeout=job.timeout_s,
-        on_line=_progress(job) if on_line else lambda _line: None,
+        on_line=_progress(job, " ".join(targets)) if on_line else lambda _line: None,
         hint=f"rerun it: {' '.join(argv)}   (the whole log: {job.log_path})",
     )
 
 
-def _progress(job: KernelJob) -> Callable[[str], None]:
+def _progress(job: KernelJob, what: str) -> Callable[[str], None]:
+    """Counts the objects make reports (it knows no total, so there is no percentage): every
+    10th to whoever shows the step (`reconcile.progress`), every 250th to the log."""
     count = 0
+    progress.report(f"make {what}")
 
     def show(line: str) -> None:
         nonlocal count
         if line.lstrip().startswith(("CC", "LD", "AR", "AS")):
             count += 1
+            if count % 10 == 0:
+                progress.report(f"make {what}: {count} objects")
             if count % 250 == 0:
                 log.info("kernel build progress", kernel=job.name, objects=count)
 
@@ -377,3 +383,15 @@ def remove(layout: StateLayout, directory: Path) -> None:
     shutil.rmtree(directory)
     layout.kernel_build_lock(directory).unlink(missing_ok=True)
     log.info("removed kernel build", directory=str(directory))
+
+
+def config_of_image(image: Path, layout: StateLayout) -> dict[str, str] | None:
+    """The resolved config of a kernel build, from its image's path; None for a prebuilt
+    kernel or a build that is gone (a kernel config diff then has nothing to say)."""
+    if image.parent.parent != layout.kernels:
+        return None
+    try:
+        text = files.read_regular(image.parent / "build" / ".config", 4 << 20).decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return parse_config(text)

@@ -246,3 +246,19 @@ def read_bootspec(toplevel: str) -> dict[str, Any]:
             hint="the system must be a NixOS toplevel (config.system.build.toplevel)",
         ) from None
     return spec
+
+
+def closure_sizes(store_path: str) -> dict[str, int] | None:
+    """Each path of `store_path`'s closure with its NAR size; None when it is not here
+    (not built yet, or collected): a closure diff then says what it cannot know."""
+    if not STORE_PATH.fullmatch(store_path) or not is_built(store_path):
+        return None
+    try:
+        found = _json(
+            [*NIX, "path-info", "--json", "--recursive", "--", store_path],
+            hint=f"nix path-info --recursive {store_path}",
+        )
+    except ReconcileError as error:
+        log.warning("closure unreadable", path=store_path, error=error.message)
+        return None
+    return {str(p["path"]): int(p.get("narSize") or 0) for p in found if "path" in p}

@@ -12,11 +12,13 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from reconcile.core.errors import CommandError, ReconcileError
 from reconcile.logs import get_logger
@@ -126,6 +128,30 @@ def run(
     if check and proc.returncode != 0:
         raise CommandError(args, proc.returncode, tail(stderr or stdout), hint=hint)
     return done
+
+
+def exec_replace(argv: Sequence[str], env: Mapping[str, str] | None = None) -> NoReturn:
+    """Replace this process with argv (looked up on PATH), for a command that takes over the
+    user's terminal (`reconcile ssh`): it inherits stdin, stdout, stderr and the session, so
+    job control, Ctrl-C and the exit code are the command's own. Never returns.
+
+    `env` is added to the environment, secrets removed as for `run`. A missing program is a
+    ReconcileError naming it; stdout and stderr are flushed first (nothing is lost).
+    """
+    args = tuple(str(a) for a in argv)
+    log.debug("exec-replace", argv=args)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    try:
+        os.execvpe(args[0], args, child_env(env))  # noqa: S606 - argv, never a shell string
+    except FileNotFoundError as exc:
+        raise ReconcileError(
+            f"program not found: {args[0]}",
+            hint="install it, or check PATH (the README's set-up installs the stack)",
+        ) from exc
+    except OSError as exc:
+        raise ReconcileError(f"cannot run {args[0]}: {exc.strerror or exc}") from None
 
 
 def _said(output: str) -> str:

@@ -161,6 +161,7 @@ class Guest:
     boot_timeout_s: float
     shutdown_timeout_s: float
     protect: bool
+    after: tuple[str, ...] = ()  # guests and hosts whose changes come first (`after`)
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,9 @@ class Host:
     reboot: bool
     health: tuple[HealthCheck, ...]
     health_timeout_s: float
+    confirm_timeout_s: float  # how long the host's guard waits for the confirmation
     tags: tuple[str, ...]
+    after: tuple[str, ...] = ()  # guests and hosts whose changes come first (`after`)
 
 
 @dataclass(frozen=True)

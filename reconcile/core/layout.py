@@ -127,7 +127,8 @@ class StateLayout:
         return self.root / "ssh"
 
     def host_known_hosts(self, host: str) -> Path:
-        # the known_hosts line pinning host's `host_key`, for nix copy
+        # the known_hosts line pinning host's `host_key`, for nix copy; `reconcile ssh` writes
+        # the same line here (or the host's own lines of its `known_hosts`) for OpenSSH
         return self.ssh_dir / f"{host}.known_hosts"
 
     @functools.cached_property

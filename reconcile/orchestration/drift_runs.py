@@ -43,7 +43,9 @@ def history(manifest: Manifest) -> History:
     return History.open(manifest.lab.layout.history)
 
 
-def rendered(report: DriftReport, fmt: str) -> str:
+def rendered(report: DriftReport, fmt: str, *, show_unmanaged: bool = False) -> str:
+    """The report in `fmt`; only the text counts unmanaged domains instead of listing them
+    (unless `show_unmanaged`): the documents (JSON, Markdown, HTML) list every one."""
     match fmt:
         case "json":
             return json.dumps(render_json(report), indent=2) + "\n"
@@ -52,7 +54,7 @@ def rendered(report: DriftReport, fmt: str) -> str:
         case "html":
             return render_html(report)
         case _:
-            return render_text(report)
+            return render_text(report, show_unmanaged=show_unmanaged)
 
 
 def record_drift(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
+from reconcile import progress
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
 from reconcile.core.exits import ExitCode
 from reconcile.core.plan.actions import Action
@@ -54,6 +55,7 @@ class SubjectStatus(StrEnum):
     DEGRADED = "DEGRADED"
     UNKNOWN = "UNKNOWN"  # not observed: not acted on
     CONFLICT = "CONFLICT"  # cannot converge: not acted on
+    BLOCKED = "BLOCKED"  # nothing of it ran: it waits for what failed, or cannot be planned
 
 
 class StaleError(ReconcileError):
@@ -85,16 +87,26 @@ def _fault(when: str, key: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _run_one(performer: Performer[Action], action: Action) -> Result:
+@dataclass(frozen=True)
+class _Watch:
+    """Who is told of each start and of the progress a running action reports."""
+
+    on_start: Callable[[Action], None]
+    on_progress: Callable[[Action, str], None]
+
+
+def _run_one(performer: Performer[Action], action: Action, watch: _Watch) -> Result:
     started = time.monotonic()
     bound = log.bind(action=action.key, subject=action.subject)
     try:
         _fault("kill-before", action.key)
+        watch.on_start(action)
         if performer.check(action) is Check.SATISFIED:
             bound.info("already satisfied, skipping")
             return Result(action, Outcome.SKIPPED, time.monotonic() - started)
         bound.info("start")
-        performer.perform(action)
+        with progress.reporting(lambda detail: watch.on_progress(action, detail)):
+            performer.perform(action)
         _fault("kill-after", action.key)
     except DegradedError as error:
         bound.warning("done, degraded", error=error.message)
@@ -128,7 +140,17 @@ def execute(
     *,
     parallel: int = 4,
     on_result: Callable[[Result], None] = lambda _r: None,
+    on_start: Callable[[Action], None] = lambda _a: None,
+    on_progress: Callable[[Action, str], None] = lambda _a, _detail: None,
 ) -> list[Result]:
+    """Run the plan's actions; returns their results in the plan's order.
+
+    `on_result` sees each result as it is known (a blocked action's too, which never
+    starts); `on_start` each action as a worker takes it up (before its re-check), and
+    `on_progress` what a running action reports of its progress (`reconcile.progress`).
+    Start and progress come from the worker threads, results from the calling thread.
+    """
+    watch = _Watch(on_start, on_progress)
     keys = plan.action_keys()
     rank = {key: i for i, key in enumerate(keys)}
     waiting = {key: len(plan.dependencies(key)) for key in keys}
@@ -153,7 +175,7 @@ def execute(
                 key = ready.pop(0)
                 if key in results:
                     continue
-                running[pool.submit(_run_one, performer, plan.action(key))] = key
+                running[pool.submit(_run_one, performer, plan.action(key), watch)] = key
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=lambda f: rank[running[f]]):
                 key = running.pop(future)
@@ -172,8 +194,12 @@ def execute(
 
 
 def subject_status(items: list[Result]) -> SubjectStatus:
-    """One subject's status. Its steps after a rollback are blocked: that is the rollback."""
+    """One subject's status. Its steps after a rollback are blocked: that is the rollback.
+    A subject none of whose steps ran is blocked (by another's failure: the messages name
+    it); one blocked half-way failed."""
     outcomes = {r.outcome for r in items}
+    if outcomes == {Outcome.BLOCKED}:
+        return SubjectStatus.BLOCKED
     if outcomes & {Outcome.FAILED, Outcome.STALE}:
         return SubjectStatus.FAILED
     if Outcome.ROLLED_BACK in outcomes:
@@ -195,7 +221,7 @@ def by_subject(results: list[Result]) -> dict[str, list[Result]]:
 def exit_code(results: list[Result], unknown: list[str]) -> ExitCode:
     """1 beats 4 beats 3: an error needs a person before anything else does."""
     statuses = {subject_status(items) for items in by_subject(results).values()}
-    if unknown or SubjectStatus.FAILED in statuses:
+    if unknown or statuses & {SubjectStatus.FAILED, SubjectStatus.BLOCKED}:
         return ExitCode.ERROR
     if SubjectStatus.ROLLED_BACK in statuses:
         return ExitCode.ROLLED_BACK

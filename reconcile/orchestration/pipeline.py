@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from reconcile.adapters import files, kernel_build, manifest_cache, nix, process, statedir, views
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
+from reconcile.core.closures import ClosureDiff, diff_closures
 from reconcile.core.desired import Guest, Manifest, PrebuiltKernel
 from reconcile.core.errors import PlanError, ReconcileError
+from reconcile.core.guests.diff import GuestChange
 from reconcile.core.guests.identity import domain_name
 from reconcile.core.guests.imageless import kernel_cmdline
 from reconcile.core.guests.intent import (
@@ -25,15 +27,23 @@ from reconcile.core.guests.intent import (
     system_installable,
 )
 from reconcile.core.guests.observed import HypervisorObservation
-from reconcile.core.hosts.baremetal import HostChange, HostIntent, HostObservation, diff_host
+from reconcile.core.hosts.baremetal import (
+    HostChange,
+    HostChangeKind,
+    HostIntent,
+    HostObservation,
+    diff_host,
+)
 from reconcile.core.kernels.kconfig import (
     describe_missing,
+    diff_configs,
     fix_fragment,
     missing_options,
     required_options,
 )
+from reconcile.core.layout import StateLayout
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.plan.diff import diff_lab
+from reconcile.core.plan.diff import Diff, diff_lab
 from reconcile.core.plan.graph import Plan, make_plan
 from reconcile.core.plan.select import select
 from reconcile.logs import get_logger
@@ -273,10 +283,49 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         views=views.observe(lab_views(wanted.guests)),  # read-only: mountinfo and stat
         roots=nix.observe_gc_roots(ctx.manifest.lab.layout.gcroots),  # readlinks
     )
-    diff = replace(diff, hosts=tuple(host_changes))
+    diff = with_closure_diffs(replace(diff, hosts=tuple(host_changes)), ctx.manifest.lab.layout)
     unbuilt, kernels = wanted.unbuilt, wanted.kernels
     stale = stale_kernel_builds(ctx.manifest, observations) if prune_kernels else ()
     return make_plan(diff, unbuilt, kernels, stale_kernels=stale)
+
+
+def with_closure_diffs(diff: Diff, layout: StateLayout) -> Diff:
+    """Each system change with what it changes inside the closure, and each change of a
+    built kernel with the config options that differ. Only changes pay: two `nix path-info
+    --recursive` per changed system, two .config reads per changed kernel (none for a no-op
+    plan)."""
+    pairs: dict[tuple[str, str], ClosureDiff] = {}
+
+    def closure(before: str, after: str) -> ClosureDiff:
+        if (before, after) not in pairs:
+            pairs[before, after] = diff_closures(
+                before, after, nix.closure_sizes(before), nix.closure_sizes(after)
+            )
+        return pairs[before, after]
+
+    def guest(change: GuestChange) -> GuestChange:
+        if not change.kind.is_change():
+            return change
+        reasons = {r.field: r for r in change.reasons}
+        if "system" in reasons:
+            system = reasons["system"]
+            change = replace(change, closure=closure(system.before, system.after))
+        if "kernel" in reasons and change.intent is not None:
+            old_image = Path(reasons["kernel"].before.split(" sha256:", 1)[0])
+            old = kernel_build.config_of_image(old_image, layout)
+            new = kernel_build.config_of_image(change.intent.kernel.image, layout)
+            if old is not None and new is not None:
+                change = replace(change, kconfig=diff_configs(old, new))
+        return change
+
+    def host(change: HostChange) -> HostChange:
+        if change.kind is not HostChangeKind.SWITCH or not change.before or not change.after:
+            return change
+        return replace(change, closure=closure(change.before, change.after))
+
+    guests = [guest(c) for c in diff.changes]
+    hosts = [host(h) for h in diff.hosts]
+    return replace(diff, changes=tuple(guests), hosts=tuple(hosts))
 
 
 def stale_kernel_builds(

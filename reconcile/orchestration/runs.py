@@ -13,6 +13,7 @@ from typing import Any
 from reconcile.adapters import files
 from reconcile.adapters.lock import LabLock
 from reconcile.core.errors import PlanError, ReconcileError
+from reconcile.core.plan.actions import Action
 from reconcile.core.plan.graph import Plan
 from reconcile.core.plan.report import render_json, render_text
 from reconcile.orchestration import drift_runs, pipeline
@@ -47,10 +48,11 @@ class Planned:
         """What the plan would do: equal fingerprints mean the same actions for the same reasons."""
         return hashlib.sha256(json.dumps(self.document(), sort_keys=True).encode()).hexdigest()
 
-    def rendered(self, *, json_output: bool) -> str:
+    def rendered(self, *, json_output: bool, show_unmanaged: bool = False) -> str:
+        """JSON (every unmanaged domain listed), or text (they are counted unless shown)."""
         if json_output:
             return json.dumps(self.document(), indent=2) + "\n"
-        return render_text(self.plan)
+        return render_text(self.plan, show_unmanaged=show_unmanaged)
 
 
 def _plan(ctx: Context, options: PlanOptions) -> Planned:
@@ -108,12 +110,23 @@ class ApplySession:
     ctx: Context
     planned: Planned
 
-    def apply(self, options: ApplyOptions, on_result: Callable[[Result], None]) -> list[Result]:
+    def apply(
+        self,
+        options: ApplyOptions,
+        on_result: Callable[[Result], None],
+        *,
+        on_start: Callable[[Action], None] = lambda _action: None,
+        on_progress: Callable[[Action, str], None] = lambda _action, _detail: None,
+    ) -> list[Result]:
+        """Walk the plan: `on_start` sees each step begin, `on_progress` what a long one
+        reports on the way (a kernel build's objects), `on_result` how each ended."""
         return execute(
             self.planned.plan,
             Router(self.ctx),
             parallel=options.parallel,
             on_result=on_result,
+            on_start=on_start,
+            on_progress=on_progress,
         )
 
 

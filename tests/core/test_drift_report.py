@@ -184,12 +184,27 @@ def test_text_drifted() -> None:
     assert f"      system: {STORE_A} -> {STORE_B} (since 2024-05-01T08:48:00Z, for 3h 12m)" in lines
     assert "      memory: 640 MiB -> 512 MiB (since 2024-05-01T11:50:00Z, for 10m)" in lines
     assert "      (domain absent)" in lines
-    assert lines[lines.index("Unmanaged domains (not in the manifest; never touched):") + 1] == (
+    # unmanaged domains are counted per hypervisor; --show-unmanaged lists them
+    assert "1 domain on local is not this lab's (never touched; --show-unmanaged lists it)" in lines
+    assert "scratch-vm" not in "\n".join(lines)
+    shown = render_text(DRIFTED, show_unmanaged=True).splitlines()
+    assert shown[shown.index("Unmanaged domains (not in the manifest; never touched):") + 1] == (
         "  scratch-vm on local"
     )
+    assert lines[-1] == shown[-1]
     assert lines[-1] == (
         "Drifted: 1 missing, 1 drifted, 2 in sync, 1 unmanaged. 2 objects differ from the manifest."
     )
+
+
+def test_text_counts_unmanaged_domains_per_hypervisor_and_escapes_their_names() -> None:
+    many = (*(("local", f"foreign-{i:04d}") for i in range(1000)), ("hv\x1b2", "x"))
+    text = render_text(report(WEB, unmanaged=many))
+    assert "1000 domains on local are not this lab's (never touched; " in text
+    assert "1 domain on hv\\x1b2 is not this lab's" in text  # a control character, escaped
+    assert "foreign-" not in text and len(text.splitlines()) < 12
+    shown = render_text(report(WEB, unmanaged=many), show_unmanaged=True)
+    assert sum(1 for line in shown.splitlines() if line.startswith("  foreign-")) == 1000
 
 
 def test_text_unknown() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.core.errors import ReconcileError
+from reconcile.core.errors import ManifestError, ReconcileError
 from reconcile.core.hosts.baremetal import (
     HostChangeKind,
     HostIntent,
@@ -183,3 +183,17 @@ ssh = {{ target = "h2", host_key = "{KEY}" }}
     assert [h.name for h in select(manifest, ["bm2"])[1]] == ["bm2"]
     with pytest.raises(ReconcileError, match="matches no guest or host"):
         select(manifest, ["bm3"])
+
+
+def test_confirm_timeout_outlasts_the_health_checks_and_counts_whole_seconds() -> None:
+    assert host().host.confirm_timeout_s == 120  # the default, 2min
+    assert host('confirm_timeout = "45s"\nhealth_timeout = "30s"').host.confirm_timeout_s == 45
+    for extra, said in (
+        # 30s of checks + 10s to log in (connect_timeout): the host would roll back meanwhile
+        ('confirm_timeout = "40s"\nhealth_timeout = "30s"', "must be longer than health_timeout"),
+        ('confirm_timeout = "90500ms"', "must be a whole number of seconds"),
+    ):
+        with pytest.raises(ManifestError) as refused:
+            host(extra)
+        problems = [p.render() for p in refused.value.problems]
+        assert any("hosts.bm1.confirm_timeout: " + said in p for p in problems), problems

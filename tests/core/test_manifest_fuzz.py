@@ -103,7 +103,9 @@ def usable(manifest: Manifest) -> None:
         assert ssh.connect_timeout_s == int(ssh.connect_timeout_s)
         durations += [ssh.connect_timeout_s, ssh.command_timeout_s, ssh.total_timeout_s]
     for host in manifest.hosts.values():
-        durations.append(host.health_timeout_s)
+        durations += [host.health_timeout_s, host.confirm_timeout_s]
+        assert host.confirm_timeout_s == int(host.confirm_timeout_s)  # the guard counts seconds
+        assert host.confirm_timeout_s > host.health_timeout_s + host.ssh.connect_timeout_s
         ports = [c.value for c in host.health if c.kind == "tcp"]
         assert all(type(p) is int and 1 <= p <= 65535 for p in ports)
     if manifest.gitops is not None:

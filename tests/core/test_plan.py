@@ -355,3 +355,40 @@ def test_domains_listed_by_name_only_are_unmanaged_and_never_changed() -> None:
     )
     assert {c.name for c in plan.diff.changes} == {i.name for i in want}
     assert all(c.kind is ChangeKind.CREATE for c in plan.diff.changes)
+
+
+def test_unmanaged_domains_are_a_count_per_hypervisor_unless_shown() -> None:
+    """A hypervisor with 1,000 domains of others does not bury the plan: the text says how
+    many each hypervisor has; --show-unmanaged lists them; the JSON always lists every one."""
+    foreign = tuple(f"foreign-{i:04d}" for i in range(1000))
+    observed = {
+        "local": HypervisorObservation("test:///default", {}, None, others=foreign),
+        "hv2": HypervisorObservation("test:///default", {}, None, others=("scratch",)),
+    }
+    plan = make_plan(diff_lab("t", intents(), observed, prune=False), {})
+    text = render_text(plan)
+    counts = [line for line in text.splitlines() if "not this lab's" in line]
+    assert counts == [
+        "1 domain on hv2 is not this lab's (never touched; --show-unmanaged lists it)",
+        "1000 domains on local are not this lab's (never touched; --show-unmanaged lists them)",
+    ]
+    assert "foreign-" not in text and "scratch" not in text and "Unmanaged" not in text
+    assert len(text.splitlines()) < 40
+    shown = render_text(plan, show_unmanaged=True).splitlines()
+    head = shown.index("Unmanaged domains (no reconcile mark for this lab; never touched):")
+    assert shown[head + 1 : head + 3] == ["  scratch on hv2", "  foreign-0000 on local"]
+    assert sum(1 for line in shown if line.startswith("  foreign-")) == 1000
+    assert not any("not this lab's" in line for line in shown)
+    listed = render_json(plan)["unmanaged"]
+    assert len(listed) == 1001 and listed[-1] == {"hypervisor": "local", "domain": "foreign-0999"}
+    # the rest of the plan reads the same either way
+    lines = text.splitlines()
+    first = lines.index(counts[0])
+    assert lines[:first] == shown[:head]
+    assert lines[first + 2 :] == shown[head + 1002 :]
+
+
+def test_no_unmanaged_domains_no_line() -> None:
+    plan = lab_plan("in-sync")
+    assert "not this lab's" not in render_text(plan)
+    assert render_text(plan) == render_text(plan, show_unmanaged=True)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 
+from reconcile import progress
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
 from reconcile.core.plan.actions import Action, DestroyGuest, GuestRef, ShutdownGuest, UndefineGuest
 from reconcile.core.plan.diff import Diff
@@ -225,6 +226,46 @@ def test_a_failure_blocks_only_its_descendants(parallel: int) -> None:
     assert exit_code(results, []) == EXIT_ERROR
 
 
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_starts_and_progress_are_reported_around_each_run_action(parallel: int) -> None:
+    """on_start before the re-check (a skipped action starts too, a blocked one never),
+    on_progress with what the performer reports (`reconcile.progress`), on_result last."""
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    class Reporting(Recorder):
+        def perform(self, action: Action) -> None:
+            progress.report(f"half of {action.key}")
+            super().perform(action)
+
+    def note(what: str, key: str) -> None:
+        with lock:
+            events.append((what, key))
+
+    performer = Reporting(
+        checks={"b/destroy": Check.SATISFIED}, raises={"a/shutdown": ReconcileError("hung")}
+    )
+    execute(
+        CHAINS,
+        performer,
+        parallel=parallel,
+        on_start=lambda action: note("start", action.key),
+        on_progress=lambda action, detail: note(f"progress {detail}", action.key),
+        on_result=lambda result: note(f"result {result.outcome}", result.action.key),
+    )
+    by_key: dict[str, list[str]] = {}
+    for what, key in events:
+        by_key.setdefault(key, []).append(what)
+    assert by_key == {
+        "a/shutdown": ["start", "progress half of a/shutdown", "result failed"],
+        "a/destroy": ["result blocked"],
+        "a/undefine": ["result blocked"],
+        "b/destroy": ["start", "result skipped"],
+        "b/undefine": ["start", "progress half of b/undefine", "result done"],
+    }
+    progress.report("after the run: goes nowhere")  # no sink outside an action
+
+
 @pytest.mark.parametrize("where", ["check", "perform"])
 def test_stale_is_not_acted_on_and_blocks_its_dependents(where: str) -> None:
     stale = StaleError("domain 't-a' carries the mark of guest 'x' now")
@@ -355,7 +396,7 @@ ROLLED_BACK = Outcome.ROLLED_BACK
         ([DONE, SKIPPED], "ok"),
         ([DONE, DEGRADED], "DEGRADED"),
         ([DEGRADED, BLOCKED], "FAILED"),
-        ([BLOCKED], "FAILED"),  # blocked by another subject's failure
+        ([BLOCKED], "BLOCKED"),  # nothing of it ran: blocked by another subject's failure
         ([STALE], "FAILED"),
         ([ROLLED_BACK, BLOCKED], "ROLLED BACK"),
         ([ROLLED_BACK, FAILED], "FAILED"),

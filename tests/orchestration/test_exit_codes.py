@@ -42,6 +42,7 @@ def test_statuses_are_enums_that_print_as_before() -> None:
         "DEGRADED",
         "UNKNOWN",
         "CONFLICT",
+        "BLOCKED",
     ]
     assert exit_code(results_of(a=[Outcome.DEGRADED]), []) is ExitCode.DEGRADED
     assert exit_code([], ["unobserved"]) is ExitCode.ERROR

@@ -267,6 +267,22 @@ def test_closure_change_restarts_only_its_guests(lab: Lab) -> None:
     }
     assert [r["field"] for r in changes["a"]["reasons"]] == ["system"]
     assert len(doc["to_build"]) == 1  # type: ignore[arg-type]
+    assert changes["a"]["closure"]["size_after"] is None  # not built: said, not guessed
+    assert "closure: not built yet" in lab.run("plan", str(lab.manifest)).stdout
+    # Built (as apply would), the plan shows what changes inside the closure.
+    installable = f"path:{lab.flake}#nixosConfigurations.demo-a.config.system.build.toplevel"
+    subprocess.run(["nix", "build", "--no-link", "--", installable], check=True)
+    closure = {c["guest"]: c for c in lab.plan_json()["changes"]}["a"]["closure"]  # type: ignore[attr-defined,index]
+    before, after = closure["before"], closure["after"]
+    assert before.endswith("-nixos-system-demo-a") and after.endswith("-nixos-system-demo-a")
+    assert closure["size_before"] > 0 and closure["size_after"] > closure["size_before"]
+    assert closure["to_copy"] == 1  # only the toplevel: busybox and the initrd are shared
+    assert [(c["name"], c["change"]) for c in closure["packages"]] == [
+        ("nixos-system-demo-a", "resized")  # the message is longer
+    ]
+    text = lab.run("plan", str(lab.manifest)).stdout
+    assert "closure: 0 changed, 0 added, 0 removed;" in text, text
+    assert "~ nixos-system-demo-a (+" in text
     b_id = domain_id("e2e-b")
     proc = lab.apply()
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -354,7 +370,7 @@ def test_unmarked_domain_survives_everything(lab: Lab, tmp_path: Path) -> None:
         assert "conflict: domain 'e2e-intruder'" in drift.stdout
         del lab.guests["intruder"]
         lab.write()
-        proc = lab.apply("--prune")
+        proc = lab.apply("--prune", "--show-unmanaged")
         assert "e2e-intruder" in domains()
         assert "e2e-intruder" in proc.stdout  # listed as unmanaged
         assert virsh("domstate", "e2e-intruder").stdout.strip() == "shut off"

@@ -146,6 +146,12 @@ def test_kernel_change_restarts_exactly_its_guests(tree: Path) -> None:
     assert [k["kernel"] for k in plan["kernels_to_build"]] == ["tiny"]
     assert {c["guest"]: c["change"] for c in plan["changes"]} == {"k1": "restart"}
     assert [r["field"] for r in plan["changes"][0]["reasons"]] == ["kernel", "shares"]
+    # the resolved configs say what the change is
+    assert {"option": "PRINTK_TIME", "before": "n", "after": "y"} in plan["changes"][0][
+        "kernel_config"
+    ]
+    text = reconcile("plan", str(path)).stdout
+    assert "kernel config: " in text and "CONFIG_PRINTK_TIME: n -> y" in text, text
     manifest()
 
 

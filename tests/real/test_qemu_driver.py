@@ -244,7 +244,7 @@ def test_a_qemu_that_reconcile_did_not_start_is_untouched(lab: Lab) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert foreign.poll() is None
         assert (foreign_dir / "note").read_text() == "someone else's\n"
-        plan = reconcile("plan", str(lab.manifest))
+        plan = reconcile("plan", str(lab.manifest), "--show-unmanaged")
         assert f"{LAB}-x" in plan.stdout  # listed as unmanaged
     finally:
         foreign.kill()

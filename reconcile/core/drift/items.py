@@ -48,7 +48,13 @@ def _guest_item(change: GuestChange) -> DriftItem:
             fields = [DriftField("presence", "absent (not in the manifest)", "defined")]
         case ChangeKind.REDEFINE | ChangeKind.RESTART:
             pass
-    return replace(item, status=DriftStatus.DRIFTED, fields=tuple(fields), note=change.note)
+    return replace(
+        item,
+        status=DriftStatus.DRIFTED,
+        fields=tuple(fields),
+        note=change.note,
+        closure=change.closure,
+    )
 
 
 def _host_item(change: HostChange) -> DriftItem:
@@ -74,7 +80,13 @@ def _host_item(change: HostChange) -> DriftItem:
         fields.append(DriftField("systemd", "running", seen.systemd))
     if not fields:
         return item
-    return replace(item, status=DriftStatus.DRIFTED, fields=tuple(fields), note=change.note)
+    return replace(
+        item,
+        status=DriftStatus.DRIFTED,
+        fields=tuple(fields),
+        note=change.note,
+        closure=change.closure,
+    )
 
 
 def ignored(kind: str, name: str, field: str, patterns: Sequence[str]) -> str | None:

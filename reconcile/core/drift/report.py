@@ -20,7 +20,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from reconcile.core import closures
+from reconcile.core.closures import ClosureDiff
 from reconcile.core.exits import ExitCode
+from reconcile.core.plan.report import unmanaged_counts
 
 FORMAT_VERSION = 1
 
@@ -84,6 +87,7 @@ class DriftItem:
     note: str = ""
     since: float | None = None
     where: str = ""
+    closure: ClosureDiff | None = None  # what a system change is (core/closures.py)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -272,13 +276,16 @@ def _item_text(item: DriftItem, now: float) -> list[str]:
     for f in item.fields:
         change = f"{_t(_show(f.desired))} -> {_t(_show(f.observed))}"
         lines.append(f"      {_t(f.field).ljust(width)}: {change} ({_since_text(f.since, now)})")
+    if item.closure is not None:
+        lines += [_t(line) for line in closures.text_lines(item.closure)]
     if item.note:
         lines.append(f"      ({_t(item.note)})")
     return lines
 
 
-def render_text(report: DriftReport) -> str:
-    """For a terminal: an object a line, its fields indented, unmanaged domains, a summary."""
+def render_text(report: DriftReport, *, show_unmanaged: bool = False) -> str:
+    """For a terminal: an object a line, its fields indented, the unmanaged domains (a count
+    per hypervisor, or each with `show_unmanaged`), a summary."""
     now = report.generated_at
     out = [
         f"Drift of lab '{_t(report.lab)}': {_t(_origin(report))}.",
@@ -296,10 +303,12 @@ def render_text(report: DriftReport) -> str:
         for item in items:
             out += _item_text(item, now)
         out.append("")
-    if report.unmanaged:
+    if report.unmanaged and show_unmanaged:
         out.append("Unmanaged domains (not in the manifest; never touched):")
         out += [f"  {_t(domain)} on {_t(hv)}" for hv, domain in report.unmanaged]
         out.append("")
+    elif report.unmanaged:
+        out += [_t(line) for line in unmanaged_counts(report.unmanaged)] + [""]
     out.append(f"{headline(report)}: {', '.join(_count_parts(report))}. {_t(_verdict(report))}")
     return "\n".join(out) + "\n"
 
@@ -312,6 +321,13 @@ def _iso_or_none(ts: float | None) -> str | None:
 
 
 def _item_json(item: DriftItem) -> dict[str, Any]:
+    doc = _item_fields_json(item)
+    if item.closure is not None:  # only for a system change (docs/drift-format.md)
+        doc["closure"] = closures.document(item.closure)
+    return doc
+
+
+def _item_fields_json(item: DriftItem) -> dict[str, Any]:
     return {
         "kind": item.kind,
         "name": item.name,
@@ -367,6 +383,8 @@ def md_escape(value: str) -> str:
 
 def _md_differs(item: DriftItem, now: float) -> str:
     lines = []
+    if item.closure is not None:
+        lines.append(md_escape(closures.text_lines(item.closure, indent="")[0]))
     for f in item.fields:
         line = (
             f"{md_escape(f.field)}: {md_escape(_show(f.desired))} → {md_escape(_show(f.observed))}"
@@ -518,6 +536,9 @@ def _html_field(f: DriftField, item: DriftItem, now: float) -> str:
 
 def _html_row(item: DriftItem, now: float) -> str:
     differs = "".join(_html_field(f, item, now) for f in item.fields)
+    if item.closure is not None:
+        summary = closures.text_lines(item.closure, indent="")[0]
+        differs += f'<div class="note">{_e(summary)}</div>'
     if item.note:
         differs += f'<div class="note">{_e(item.note)}</div>'
     if not differs:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from reconcile.core.closures import ClosureDiff
 from reconcile.core.desired import GuestState, RestartPolicy
 from reconcile.core.guests.domain_xml import DomainFacts
 from reconcile.core.guests.gcroots import RootProblem, closures_in_use, root_problems
@@ -96,6 +97,8 @@ class GuestChange:
     running: bool = False  # observed running (so a restart or stop shuts it down)
     observed_state: DomainState | None = None  # the domain's, when one was observed
     moved_to: str = ""  # a copy left on its old hypervisor: where the guest lives now
+    closure: ClosureDiff | None = None  # what its system change is (filled in by the plan)
+    kconfig: tuple[tuple[str, str, str], ...] = ()  # a kernel change: (option, before, after)
 
 
 def _field_changes(intent: GuestIntent, facts: DomainFacts) -> tuple[FieldChange, ...]:

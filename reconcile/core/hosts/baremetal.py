@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from reconcile.core.closures import ClosureDiff
 from reconcile.core.desired import Activation, Host
 
 SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
@@ -118,6 +119,7 @@ class HostChange:
     intent: HostIntent | None = None
     observation: HostObservation | None = None
     reboot: bool = False  # a SWITCH that reboots into the new system after `boot`
+    closure: ClosureDiff | None = None  # what its system change is (filled in by the plan)
 
 
 def diff_host(intent: HostIntent, seen: HostObservation | None, error: str = "") -> HostChange:

@@ -154,3 +154,13 @@ def build_key(
         "toolchain": toolchain,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def diff_configs(old: dict[str, str], new: dict[str, str]) -> tuple[tuple[str, str, str], ...]:
+    """(option, before, after) for each option whose value differs, `n` for unset."""
+    names = sorted(set(old) | set(new))
+    return tuple(
+        (name, old.get(name, "n"), new.get(name, "n"))
+        for name in names
+        if old.get(name, "n") != new.get(name, "n")
+    )

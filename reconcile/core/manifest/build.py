@@ -132,6 +132,7 @@ def _guest(base: Path, name: str, g: dict[str, Json], only_hypervisor: str) -> d
         boot_timeout_s=parse_duration(g["boot_timeout"]),
         shutdown_timeout_s=parse_duration(g["shutdown_timeout"]),
         protect=g["protect"],
+        after=tuple(g["after"]),
     )
 
 
@@ -149,7 +150,9 @@ def _host(base: Path, name: str, h: dict[str, Json]) -> d.Host:
         reboot=h["reboot"],
         health=health,
         health_timeout_s=parse_duration(h["health_timeout"]),
+        confirm_timeout_s=parse_duration(h["confirm_timeout"]),
         tags=tuple(h["tags"]),
+        after=tuple(h["after"]),
     )
 
 

@@ -18,6 +18,7 @@ from reconcile.core.manifest.guest_limits import modules_problem, param_problem,
 from reconcile.core.manifest.schema import Finding
 from reconcile.core.sshkeys import host_key_problem
 from reconcile.core.statedir import location_problem
+from reconcile.core.units import parse_duration
 
 Json = Any
 
@@ -76,6 +77,7 @@ def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
         *_check_kernels(raw),
         *_check_guests(doc),
         *_check_hosts(doc),
+        *_check_after(doc),
         *_check_host_keys(raw),
         *_check_gitops(doc),
     ]
@@ -231,6 +233,64 @@ def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
                 )
 
 
+def _check_after(doc: dict[str, Json]) -> Iterator[Finding]:
+    """Each `after` names other guests and hosts of the manifest, and no order is a cycle."""
+    kinds = {name: "hosts" for name in doc.get("hosts", {})}
+    kinds.update((name, "guests") for name in doc.get("guests", {}))
+    known = sorted(kinds)
+    waits: dict[str, list[str]] = {}
+    for kind in ("guests", "hosts"):
+        for name, spec in doc.get(kind, {}).items():
+            for index, other in enumerate(spec.get("after", [])):
+                path = (kind, name, "after", index)
+                if other == name:
+                    yield Finding(
+                        path, f"'{name}' cannot come after itself", "remove it from `after`"
+                    )
+                elif other not in kinds:
+                    yield Finding(
+                        path,
+                        f"unknown guest or host '{other}'",
+                        _unknown("guests and hosts", other, known),
+                    )
+                else:
+                    waits.setdefault(name, []).append(other)
+    for cycle in _cycles(waits):
+        first = cycle[0]
+        yield Finding(
+            (kinds[first], first, "after"),
+            "a cycle: " + " -> ".join([*cycle, first]),
+            f"an order needs an end: remove '{cycle[1]}' from this `after`, "
+            "or another link of the cycle",
+        )
+
+
+def _cycles(waits: dict[str, list[str]]) -> list[list[str]]:
+    """The cycles a depth-first walk meets (one per edge back into its path), each from
+    its smallest member. Iterative: a chain of thousands of machines is no recursion."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: walked
+    found: list[list[str]] = []
+    for root in sorted(waits):
+        if root in state:
+            continue
+        path, state[root] = [root], 1
+        stack = [iter(waits[root])]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(step) == 1:
+                cycle = path[path.index(step) :]
+                start = cycle.index(min(cycle))
+                found.append(cycle[start:] + cycle[:start])
+            elif step not in state:
+                path.append(step)
+                state[step] = 1
+                stack.append(iter(waits.get(step, ())))
+    return found
+
+
 def _kernel_hint(kernels: list[str]) -> str:
     if kernels:
         return f"set kernel to one of: {', '.join(kernels)}"
@@ -261,6 +321,15 @@ def _check_hosts(doc: dict[str, Json]) -> Iterator[Finding]:
                 "the host key must be pinned: unknown keys are refused",
                 'add host_key = "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`) '
                 'or known_hosts = "path/to/known_hosts"',
+            )
+        # The guard's wait covers the health checks' retries and the confirming login.
+        needed = parse_duration(host["health_timeout"]) + parse_duration(ssh["connect_timeout"])
+        if parse_duration(host["confirm_timeout"]) <= needed:
+            yield Finding(
+                (*path, "confirm_timeout"),
+                f"must be longer than health_timeout plus ssh.connect_timeout ({needed:g}s): "
+                "the host would roll back while its health checks are still being tried",
+                f'e.g. confirm_timeout = "{int(needed) + 60}s"',
             )
 
 

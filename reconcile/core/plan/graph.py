@@ -6,9 +6,10 @@ Pure: changes in, graph out. networkx is imported here and nowhere else.
 from __future__ import annotations
 
 import functools
+import graphlib
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,9 +63,21 @@ class Plan:
     to_build: tuple[str, ...]  # installables not yet in the store
     kernels_to_build: tuple[tuple[str, str], ...] = ()  # (kernel name, build directory)
     kernels_to_remove: tuple[str, ...] = ()  # build directories nothing uses (--prune)
+    # Machines whose changes are not planned, with why: each comes `after` one that is
+    # unknown, in conflict or blocked itself (a plan with any is not clean, like unknown).
+    blocked: Mapping[str, str] = field(default_factory=dict)
 
     def has_changes(self) -> bool:
-        return self.diff.has_changes() or bool(self.kernels_to_remove)
+        """Whether applying the plan changes anything (a blocked machine's changes do not
+        count: nothing of them is planned)."""
+        diff = self.diff
+        if self.blocked:
+            diff = replace(
+                diff,
+                changes=tuple(c for c in diff.changes if c.name not in self.blocked),
+                hosts=tuple(h for h in diff.hosts if h.name not in self.blocked),
+            )
+        return diff.has_changes() or bool(self.kernels_to_remove)
 
     def conflicts(self) -> dict[str, str]:
         """What blocks convergence (a domain that is not ours where a guest must be, a copy
@@ -176,20 +189,56 @@ def _host_actions(change: HostChange, needs: list[str]) -> list[tuple[Action, li
     return [(step, needs if i == 0 else [steps[i - 1].key]) for i, step in enumerate(steps)]
 
 
-def make_plan(
-    diff: Diff,
-    unbuilt: dict[str, str],
-    kernels: Mapping[str, str] | None = None,
-    *,
-    stale_kernels: tuple[str, ...] = (),
-) -> Plan:
-    """The plan for `diff`. `unbuilt` maps each guest's installable to build, by guest name;
-    `kernels` maps each kernel to build to its build directory."""
-    kernels = kernels or {}
+def _waits(diff: Diff) -> dict[str, tuple[str, ...]]:
+    """The machines each guest and host of the manifest comes `after`, by name."""
+    waits = {
+        c.name: c.intent.guest.after for c in diff.changes if c.intent and c.intent.guest.after
+    }
+    waits.update(
+        (h.name, h.intent.host.after) for h in diff.hosts if h.intent and h.intent.host.after
+    )
+    return waits
+
+
+def _blocked(diff: Diff, waits: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
+    """The machines with changes that must not go ahead, with why: each comes after one
+    without actions that is unknown (it may be anything) or in conflict (it cannot
+    converge), or after one blocked itself. Machines not in the diff (not targeted) order
+    nothing."""
+    stuck = {c.name: "unknown" for c in diff.changes if c.kind is ChangeKind.UNKNOWN}
+    stuck.update((c.name, "in conflict") for c in diff.changes if c.kind is ChangeKind.CONFLICT)
+    stuck.update((h.name, "unknown") for h in diff.hosts if h.kind is HostChangeKind.UNKNOWN)
+    if not stuck or not waits:
+        return {}
+    acting = {c.name for c in diff.changes if _guest_actions(c, [])}
+    acting.update(h.name for h in diff.hosts if _host_actions(h, []))
+    try:  # those waited for first (the manifest refuses cycles: this is a bug's guard)
+        walk = list(graphlib.TopologicalSorter({n: waits[n] for n in sorted(waits)}).static_order())
+    except graphlib.CycleError as error:
+        raise PlanError(f"`after` has a cycle: {' -> '.join(error.args[1])}") from None
+    blocked: dict[str, str] = {}
+    for name in walk:
+        why = [
+            f"{dep}, which is {'blocked' if dep in blocked else stuck[dep]}"
+            for dep in waits.get(name, ())
+            if dep in blocked or (dep in stuck and dep not in acting)
+        ]
+        if why and name in acting:
+            blocked[name] = "waits for " + ", and ".join(why)
+    return dict(sorted(blocked.items()))
+
+
+def _builds(
+    changes: list[GuestChange],
+    hosts: list[HostChange],
+    unbuilt: Mapping[str, str],
+    kernels: Mapping[str, str],
+) -> tuple[tuple[str, ...], dict[str, Action]]:
+    """The installables to build and the lab's build actions the changes need: their
+    closures not yet in the store (one `build`), the kernels they boot (`kernel:<name>`)."""
     nodes: dict[str, Action] = {}
-    edges: list[tuple[str, str]] = []
-    defining = [c for c in diff.changes if c.redefine and c.kind.is_change()]
-    switching = [h for h in diff.hosts if h.kind is HostChangeKind.SWITCH]
+    defining = [c for c in changes if c.redefine and c.kind.is_change()]
+    switching = [h for h in hosts if h.kind is HostChangeKind.SWITCH]
     names = [c.name for c in defining] + [h.name for h in switching]
     to_build = tuple(sorted({unbuilt[n] for n in names if n in unbuilt}))
     if to_build:
@@ -199,14 +248,55 @@ def make_plan(
         if name in wanted:
             kernel = BuildKernel(name, Path(directory))
             nodes[kernel.key] = kernel
+    return to_build, nodes
+
+
+def _bounds(
+    starts: dict[str, str],
+    ends: dict[str, str],
+    name: str,
+    steps: list[tuple[Action, list[str]]],
+    *,
+    old_copy: bool,
+) -> None:
+    """Record a machine's first and last action (`after` orders machines by them). A moved
+    guest starts with its old copy's (the new copy waits for it) and ends where it lives."""
+    if not steps:
+        return
+    if old_copy:
+        starts[name] = steps[0][0].key
+        ends.setdefault(name, steps[-1][0].key)
+    else:
+        starts.setdefault(name, steps[0][0].key)
+        ends[name] = steps[-1][0].key
+
+
+def make_plan(
+    diff: Diff,
+    unbuilt: dict[str, str],
+    kernels: Mapping[str, str] | None = None,
+    *,
+    stale_kernels: tuple[str, ...] = (),
+) -> Plan:
+    """The plan for `diff`. `unbuilt` maps each guest's installable to build, by guest name;
+    `kernels` maps each kernel to build to its build directory."""
+    waits = _waits(diff)
+    blocked = _blocked(diff, waits)
+    changes = [c for c in diff.changes if c.name not in blocked]
+    host_changes = [h for h in diff.hosts if h.name not in blocked]
+    to_build, nodes = _builds(changes, host_changes, unbuilt, kernels or {})
+    edges: list[tuple[str, str]] = []
     last: dict[str, str] = {}  # each guest's last action
     first: dict[str, str] = {}  # the first action of each guest where it now lives
     gone: dict[str, str] = {}  # the last action of a moved guest's old copy
-    for change in diff.changes:
+    starts: dict[str, str] = {}  # each machine's first action (a moved guest's old copy's)
+    ends: dict[str, str] = {}  # each machine's last action (where a guest now lives)
+    for change in changes:
         needs = [BUILD_KEY] if change.name in unbuilt else []
         if change.intent is not None and kernel_key(change.intent.kernel.name) in nodes:
             needs.append(kernel_key(change.intent.kernel.name))
-        for action, deps in _guest_actions(change, needs):
+        steps = _guest_actions(change, needs)
+        for action, deps in steps:
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
             last[change.name] = action.key
@@ -214,6 +304,7 @@ def make_plan(
                 gone[change.name] = action.key
             else:
                 first.setdefault(change.name, action.key)
+        _bounds(starts, ends, change.name, steps, old_copy=bool(change.moved_to))
     # A moved guest: its old copy is gone before the new one is made (one copy runs, and
     # the old one's undefine releases the GC roots the new one's define then takes).
     edges.extend((gone[n], first[n]) for n in sorted(gone) if n in first)
@@ -224,11 +315,22 @@ def make_plan(
         nodes[action.key] = action
         if roots.guest in last:
             edges.append((last[roots.guest], action.key))
-    for host in diff.hosts:
+    for host in host_changes:
         needs = [BUILD_KEY] if host.name in unbuilt and BUILD_KEY in nodes else []
-        for action, deps in _host_actions(host, needs):
+        steps = _host_actions(host, needs)
+        for action, deps in steps:
             nodes[action.key] = action
             edges.extend((dep, action.key) for dep in deps)
+        _bounds(starts, ends, host.name, steps, old_copy=False)
+    # `after`: a machine's first action waits for the last action of each machine it comes
+    # after that has any (one with none is as desired, or blocked it above). Nothing else
+    # orders machines: the rest run in parallel.
+    edges.extend(
+        (ends[dep], starts[name])
+        for name in sorted(starts)
+        for dep in waits.get(name, ())
+        if dep in ends
+    )
     for directory in stale_kernels:
         remove = RemoveKernel(Path(directory))
         nodes[remove.key] = remove
@@ -244,6 +346,7 @@ def make_plan(
             (a.name, str(a.directory)) for a in nodes.values() if isinstance(a, BuildKernel)
         ),
         kernels_to_remove=stale_kernels,
+        blocked=blocked,
     )
     plan.action_keys()  # a cycle is a bug: fail here, not half-way through apply
     return plan

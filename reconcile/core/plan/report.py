@@ -7,8 +7,10 @@ field's meaning does.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
+from reconcile.core import closures
 from reconcile.core.guests.diff import ChangeKind, GuestChange, RootChange, ViewChange
 from reconcile.core.hosts.baremetal import HostChange, HostChangeKind
 from reconcile.core.plan.diff import Diff
@@ -39,9 +41,19 @@ _LABELS = {
 }
 
 
-def _change_lines(change: GuestChange) -> list[str]:
+def _blocked_head(head: str, label: str, why: str) -> list[str]:
+    """A blocked machine's first lines: what it would be, and what it waits for."""
+    return [
+        f"{head} is blocked (it {label.replace('will ', 'would ', 1)})",
+        f"      ({why}: nothing of it is planned)",
+    ]
+
+
+def _change_lines(change: GuestChange, blocked: str = "") -> list[str]:
     head = f"  {change.kind.symbol} guest {change.name}"
     lines = [f"{head} {_LABELS.get(change.kind, '')}".rstrip()]
+    if blocked:
+        lines = _blocked_head(f"  ? guest {change.name}", _LABELS.get(change.kind, ""), blocked)
     if change.kind is ChangeKind.CREATE and change.intent is not None:
         intent = change.intent
         lines += [
@@ -54,8 +66,20 @@ def _change_lines(change: GuestChange) -> list[str]:
     width = max((len(r.field) for r in change.reasons), default=0)
     for reason in change.reasons:
         lines.append(f"      {reason.field.ljust(width)}: {reason.before} -> {reason.after}")
+    if change.closure is not None:
+        lines += closures.text_lines(change.closure)
+    if change.kconfig:
+        lines += _kconfig_lines(change.kconfig)
     if change.note:
         lines.append(f"      ({change.note})")
+    return lines
+
+
+def _kconfig_lines(options: tuple[tuple[str, str, str], ...]) -> list[str]:
+    lines = [f"      kernel config: {len(options)} option(s) differ"]
+    lines += [f"        CONFIG_{o}: {b} -> {a}" for o, b, a in options[: closures.TOP]]
+    if len(options) > closures.TOP:
+        lines.append(f"        ... and {len(options) - closures.TOP} more (--json lists all)")
     return lines
 
 
@@ -68,12 +92,17 @@ _HOST_LABELS = {
 }
 
 
-def _host_lines(change: HostChange) -> list[str]:
+def _host_lines(change: HostChange, blocked: str = "") -> list[str]:
     symbol = {HostChangeKind.UNKNOWN: "?", HostChangeKind.NOOP: " "}.get(change.kind, "~")
     head = f"  {symbol} host {change.name} ({change.target})"
     lines = [f"{head} {_HOST_LABELS.get(change.kind, '')}".rstrip()]
+    if blocked:
+        where = f"  ? host {change.name} ({change.target})"
+        lines = _blocked_head(where, _HOST_LABELS.get(change.kind, ""), blocked)
     if change.kind in (HostChangeKind.SWITCH, HostChangeKind.REBOOT):
         lines.append(f"      system: {change.before or '(none)'} -> {change.after}")
+    if change.closure is not None:
+        lines += closures.text_lines(change.closure)
     if change.note:
         lines.append(f"      ({change.note})")
     return lines
@@ -96,8 +125,21 @@ def _root_lines(change: RootChange) -> list[str]:
     return lines
 
 
-def _state_sections(diff: Diff) -> list[str]:
-    """Read-only views, GC roots and unmanaged domains, each a section when there is any."""
+def unmanaged_counts(unmanaged: Iterable[tuple[str, str]]) -> list[str]:
+    """One line per hypervisor saying how many of its domains are not this lab's: a
+    hypervisor with a thousand domains of others must not bury the plan (or drift)."""
+    counts = Counter(hv for hv, _domain in unmanaged)
+    return [
+        f"{n} domains on {hv} are not this lab's (never touched; --show-unmanaged lists them)"
+        if n != 1
+        else f"1 domain on {hv} is not this lab's (never touched; --show-unmanaged lists it)"
+        for hv, n in sorted(counts.items())
+    ]
+
+
+def _state_sections(diff: Diff, *, show_unmanaged: bool = False) -> list[str]:
+    """Read-only views, GC roots and unmanaged domains (a count per hypervisor unless
+    `show_unmanaged`), each a section when there is any."""
     out: list[str] = []
     if diff.views:
         out.append("Read-only views (the host side of read-only shares):")
@@ -109,14 +151,17 @@ def _state_sections(diff: Diff) -> list[str]:
         for roots in diff.roots:
             out += _root_lines(roots)
         out.append("")
-    if diff.unmanaged:
+    if diff.unmanaged and show_unmanaged:
         out.append("Unmanaged domains (no reconcile mark for this lab; never touched):")
         out += [f"  {domain} on {hv}" for hv, domain in diff.unmanaged]
         out.append("")
+    elif diff.unmanaged:
+        out += [*unmanaged_counts(diff.unmanaged), ""]
     return out
 
 
-def render_text(plan: Plan) -> str:
+def render_text(plan: Plan, *, show_unmanaged: bool = False) -> str:
+    """The plan for people; unmanaged domains are counted, or listed with `show_unmanaged`."""
     diff = plan.diff
     out: list[str] = []
     shown = [c for c in diff.changes if c.kind is not ChangeKind.NOOP]
@@ -137,20 +182,21 @@ def render_text(plan: Plan) -> str:
     if shown:
         out.append(f"Lab '{diff.lab}':")
         for change in shown:
-            out += _change_lines(change)
+            out += _change_lines(change, plan.blocked.get(change.name, ""))
         out.append("")
     # in-sync hosts only when there is something to know (degraded, a boot still pending)
     hosts = [h for h in diff.hosts if h.kind is not HostChangeKind.NOOP or h.note]
     if hosts:
         out.append("Hosts:")
         for host in hosts:
-            out += _host_lines(host)
+            out += _host_lines(host, plan.blocked.get(host.name, ""))
         out.append("")
-    out += _state_sections(diff)
-    counts = Counter(c.kind for c in diff.changes)
+    out += _state_sections(diff, show_unmanaged=show_unmanaged)
+    # a blocked machine's changes are not planned: counted as blocked, not as changes
+    counts = Counter(c.kind for c in diff.changes if c.name not in plan.blocked)
     if plan.has_changes():
         parts = [f"{counts[k]} to {k.value}" for k in _SUMMARY_ORDER if counts[k]]
-        host_counts = Counter(h.kind for h in diff.hosts)
+        host_counts = Counter(h.kind for h in diff.hosts if h.name not in plan.blocked)
         parts += [
             f"{host_counts[k]} host(s) to {k.value}"
             for k in (HostChangeKind.SWITCH, HostChangeKind.REBOOT, HostChangeKind.VERIFY)
@@ -162,19 +208,28 @@ def render_text(plan: Plan) -> str:
             parts.append(f"{len(diff.views)} view(s) to make read-only")
         if diff.roots:
             parts.append(f"{len(diff.roots)} guest(s) with GC roots to restore")
+        parts += _blocked_part(plan)
         out.append("Plan: " + ", ".join(parts) + ".")
-    elif counts[ChangeKind.CONFLICT]:
+    elif counts[ChangeKind.CONFLICT] or plan.blocked:
+        parts = [f"{n} conflict(s)" for n in [counts[ChangeKind.CONFLICT]] if n]
         out.append(
             f"No changes can be made, but lab '{diff.lab}' does not match the manifest: "
-            f"{counts[ChangeKind.CONFLICT]} conflict(s)."
+            + ", ".join(parts + _blocked_part(plan))
+            + "."
         )
     else:
         out.append(f"No changes. Lab '{diff.lab}' matches the manifest.")
     problems = counts[ChangeKind.UNKNOWN] + counts[ChangeKind.CONFLICT]
-    problems += sum(1 for h in diff.hosts if h.kind is HostChangeKind.UNKNOWN)
+    problems += sum(1 for h in diff.hosts if h.kind is HostChangeKind.UNKNOWN) + len(plan.blocked)
     if problems:
         out.append(f"Warning: {problems} guest(s) or host(s) could not be planned (see above).")
     return "\n".join(out) + "\n"
+
+
+def _blocked_part(plan: Plan) -> list[str]:
+    """The summary's count of blocked machines, when there are any."""
+    n = len(plan.blocked)
+    return [f"{n} blocked (waiting for what cannot be planned)"] if n else []
 
 
 def _change_json(change: GuestChange) -> dict[str, Any]:
@@ -196,6 +251,12 @@ def _change_json(change: GuestChange) -> dict[str, Any]:
             "vcpus": change.intent.guest.vcpus,
             "spec_hash": change.intent.spec_hash,
         }
+    if change.closure is not None:  # only for a system change (docs/plan-format.md)
+        doc["closure"] = closures.document(change.closure)
+    if change.kconfig:  # only for a change of a built kernel
+        doc["kernel_config"] = [
+            {"option": o, "before": b, "after": a} for o, b, a in change.kconfig
+        ]
     return doc
 
 
@@ -214,6 +275,16 @@ def _host_json(change: HostChange) -> dict[str, Any]:
             "activation": change.intent.host.activation.value,
             "reboot": change.reboot,
         }
+    if change.closure is not None:
+        doc["closure"] = closures.document(change.closure)
+    return doc
+
+
+def _blocked_json(doc: dict[str, Any], plan: Plan, name: str) -> dict[str, Any]:
+    """A blocked machine's change keeps what it would be and says why it is not planned
+    (`blocked`, only then: docs/plan-format.md); it has no actions."""
+    if name in plan.blocked:
+        doc["blocked"] = plan.blocked[name]
     return doc
 
 
@@ -230,8 +301,8 @@ def render_json(plan: Plan) -> dict[str, Any]:
         "kernels_to_build": [
             {"kernel": name, "directory": directory} for name, directory in plan.kernels_to_build
         ],
-        "changes": [_change_json(c) for c in diff.changes],
-        "hosts": [_host_json(h) for h in diff.hosts],
+        "changes": [_blocked_json(_change_json(c), plan, c.name) for c in diff.changes],
+        "hosts": [_blocked_json(_host_json(h), plan, h.name) for h in diff.hosts],
         "host_summary": {
             k.value: sum(1 for h in diff.hosts if h.kind is k) for k in HostChangeKind
         },
@@ -270,3 +341,26 @@ def render_json(plan: Plan) -> dict[str, Any]:
             for v in diff.views
         ],
     }
+
+
+def _dot(text: str) -> str:
+    """A DOT string: quoted, with backslashes and quotes escaped and newlines as `\\n`."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def render_dot(plan: Plan) -> str:
+    """The plan's graph in Graphviz DOT (`plan --graph`): a node per action, named by its
+    key and labelled with its kind and subject, and an edge from each dependency to its
+    dependent; nodes in the plan's order, edges by dependent, then dependency."""
+    keys = plan.action_keys()
+    rank = {key: i for i, key in enumerate(keys)}
+    lines = ["digraph plan {", "  rankdir=LR;", "  node [shape=box];"]
+    for key in keys:
+        action = plan.action(key)
+        label = _dot(f"{action.kind.value}\n{action.subject}")
+        lines.append(f"  {_dot(key)} [label={label}];")
+    for dependency, dependent in sorted(set(plan.edges), key=lambda e: (rank[e[1]], rank[e[0]])):
+        lines.append(f"  {_dot(dependency)} -> {_dot(dependent)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,139 @@
+"""Operating a running lab: a guest's console, a login over pinned SSH, the inventory.
+
+None of these plans or changes anything, observes a hypervisor, or takes the lab's lock:
+
+- `console` reads the file the driver writes a guest's serial console to
+  (`StateLayout.serial_log`) and follows it like `tail -F`; it only reads.
+- `ssh` replaces reconcile with OpenSSH to a host (or a disk guest with an `ssh` table),
+  trusting only the manifest's pinned key (core/ssh_login.py). The one file it writes is
+  that key, spelled for OpenSSH, in the state directory (`StateLayout.host_known_hosts`:
+  the same file and line nix copy uses for a `host_key`), since ssh must read it after
+  reconcile is gone.
+- `inventory` renders the manifest's machines (core/inventory.py); no network traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from reconcile.adapters import console as console_log
+from reconcile.adapters import files, process
+from reconcile.core import inventory as inv
+from reconcile.core.console import TerminalFilter
+from reconcile.core.desired import Manifest, Ssh
+from reconcile.core.errors import ReconcileError
+from reconcile.core.guests.libvirt_uri import UriRefused, parse_uri
+from reconcile.core.ssh_login import login_argv
+from reconcile.orchestration import pipeline
+
+KNOWN_HOSTS_LIMIT = 1 << 20  # a known_hosts file larger than this is not a known_hosts file
+
+
+def inventory(path: Path, fmt: str) -> str:
+    return inv.render(pipeline.load(path), fmt)
+
+
+def _remote_hint(manifest: Manifest, guest: str) -> str | None:
+    hypervisor = manifest.hypervisors.get(manifest.guests[guest].hypervisor)
+    if hypervisor is None:
+        return None
+    try:
+        remote = parse_uri(hypervisor.uri).remote
+    except UriRefused:
+        return None
+    if not remote:
+        return None
+    return (
+        f"guest '{guest}' runs on hypervisor '{hypervisor.name}' ({hypervisor.uri}): its "
+        "console log is written on that machine, at the same path"
+    )
+
+
+def console(
+    path: Path,
+    name: str,
+    *,
+    lines: int,
+    follow: bool,
+    raw: bool,
+    emit: Callable[[bytes], None],
+    note: Callable[[str], None],
+) -> None:
+    """Show guest `name`'s serial console: its last `lines` lines, then (with `follow`) what
+    it writes, until interrupted. Made safe for a terminal unless `raw`."""
+    manifest = pipeline.load(path)
+    guest = inv.guest(manifest, name)
+    log_path = manifest.lab.layout.serial_log(guest.name)
+    shown = TerminalFilter()
+
+    def out(data: bytes) -> None:
+        emit(data if raw else shown.feed(data).encode())
+
+    try:
+        console_log.follow(log_path, lines=lines, keep_following=follow, emit=out, note=note)
+    except FileNotFoundError:
+        raise ReconcileError(
+            f"guest '{name}' has no console log ({log_path}): the guest has not started yet",
+            hint=_remote_hint(manifest, name)
+            or f"start it with `reconcile apply {path} --target {name}`",
+        ) from None
+    finally:
+        if not raw:
+            emit(shown.flush().encode())
+
+
+def pinned_known_hosts(ssh: Ssh, path: Path) -> Path:
+    """Write `path` with only the pinned key(s) of `ssh`'s target, as OpenSSH reads them:
+    the `host_key` line, or the lines of `known_hosts` that name exactly this host and port
+    (no wildcards, negations, `@cert-authority` or `@revoked`: what paramiko trusts)."""
+    target = ssh.target
+    if ssh.host_key is not None:
+        text = target.known_hosts_line(ssh.host_key)
+    else:
+        assert ssh.known_hosts is not None  # inventory.ssh_of refuses a guest without a pin
+        try:
+            data = files.read_regular(ssh.known_hosts, KNOWN_HOSTS_LIMIT)
+        except OSError as exc:
+            raise ReconcileError(
+                f"cannot read known_hosts {ssh.known_hosts}: {exc.strerror or exc}",
+                hint="check the ssh table's known_hosts in the manifest",
+            ) from None
+        text = target.pinned_lines(data.decode(errors="replace"))
+        if not text:
+            keyscan = " ".join(("ssh-keyscan", *target.port_args, target.host))
+            raise ReconcileError(
+                f"{ssh.known_hosts} pins no key for {target.known_hosts_name}: refusing to connect",
+                hint=f"add its key (after checking it): {keyscan} >> {ssh.known_hosts}, "
+                "or set host_key",
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReconcileError(
+            f"cannot create {path.parent}: {exc.strerror or exc}",
+            hint="`reconcile ssh` writes the pinned key to the lab's state directory: "
+            "run it as the user that runs the lab",
+        ) from None
+    try:
+        current = path.read_text(errors="replace")
+    except OSError:
+        current = None
+    if current != text:
+        files.write_atomic(path, text)
+    return path
+
+
+def ssh_argv(manifest: Manifest, name: str, command: Sequence[str] = ()) -> list[str]:
+    """The OpenSSH command line for `reconcile ssh`, with its pinned known_hosts written."""
+    ssh = inv.ssh_of(manifest, name)
+    pipeline.claim_state_dir(manifest)
+    known_hosts = pinned_known_hosts(ssh, manifest.lab.layout.host_known_hosts(name))
+    return login_argv(ssh, known_hosts, command)
+
+
+def ssh(path: Path, name: str, command: Sequence[str]) -> NoReturn:
+    """Become OpenSSH to `name`: the terminal, the exit code and the signals are its own."""
+    argv = ssh_argv(pipeline.load(path), name, command)
+    process.exec_replace(argv)
