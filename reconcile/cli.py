@@ -620,6 +620,67 @@ def _cmd_completion(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _cmd_generations(args: argparse.Namespace) -> ExitCode:
+    from reconcile.orchestration import operate  # noqa: PLC0415 - only these commands need it
+
+    known, pinned = operate.guest_generations(args.manifest, args.guest)
+    if not known:
+        print(f"guest {args.guest} has no generations yet (they are kept from its next define)")
+        return ExitCode.OK
+    print(f"{'#':>4}  {'since (UTC)':20}  system")
+    for g in known:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(g.since))
+        mark = "  (pinned by rollback)" if g.toplevel == pinned else ""
+        print(f"{g.number:>4}  {since:20}  {g.toplevel}{mark}")
+    return ExitCode.OK
+
+
+def _cmd_rollback(args: argparse.Namespace) -> ExitCode:
+    from reconcile.orchestration import operate  # noqa: PLC0415 - only these commands need it
+
+    if args.release:
+        was = operate.release(args.manifest, args.guest)
+        print(
+            f"guest {args.guest} follows the manifest again"
+            if was
+            else f"guest {args.guest} was not pinned: nothing to release"
+        )
+    else:
+        chosen = operate.rollback(args.manifest, args.guest, args.to)
+        print(f"guest {args.guest} is pinned to generation {chosen.number}: {chosen.toplevel}")
+    print(f"apply it: reconcile apply {args.manifest} --target {args.guest}")
+    return ExitCode.OK
+
+
+def _add_generations(sub: _Commands) -> None:
+    gens = sub.add_parser(
+        "generations",
+        help="list a guest's generations (the systems it kept, with dates); touches nothing",
+        description="The last systems a guest was defined with (lab.generations of them), "
+        "oldest first, each kept by a GC root of the lab; the one `rollback` pinned it to "
+        "is marked.",
+    )
+    gens.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
+    gens.add_argument("guest", metavar="GUEST", help="the guest's name")
+    gens.set_defaults(func=_cmd_generations)
+
+
+def _add_rollback(sub: _Commands) -> None:
+    back = sub.add_parser(
+        "rollback",
+        help="pin a guest to one of its generations, for the next apply (or --release it)",
+        description="Pin GUEST to generation N (default: the one before its newest): the "
+        "next plan and apply boot it there instead of the manifest's system, as for any "
+        "change (a restart), until `rollback GUEST --release`. Writes only the pin.",
+    )
+    back.add_argument("manifest", type=Path, metavar="MANIFEST", help="the lab's .toml file")
+    back.add_argument("guest", metavar="GUEST", help="the guest's name")
+    which = back.add_mutually_exclusive_group()
+    which.add_argument("--to", type=_count, metavar="N", help="the generation's number")
+    which.add_argument("--release", action="store_true", help="follow the manifest's system again")
+    back.set_defaults(func=_cmd_rollback)
+
+
 def _add_console(sub: _Commands) -> None:
     console = sub.add_parser(
         "console",
@@ -744,6 +805,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_gitops,
         _add_console,
         _add_ssh,
+        _add_generations,
+        _add_rollback,
         _add_inventory,
         _add_completion,
     ):

@@ -10,6 +10,7 @@ PACKAGES=(
   linux-image-amd64 git iproute2 cpio gzip
   linux-source bc bison flex libelf-dev libssl-dev xz-utils build-essential
   chromium
+  zsh fish ansible-core  # the completion scripts and the Ansible inventory are checked in them
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

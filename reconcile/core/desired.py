@@ -57,6 +57,7 @@ class Lab:
     eval_timeout_s: float = 600.0
     build_timeout_s: float = 6 * 3600.0
     lock_warn_after_s: float = 2 * 3600.0
+    generations: int = 5  # systems each guest keeps (the schema's default)
 
     @functools.cached_property
     def layout(self) -> StateLayout:

@@ -117,6 +117,17 @@ class StateLayout:
         # flock held while views are made (plan and drift take no lab lock)
         return self.root / "views.lock"
 
+    @functools.cached_property
+    def generations(self) -> Path:
+        # each guest's generations: <guest>.json (number, toplevel, since) and <guest>/<n>
+        # GC roots (adapters/generations.py)
+        return self.root / "generations"
+
+    @functools.cached_property
+    def pins(self) -> Path:
+        # guests `reconcile rollback` pinned to a generation: guest -> toplevel
+        return self.root / "pins.json"
+
     def qemu_dir(self, hypervisor: str) -> Path:
         # a qemu-driver hypervisor's guests, one run directory each (adapters/qemu.py)
         return self.root / "qemu" / hypervisor

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from reconcile.adapters import nix, views
+from reconcile.adapters import generations, nix, views
 from reconcile.adapters.initrd import guest_initrd
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.diff import definition_matches
@@ -109,6 +109,10 @@ class GuestPerformer:
             case DefineGuest():
                 self._hv(action).define(self.domain_spec(action.intent))
                 self._sync_roots(action.guest, also=action.intent.toplevel)
+                lab = self.ctx.manifest.lab
+                generations.record(
+                    lab.layout, action.subject, action.intent.toplevel, lab.generations
+                )
             case StartGuest():
                 serial_log = action.intent.definition.serial_log
                 serial_log.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +131,8 @@ class GuestPerformer:
             case UndefineGuest():
                 self._hv(action).undefine(action.guest.domain)
                 nix.sync_gc_roots(self._gcroot(action.subject), set())
+                if action.subject not in self.ctx.manifest.guests:  # pruned, not moved
+                    generations.forget(self.ctx.manifest.lab.layout, action.subject)
             case SyncGcRoots():
                 self._sync_roots(action.guest)  # the guest itself is not touched
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from reconcile.adapters import console as console_log
-from reconcile.adapters import files, process
+from reconcile.adapters import files, generations, process
 from reconcile.core import inventory as inv
 from reconcile.core.console import TerminalFilter
 from reconcile.core.desired import Manifest, Ssh
@@ -137,3 +137,51 @@ def ssh(path: Path, name: str, command: Sequence[str]) -> NoReturn:
     """Become OpenSSH to `name`: the terminal, the exit code and the signals are its own."""
     argv = ssh_argv(pipeline.load(path), name, command)
     process.exec_replace(argv)
+
+
+# --- generations (issue 16 part 4) ------------------------------------------------------
+
+
+def guest_generations(path: Path, name: str) -> tuple[list[generations.Generation], str | None]:
+    """A guest's generations, oldest first, and the system it is pinned to (None: none)."""
+    manifest = pipeline.load(path)
+    guest = inv.guest(manifest, name)
+    layout = manifest.lab.layout
+    return generations.read(layout, guest.name), generations.pins(layout).get(guest.name)
+
+
+def rollback(path: Path, name: str, to: int | None) -> generations.Generation:
+    """Pin guest `name` to generation `to` (default: the one before its newest), so that the
+    next plan and apply return it there; the manifest's system is not applied to it until
+    `release`. Writes only the pin: the change itself goes through plan and apply."""
+    manifest = pipeline.load(path)
+    guest = inv.guest(manifest, name)
+    layout = manifest.lab.layout
+    pipeline.claim_state_dir(manifest)
+    known = generations.read(layout, guest.name)
+    if to is None:
+        if len(known) < 2:
+            raise ReconcileError(
+                f"guest '{name}' has no generation before its newest",
+                hint=f"list them: reconcile generations {path} {name}",
+            )
+        chosen = known[-2]
+    else:
+        found = [g for g in known if g.number == to]
+        if not found:
+            numbers = ", ".join(str(g.number) for g in known) or "none"
+            raise ReconcileError(
+                f"guest '{name}' has no generation {to} (kept: {numbers})",
+                hint=f"list them: reconcile generations {path} {name}",
+            )
+        chosen = found[0]
+    generations.pin(layout, guest.name, chosen.toplevel)
+    return chosen
+
+
+def release(path: Path, name: str) -> bool:
+    """Let guest `name` follow the manifest again; whether it was pinned."""
+    manifest = pipeline.load(path)
+    guest = inv.guest(manifest, name)
+    pipeline.claim_state_dir(manifest)
+    return generations.unpin(manifest.lab.layout, guest.name)

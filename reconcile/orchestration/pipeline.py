@@ -9,7 +9,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconcile.adapters import files, kernel_build, manifest_cache, nix, process, statedir, views
+from reconcile.adapters import (
+    files,
+    generations,
+    kernel_build,
+    manifest_cache,
+    nix,
+    process,
+    statedir,
+    views,
+)
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
 from reconcile.core.closures import ClosureDiff, diff_closures
@@ -204,14 +213,20 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
         manifest.lab.eval_timeout_s,
     )
     result = []
+    pinned = generations.pins(manifest.lab.layout)  # `reconcile rollback`: in place of the manifest
     unbuilt = {
         name: installable
         for name, installable in installables.items()
-        if not nix.is_built(toplevels[installable])
+        if name not in pinned and not nix.is_built(toplevels[installable])
     }
     for guest in guests:
         assert guest.kernel is not None
-        toplevel = toplevels[installables[guest.name]]
+        toplevel = pinned.get(guest.name) or toplevels[installables[guest.name]]
+        if guest.name in pinned and not nix.is_built(toplevel):
+            raise PlanError(
+                f"guest '{guest.name}' is pinned to {toplevel}, which is not in the store",
+                hint=f"reconcile rollback ... {guest.name} --release follows the manifest again",
+            )
         result.append(guest_intent(manifest, guest, toplevel, kernels[guest.kernel]))
     host_intents = [
         HostIntent(h, toplevels[installables[h.name]], installables[h.name]) for h in hosts

@@ -41,6 +41,9 @@ def test_every_path_of_the_layout_is_where_it_always_was() -> None:
         "host_known_hosts": LAYOUT.host_known_hosts("bm1"),
         "gitops_dir": LAYOUT.gitops_dir,
         "reports_dir": LAYOUT.reports_dir,
+        "generations": LAYOUT.generations,
+        "pins": LAYOUT.pins,
+        "qemu_dir": LAYOUT.qemu_dir("local"),
     }
     assert {name: str(path) for name, path in paths.items()} == {
         "mark": "/var/lib/reconcile/demo/.reconcile-lab",
@@ -67,6 +70,9 @@ def test_every_path_of_the_layout_is_where_it_always_was() -> None:
         "host_known_hosts": "/var/lib/reconcile/demo/ssh/bm1.known_hosts",
         "gitops_dir": "/var/lib/reconcile/demo/gitops",
         "reports_dir": "/var/lib/reconcile/demo/reports",
+        "generations": "/var/lib/reconcile/demo/generations",
+        "pins": "/var/lib/reconcile/demo/pins.json",
+        "qemu_dir": "/var/lib/reconcile/demo/qemu/local",
     }
 
 

@@ -51,6 +51,7 @@ class Lab:
 name = "{LAB}"
 flake = "{self.flake}"
 state_dir = "{self.state}"
+generations = 2
 [hypervisors.local]
 driver = "qemu"
 accel = "qemu"
@@ -282,4 +283,60 @@ def test_moving_a_guest_from_libvirt_to_the_qemu_driver_leaves_one_copy(lab: Lab
     assert libvirt_domains() == set()  # no second copy left behind under libvirt
     assert lab.qemu_pid("m") is not None
     assert "reconcile-ready: /nix/store/" in lab.serial("m")
+    lab.assert_converged()
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _new_closure(lab: Lab) -> None:
+    systems = lab.flake / "systems.nix"
+    text = systems.read_text()
+    start = text.index("demo-a = { message = ")
+    end = text.index(";", text.index('"', start + 22) + 1)
+    token = os.urandom(4).hex()
+    systems.write_text(text[:start] + f'demo-a = {{ message = "demo a {token}"' + text[end:])
+
+
+def test_generations_and_a_rollback_through_plan_and_apply(lab: Lab) -> None:
+    del lab.guests["m"]
+    lab.write()
+    assert lab.apply("--prune").returncode == 0
+    listed = reconcile("generations", str(lab.manifest), "a")
+    assert listed.returncode == 0 and "   1  " in listed.stdout, listed.stdout
+    first = listed.stdout.splitlines()[1].split()[-1]
+    tops = [first]
+    for _ in range(2):  # two new closures: generations 2 and 3; 1 is released (keep 2)
+        _new_closure(lab)
+        proc = lab.apply()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        pid = lab.qemu_pid("a")
+        assert pid is not None
+        tops.append(
+            next(
+                w.split("=", 1)[1][: -len("/init")]
+                for w in _cmdline(pid).split()
+                if w.startswith("init=")
+            )
+        )
+    listed = reconcile("generations", str(lab.manifest), "a").stdout
+    assert [line.split()[0] for line in listed.splitlines()[1:]] == ["2", "3"], listed
+    roots = lab.state / "generations" / "a"
+    assert sorted(p.name for p in roots.iterdir()) == ["2", "3"]  # 1's root released
+    assert os.readlink(roots / "3") == tops[2]
+    # back to generation 2, through the normal plan and apply
+    back = reconcile("rollback", str(lab.manifest), "a", "--to", "2")
+    assert back.returncode == 0 and "pinned to generation 2" in back.stdout, back.stdout
+    assert lab.changes()["a"] == "restart"
+    proc = lab.apply("--target", "a")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"init={tops[1]}/init" in _cmdline(lab.qemu_pid("a") or 0)
+    lab.assert_converged()  # the pin holds: the manifest's newer system is not applied
+    assert "(pinned by rollback)" in reconcile("generations", str(lab.manifest), "a").stdout
+    # released: the manifest's system again
+    assert reconcile("rollback", str(lab.manifest), "a", "--release").returncode == 0
+    assert lab.changes()["a"] == "restart"
+    assert lab.apply().returncode == 0
+    assert f"init={tops[2]}/init" in _cmdline(lab.qemu_pid("a") or 0)
     lab.assert_converged()

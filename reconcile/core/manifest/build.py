@@ -55,6 +55,7 @@ def build(doc: dict[str, Json], manifest: Path, digest: str) -> d.Manifest:
             eval_timeout_s=parse_duration(lab["eval_timeout"]),
             build_timeout_s=parse_duration(lab["build_timeout"]),
             lock_warn_after_s=parse_duration(lab["lock_warn_after"]),
+            generations=lab["generations"],
         ),
         hypervisors=hypervisors,
         kernels={name: _kernel(base, name, k) for name, k in doc.get("kernels", {}).items()},
