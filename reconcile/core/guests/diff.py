@@ -213,21 +213,25 @@ def diff_guest(intent: GuestIntent, observation: HypervisorObservation, lab: str
     return replace(known, kind=ChangeKind.RESTART, reasons=live_changes)
 
 
-def diff_orphan(
-    domain: ObservedDomain, hypervisor: str, *, prune: bool, protected: bool
-) -> GuestChange:
-    """A domain marked as ours whose guest left the manifest."""
+def _kept(domain: ObservedDomain, hypervisor: str) -> GuestChange:
+    """A marked domain no guest of the manifest wants there, as it is (kept, to begin with)."""
     mark = domain.config.mark
-    assert mark is not None
-    running = domain.state in (DomainState.RUNNING, DomainState.PAUSED)
-    base = GuestChange(
+    assert mark is not None  # only marked domains get here
+    return GuestChange(
         mark.name,
         domain.name,
         hypervisor,
         ChangeKind.KEEP,
-        running=running,
+        running=domain.state in (DomainState.RUNNING, DomainState.PAUSED),
         observed_state=domain.state,
     )
+
+
+def diff_orphan(
+    domain: ObservedDomain, hypervisor: str, *, prune: bool, protected: bool
+) -> GuestChange:
+    """A domain marked as ours whose guest left the manifest."""
+    base = _kept(domain, hypervisor)
     if protected:
         return replace(base, note="not in the manifest, but it was defined with protect = true")
     if not prune:
@@ -240,18 +244,7 @@ def diff_moved(
 ) -> GuestChange:
     """A guest's domain on a hypervisor the manifest moved it away from: it goes (the new
     copy is made after it is gone), unless it is protected or the new place is unknown."""
-    mark = domain.config.mark
-    assert mark is not None
-    running = domain.state in (DomainState.RUNNING, DomainState.PAUSED)
-    base = GuestChange(
-        mark.name,
-        domain.name,
-        hypervisor,
-        ChangeKind.KEEP,
-        running=running,
-        observed_state=domain.state,
-        moved_to=to,
-    )
+    base = replace(_kept(domain, hypervisor), moved_to=to)
     if protected:
         return replace(
             base, note=f"moved to hypervisor '{to}', but defined with protect = true: kept"
