@@ -40,6 +40,7 @@ RECORD_MAX = 1 << 20
 POLL_S = 0.1
 START_TIMEOUT_S = 90.0
 _STATES = {"running": DomainState.RUNNING, "paused": DomainState.PAUSED}
+SYSTEMD_RUNS = Path("/run/systemd/system")  # sd_booted(3)
 
 
 class QemuError(ReconcileError):
@@ -182,6 +183,16 @@ class QemuHypervisor:
     def start(self, name: str) -> None:
         run = self._run(name)
         self._ours(run, "start")
+        if SYSTEMD_RUNS.is_dir():
+            # Under systemd a detached process still belongs to the unit or session that
+            # started it, and dies with it (a GitOps cycle's unit ends every interval):
+            # there, guests need transient units of their own, which are not built yet.
+            raise QemuError(
+                f"refusing to start {name}: this host runs systemd, where the qemu driver "
+                "needs transient units (systemd-run) for its guests to outlive reconcile, "
+                "and this version does not make them yet",
+                hint='use driver = "libvirt" for this hypervisor',
+            )
         if _pid(run.qemu_pid, run) is not None:
             return
         document = _read_json(run.definition)

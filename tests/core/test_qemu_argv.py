@@ -149,3 +149,20 @@ def test_a_guest_on_a_qemu_hypervisor_has_no_network() -> None:
         parse_manifest(text, Path("/lab/m.toml"))
     assert "guests.a.network" in rendered(caught.value)
     assert "no libvirt networks" in rendered(caught.value)
+
+
+def test_the_driver_refuses_to_start_a_guest_on_a_systemd_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd a detached supervisor would die with the unit that started it."""
+    from reconcile.adapters import qemu  # noqa: PLC0415
+
+    booted = tmp_path / "run-systemd-system"
+    booted.mkdir()
+    monkeypatch.setattr(qemu, "SYSTEMD_RUNS", booted)
+    hv = qemu.QemuHypervisor(tmp_path / "qemu", "demo")
+    run = tmp_path / "qemu" / "demo-a"
+    run.mkdir(parents=True)
+    (run / "mark.json").write_text('{"lab": "demo", "guest": "a"}')
+    with pytest.raises(ReconcileError, match="transient units"):
+        hv.start("demo-a")
