@@ -134,7 +134,8 @@ def text_lines(diff: ClosureDiff, indent: str = "      ", top: int = TOP) -> lis
         f"({_signed(diff.size_after - diff.size_before)})"
     )
     if diff.to_copy:
-        summary += f"; {diff.to_copy} paths ({human(diff.to_copy_bytes or 0)}) not in the old one"
+        paths = f"{diff.to_copy} path{'s' if diff.to_copy != 1 else ''}"
+        summary += f"; {paths} ({human(diff.to_copy_bytes or 0)}) not in the old one"
     lines = [summary]
     for change in diff.packages[:top]:
         if change.kind == "added":
