@@ -201,6 +201,9 @@ def test_first_action_waits_for_the_last_action_of_each_machine_it_comes_after()
     assert plan.blocked == {}
     keys = plan.action_keys()
     assert keys.index("app/define") > keys.index("db/wait-ready")
+    text = render_text(plan)  # the text says the order too, not only --graph and the JSON
+    assert "      after: db, nfs-server (manifest order)\n" in text
+    assert "      after: nfs-server (manifest order)\n" in text  # bm1, a host
 
 
 def test_machines_without_an_order_get_no_edge_between_them() -> None:

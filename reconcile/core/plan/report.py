@@ -70,6 +70,8 @@ def _change_lines(change: GuestChange, blocked: str = "") -> list[str]:
         lines += closures.text_lines(change.closure)
     if change.kconfig:
         lines += _kconfig_lines(change.kconfig)
+    if change.intent is not None and change.intent.guest.after and change.kind.is_change():
+        lines.append(f"      after: {', '.join(change.intent.guest.after)} (manifest order)")
     if change.note:
         lines.append(f"      ({change.note})")
     return lines
@@ -103,6 +105,8 @@ def _host_lines(change: HostChange, blocked: str = "") -> list[str]:
         lines.append(f"      system: {change.before or '(none)'} -> {change.after}")
     if change.closure is not None:
         lines += closures.text_lines(change.closure)
+    if change.intent is not None and change.intent.host.after and change.kind.is_change():
+        lines.append(f"      after: {', '.join(change.intent.host.after)} (manifest order)")
     if change.note:
         lines.append(f"      ({change.note})")
     return lines
