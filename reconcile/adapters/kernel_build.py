@@ -42,6 +42,16 @@ from reconcile.logs import get_logger
 log = get_logger(__name__)
 
 
+def build_dir(directory: Path) -> Path:
+    """make's O= directory inside a build's directory."""
+    return directory / "build"
+
+
+def resolved_config(directory: Path) -> Path:
+    """The build's resolved .config: what its key stands for, and what a kernel diff reads."""
+    return build_dir(directory) / ".config"
+
+
 @dataclass(frozen=True)
 class KernelJob:
     """A kernel of the manifest, located: where its build is, and whether it is done."""
@@ -62,7 +72,7 @@ class KernelJob:
 
     @property
     def build_dir(self) -> Path:
-        return self.directory / "build"
+        return build_dir(self.directory)
 
     @property
     def image(self) -> Path:
@@ -82,7 +92,7 @@ class KernelJob:
         return self.directory / "modules" / "lib" / "modules" / release
 
     def config(self) -> dict[str, str]:
-        return parse_config((self.build_dir / ".config").read_text())
+        return parse_config(resolved_config(self.directory).read_text())
 
 
 # git in a user's tree reads only that repository's own config, takes no locks (it never
@@ -311,7 +321,7 @@ def _resolve_config(job: KernelJob, stamp: Path) -> dict[str, str]:
     if isinstance(base, ConfigTarget):
         _make(job, base.target)
     else:
-        shutil.copyfile(_config_path(spec, base), job.build_dir / ".config")
+        shutil.copyfile(_config_path(spec, base), resolved_config(job.directory))
     fragments = [str(f) for f in spec.fragments]
     if spec.options:
         set_fragment = job.directory / "set.config"
@@ -326,7 +336,7 @@ def _resolve_config(job: KernelJob, stamp: Path) -> dict[str, str]:
                 "-m",
                 "-O",
                 str(job.build_dir),
-                str(job.build_dir / ".config"),
+                str(resolved_config(job.directory)),
                 *fragments,
             ],
             job.log_path,
@@ -378,7 +388,7 @@ def _build(job: KernelJob, config: dict[str, str]) -> None:
 def remove(layout: StateLayout, directory: Path) -> None:
     """Delete a kernel build of the lab. `src` is a link to the user's tree (or an export):
     the link is removed, never followed."""
-    if directory.parent != layout.kernels or not (directory / "build").exists():
+    if directory.parent != layout.kernels or not build_dir(directory).exists():
         raise ReconcileError(f"refusing to remove {directory}: not a kernel build directory")
     shutil.rmtree(directory)
     layout.kernel_build_lock(directory).unlink(missing_ok=True)
@@ -391,7 +401,7 @@ def config_of_image(image: Path, layout: StateLayout) -> dict[str, str] | None:
     if image.parent.parent != layout.kernels:
         return None
     try:
-        text = files.read_regular(image.parent / "build" / ".config", 4 << 20).decode()
+        text = files.read_regular(resolved_config(image.parent), 4 << 20).decode()
     except (OSError, UnicodeDecodeError):
         return None
     return parse_config(text)
