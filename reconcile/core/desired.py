@@ -110,16 +110,42 @@ class Share:
     writable: bool
 
 
+class NetworkKind(StrEnum):
+    LIBVIRT = "libvirt"  # a libvirt network (`default`: NAT and DHCP)
+    BRIDGE = "bridge"  # a host bridge; the guest's system sets the static address
+    USER = "user"  # QEMU user networking, SSH forwarded to a loopback port
+
+
 @dataclass(frozen=True)
 class Network:
-    libvirt: str
+    kind: NetworkKind
+    name: str  # the libvirt network or the bridge ("" for user networking)
     mac: str | None
+    address: str | None = None  # bridge: the guest's static address, as `a.b.c.d/len`
+    ssh_port: int | None = None  # user: the loopback port forwarded to the guest's port 22
+
+    @property
+    def libvirt(self) -> str:
+        """The libvirt network (imageless guests join only these)."""
+        return self.name
+
+
+class DiskFormat(StrEnum):
+    QCOW2 = "qcow2"
+    RAW = "raw"
+
+
+@dataclass(frozen=True)
+class DataDisk:
+    name: str
+    size_bytes: int
 
 
 @dataclass(frozen=True)
 class Disk:
     size_bytes: int
     image: str | None
+    format: DiskFormat = DiskFormat.QCOW2
 
 
 @dataclass(frozen=True)
@@ -163,6 +189,7 @@ class Guest:
     shutdown_timeout_s: float
     protect: bool
     after: tuple[str, ...] = ()  # guests and hosts whose changes come first (`after`)
+    data_disks: tuple[DataDisk, ...] = ()  # disk guests: kept across a recreate
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from reconcile.core.desired import Accel, Guest, GuestMode, Network, Share
+from reconcile.core.desired import Accel, Guest, GuestMode, Network, NetworkKind, Share
 from reconcile.core.guests.imageless import (
     RENDER_VERSION,
     BootKernel,
@@ -72,7 +72,7 @@ def _leaf_changes(value: Any, path: str = "") -> list[tuple[str, Any]]:
     return found
 
 
-BASE = definition(network=Network("default", None), shares=(Share("r", Path("/srv/r"), True),))
+BASE = definition(network=Network(NetworkKind.LIBVIRT, "default", None), shares=(Share("r", Path("/srv/r"), True),))
 CHANGES = _leaf_changes(BASE)
 
 

@@ -14,13 +14,11 @@ both of which the definition already covers.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-from dataclasses import dataclass, fields, is_dataclass
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 
 from reconcile.core.desired import Accel, Guest
+from reconcile.core.guests.hashing import spec_hash
 from reconcile.core.guests.identity import Mark, domain_name, domain_uuid, mac_address
 from reconcile.core.guests.shares import (
     MODULES_TAG,
@@ -122,25 +120,6 @@ class GuestDefinition:
             kernel=kernel_identity(self.kernel),
             protect=self.mark.protect,
         )
-
-
-def _canonical(value: object) -> object:
-    """A nested value as JSON: a dataclass is the list of its fields in order."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return [_canonical(getattr(value, f.name)) for f in fields(value)]
-    if isinstance(value, tuple | list):
-        return [_canonical(v) for v in value]
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def spec_hash(definition: GuestDefinition) -> str:
-    """sha256 of every field of the definition, by name, each nested value canonical."""
-    canonical = {f.name: _canonical(getattr(definition, f.name)) for f in fields(definition)}
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
 def kernel_identity(kernel: BootKernel) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,46 @@ def _ssh(base: Path, s: dict[str, Json]) -> d.Ssh:
     )
 
 
+def _network(n: dict[str, Json]) -> d.Network:
+    """Semantics checked that exactly one kind is given, with its companion key."""
+    if "bridge" in n:
+        return d.Network(d.NetworkKind.BRIDGE, n["bridge"], n.get("mac"), address=n["address"])
+    if n.get("user"):
+        return d.Network(d.NetworkKind.USER, "", n.get("mac"), ssh_port=n["ssh_port"])
+    return d.Network(d.NetworkKind.LIBVIRT, n["libvirt"], n.get("mac"))
+
+
+def _disk(disk: dict[str, Json]) -> d.Disk:
+    return d.Disk(
+        size_bytes=parse_size(disk["size"]),
+        image=disk.get("image"),
+        format=d.DiskFormat(disk["format"]),
+    )
+
+
+def _guest_ssh(base: Path, s: dict[str, Json], network: d.Network | None) -> d.Ssh:
+    """A disk guest's SSH: its address follows from the network (the lease of a libvirt
+    network is only known once observed: `host` stays empty until then)."""
+    if "target" in s:
+        return _ssh(base, {**s, "port": 22})
+    host, port = "", 22
+    if network is not None and network.kind is d.NetworkKind.USER:
+        host, port = "127.0.0.1", network.ssh_port or 22
+    elif network is not None and network.address is not None:
+        host = network.address.partition("/")[0]
+    target = {**s, "target": f"{s['user']}@{host or 'unknown.invalid'}", "port": port}
+    ssh = _ssh(base, target)
+    return ssh if host else replace(ssh, host="")
+
+
 def _guest(base: Path, name: str, g: dict[str, Json], only_hypervisor: str) -> d.Guest:
-    network = g.get("network")
+    network = _network(g["network"]) if "network" in g else None
     disk = g.get("disk")
+    if disk is None and g["mode"] == "disk":
+        disk = {"size": "20GiB", "format": "qcow2"}  # the schema's defaults of `disk`
+    ssh = None
+    if "ssh" in g:
+        ssh = _guest_ssh(base, g["ssh"], network)
     return d.Guest(
         name=name,
         mode=d.GuestMode(g["mode"]),
@@ -124,16 +162,19 @@ def _guest(base: Path, name: str, g: dict[str, Json], only_hypervisor: str) -> d
             d.Share(tag=s["tag"], source=resolve_path(base, s["source"]), writable=s["writable"])
             for s in g["shares"]
         ),
-        network=d.Network(libvirt=network["libvirt"], mac=network.get("mac")) if network else None,
-        disk=d.Disk(size_bytes=parse_size(disk["size"]), image=disk.get("image")) if disk else None,
+        network=network,
+        disk=_disk(disk) if disk else None,
         update=d.DiskUpdate(g["update"]),
-        ssh=_ssh(base, g["ssh"]) if "ssh" in g else None,
+        ssh=ssh,
         restart=d.RestartPolicy(g["restart"]),
         state=d.GuestState(g["state"]),
         boot_timeout_s=parse_duration(g["boot_timeout"]),
         shutdown_timeout_s=parse_duration(g["shutdown_timeout"]),
         protect=g["protect"],
         after=tuple(g["after"]),
+        data_disks=tuple(
+            d.DataDisk(x["name"], parse_size(x["size"])) for x in g.get("data_disks", [])
+        ),
     )
 
 

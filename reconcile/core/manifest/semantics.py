@@ -25,7 +25,8 @@ Json = Any
 RESERVED_SHARE_TAGS = ("store", "modules")
 BUILD_KEYS = ("ref", "config", "fragments", "set")
 PREBUILT_KEYS = ("image", "modules", "initrd_modules")
-DISK_ONLY_KEYS = ("disk", "ssh")
+DISK_ONLY_KEYS = ("disk", "ssh", "data_disks")
+NETWORK_KINDS = ("libvirt", "bridge", "user")
 
 
 def check_built(manifest: Manifest) -> list[Finding]:
@@ -160,6 +161,7 @@ def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
     hypervisors = sorted(doc.get("hypervisors", {}))
     kernels = sorted(doc.get("kernels", {}))
     macs: dict[str, str] = {}
+    ports: dict[tuple[str, int], str] = {}
     for name, guest in doc.get("guests", {}).items():
         path = ("guests", name)
         hypervisor = guest.get("hypervisor")
@@ -205,6 +207,9 @@ def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
                 "only imageless guests boot an external kernel",
                 "a disk guest boots the kernel of its own image; remove `kernel`",
             )
+        if guest["mode"] == "disk":
+            yield from _check_disk_guest(doc, path, guest)
+        yield from _check_network(path, guest)
         tags: set[str] = set()
         for index, share in enumerate(guest.get("shares", [])):
             tag = share["tag"]
@@ -217,6 +222,17 @@ def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
             elif tag in tags:
                 yield Finding((*path, "shares", index, "tag"), f"duplicate share tag '{tag}'")
             tags.add(tag)
+        port = guest.get("network", {}).get("ssh_port")
+        if port is not None:
+            key = (hypervisor or (hypervisors[0] if hypervisors else ""), port)
+            if key in ports:
+                yield Finding(
+                    (*path, "network", "ssh_port"),
+                    f"port {port} is already forwarded to guest '{ports[key]}' on this "
+                    "hypervisor",
+                    "give each guest its own ssh_port",
+                )
+            ports[key] = name
         mac = guest.get("network", {}).get("mac")
         if mac is not None:
             if mac in macs:
@@ -231,6 +247,79 @@ def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
                     "a multicast MAC address cannot be a NIC's",
                     "the first octet must be even, e.g. 52:54:00:...",
                 )
+
+
+def _check_network(path: tuple[str, ...], guest: dict[str, Json]) -> Iterator[Finding]:
+    """Exactly one kind of NIC, with its companion key; imageless guests join libvirt's."""
+    network = guest.get("network")
+    if network is None:
+        return
+    where = (*path, "network")
+    kinds = [k for k in NETWORK_KINDS if k in network]
+    if len(kinds) != 1:
+        yield Finding(
+            where,
+            "give exactly one of `libvirt`, `bridge` or `user`"
+            + (f" (found {', '.join(kinds)})" if kinds else ""),
+            'e.g. network = { libvirt = "default" } or { user = true, ssh_port = 2222 }',
+        )
+        return
+    kind = kinds[0]
+    if guest["mode"] == "imageless" and kind != "libvirt":
+        yield Finding(
+            (*where, kind),
+            "an imageless guest's NIC joins a libvirt network",
+            'use network = { libvirt = "default" }; bridges and user networking are for disk '
+            "guests",
+        )
+    companions = {"bridge": "address", "user": "ssh_port"}
+    for other, companion in companions.items():
+        if companion in network and kind != other:
+            yield Finding(
+                (*where, companion), f"`{companion}` goes with `{other}`, not with `{kind}`"
+            )
+    if kind in companions and companions[kind] not in network:
+        example = {"bridge": 'address = "192.0.2.10/24"', "user": "ssh_port = 2222"}[kind]
+        yield Finding(
+            where,
+            f"a `{kind}` network needs `{companions[kind]}`",
+            f"e.g. {example}" + (" (a free port on 127.0.0.1)" if kind == "user" else ""),
+        )
+
+
+def _check_disk_guest(
+    doc: dict[str, Json], path: tuple[str, ...], guest: dict[str, Json]
+) -> Iterator[Finding]:
+    hypervisors = doc.get("hypervisors", {})
+    name = guest.get("hypervisor") or (next(iter(hypervisors)) if len(hypervisors) == 1 else "")
+    hypervisor = hypervisors.get(name, {})
+    if hypervisor.get("driver", "libvirt") != "libvirt":
+        yield Finding(
+            (*path, "hypervisor"),
+            f"disk guests run under libvirt; hypervisor '{name}' uses the "
+            f"{hypervisor['driver']} driver",
+            "give the guest a hypervisor with a libvirt `uri`",
+        )
+    if guest["update"] == "switch" and "ssh" not in guest:
+        yield Finding(
+            path,
+            'a disk guest with update = "switch" needs `ssh`: a new system is copied and '
+            "activated over it",
+            'add ssh = { identity = "/path/to/key" }, or set update = "recreate"',
+        )
+    if "ssh" in guest and "network" not in guest:
+        yield Finding(
+            (*path, "ssh"),
+            "a disk guest without `network` cannot be reached over SSH",
+            "add network = { user = true, ssh_port = 2222 } (or a bridge or libvirt network)",
+        )
+    seen: set[str] = set()
+    for index, disk in enumerate(guest.get("data_disks", [])):
+        if disk["name"] in seen:
+            yield Finding(
+                (*path, "data_disks", index, "name"), f"duplicate data disk '{disk['name']}'"
+            )
+        seen.add(disk["name"])
 
 
 def _check_after(doc: dict[str, Json]) -> Iterator[Finding]:
