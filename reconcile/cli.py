@@ -205,6 +205,14 @@ def _cmd_apply(args: argparse.Namespace) -> ExitCode:
         conflicts = plan.conflicts()
         results: list[Result] = []
         if plan.actions():
+            wiped = plan.recreates()
+            if wiped and args.yes and not args.allow_recreate:
+                raise ReconcileError(
+                    f"the plan wipes the disk of {', '.join(wiped)} (recreate); refusing "
+                    "with --yes alone",
+                    hint="pass --allow-recreate as well, or apply without --yes and answer "
+                    "the question",
+                )
             if not args.yes and not _confirm():
                 print("Apply cancelled.", file=sys.stderr)
                 return ExitCode.ERROR
@@ -422,6 +430,12 @@ def _add_apply(sub: _Commands) -> None:
     _add_selection(apply)
     _add_show_unmanaged(apply)
     apply.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    apply.add_argument(
+        "--allow-recreate",
+        action="store_true",
+        help="with --yes: let the plan recreate disk guests, wiping their disks (data disks "
+        "are kept); without it such a plan is refused unless confirmed interactively",
+    )
     apply.add_argument(
         "--parallel",
         type=_positive,

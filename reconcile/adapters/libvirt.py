@@ -38,6 +38,8 @@ import libvirt
 
 from reconcile.core.desired import Hypervisor
 from reconcile.core.errors import ProbeError, ReconcileError
+from reconcile.core.guests.disk import DiskDefinition
+from reconcile.core.guests.disk_xml import DiskDomainSpec, render_disk_xml
 from reconcile.core.guests.domain_xml import (
     READY_KEY,
     READY_NAMESPACE,
@@ -484,7 +486,7 @@ class LibvirtHypervisor:
                 return False
             raise self._error(exc, "read", name) from None
 
-    def define(self, spec: DomainSpec) -> None:
+    def define(self, spec: DomainSpec | DiskDomainSpec) -> None:
         """Define (or redefine) the domain; the deterministic UUID keeps libvirt's identity.
 
         An existing domain of that name must carry our mark for the same lab and guest.
@@ -505,7 +507,12 @@ class LibvirtHypervisor:
             spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connection()
         with self._errors("define", spec.name):
-            self._call("defineXML", conn.defineXML, render_domain_xml(spec), domain=spec.name)
+            xml = (
+                render_disk_xml(spec)
+                if isinstance(spec, DiskDomainSpec)
+                else render_domain_xml(spec)
+            )
+            self._call("defineXML", conn.defineXML, xml, domain=spec.name)
         log.info("defined", uri=self.uri, domain=spec.name, spec_hash=spec.mark.spec_hash)
 
     def start(self, name: str) -> None:
@@ -577,9 +584,35 @@ class LibvirtHypervisor:
                 raise self._error(exc, "destroy", name) from None
         log.info("destroyed", uri=self.uri, domain=name)
 
-    def console(self, definition: GuestDefinition) -> Path:
+    def console(self, definition: GuestDefinition | DiskDefinition) -> Path:
         """The domain XML sends the serial console to the definition's log file."""
         return definition.serial_log
+
+    def resize_disk(self, name: str, target: str, size_bytes: int) -> None:
+        """Grow a running domain's disk (QEMU's block_resize); the guest sees it at once."""
+        dom = self._owned(name, "resize a disk of")
+        with self._errors("resize a disk of", name):
+            self._call(
+                "blockResize",
+                dom.blockResize,
+                target,
+                size_bytes,
+                libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+                domain=name,
+            )
+        log.info("resized", uri=self.uri, domain=name, disk=target, bytes=size_bytes)
+
+    def leases(self, network: str) -> dict[str, str]:
+        """MAC -> IPv4 address of the DHCP leases of a libvirt network (read-only)."""
+        conn = self._connection()
+        with self._errors("read the leases of network", network):
+            net = self._call("networkLookupByName", conn.networkLookupByName, network)
+            found = self._call("DHCPLeases", net.DHCPLeases)
+        return {
+            lease["mac"].lower(): lease["ipaddr"]
+            for lease in found
+            if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and lease.get("mac")
+        }
 
     def undefine(self, name: str) -> None:
         """Remove the definition. A running domain is refused: it would linger as transient."""

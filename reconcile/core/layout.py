@@ -93,6 +93,18 @@ class StateLayout:
         # guest's serial console, written by virtlogd, read for the readiness line
         return self.guests.joinpath(guest, "serial.log")
 
+    def overlay(self, guest: str) -> Path:
+        # a disk guest's system disk: a qcow2 overlay on its base image (wiped by a recreate)
+        return self.guests.joinpath(guest, "disk.qcow2")
+
+    def data_disk(self, guest: str, disk: str) -> Path:
+        # a disk guest's data disk: kept across a recreate, removed when the guest is pruned
+        return self.guests.joinpath(guest, f"data-{disk}.qcow2")
+
+    def guest_host_key(self, guest: str) -> Path:
+        # the SSH host key a disk guest printed on its console at its first boot (pinned)
+        return self.guests.joinpath(guest, "ssh_host_key.pub")
+
     @functools.cached_property
     def initrd_dir(self) -> Path:
         # the early-module initrds, content-addressed: `<key>.img` and `<key>.img.sha256`

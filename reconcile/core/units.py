@@ -67,3 +67,11 @@ def duration_problem(
     if whole_seconds and value % 1000:
         return f"must be a whole number of seconds, got {text!r}"
     return None
+
+
+def format_size(size_bytes: int) -> str:
+    """A size in the largest binary unit that divides it (what the manifest would say)."""
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size_bytes and size_bytes % factor == 0:
+            return f"{size_bytes // factor}{unit}"
+    return f"{size_bytes} bytes"

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from reconcile.adapters import libvirt, qemu
 from reconcile.core.desired import Hypervisor, Lab
 from reconcile.core.errors import ReconcileError
+from reconcile.core.guests.disk import DiskDefinition
+from reconcile.core.guests.disk_xml import DiskDomainSpec
 from reconcile.core.guests.domain_xml import DomainSpec
 from reconcile.core.guests.imageless import GuestDefinition
 from reconcile.core.guests.observed import HypervisorObservation, ObservedDomain
@@ -56,6 +58,34 @@ class Driver(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DiskDriver(Protocol):
+    """What disk guests need of a driver besides: their own definition, disks that grow
+    while the guest runs, a libvirt network's DHCP leases. Only libvirt's has it."""
+
+    uri: str
+
+    def probe(self, name: str) -> ObservedDomain | None: ...
+
+    def define(self, spec: DiskDomainSpec) -> None: ...
+
+    def start(self, name: str) -> None: ...
+
+    def mark_ready(self, name: str, toplevel: str) -> None: ...
+
+    def shutdown(self, name: str, timeout_s: float) -> bool: ...
+
+    def destroy(self, name: str) -> None: ...
+
+    def undefine(self, name: str) -> None: ...
+
+    def console(self, definition: DiskDefinition) -> Path: ...
+
+    def resize_disk(self, name: str, target: str, size_bytes: int) -> None: ...
+
+    def leases(self, network: str) -> dict[str, str]: ...
 
 
 DriverFactory = Callable[[Hypervisor, Lab], Driver]

@@ -257,6 +257,13 @@ class _Run:
             unknown = plan.unknown()
             conflicts = plan.conflicts()  # cannot converge: an error, like unknown
             results: list[Result] = []
+            if gitops.apply is GitOpsApply.AUTO and plan.actions() and plan.recreates():
+                raise CycleError(
+                    "recreate-refused",
+                    f"commit {sha[:12]} would wipe the disk of {', '.join(plan.recreates())} "
+                    "(recreate): GitOps never wipes a disk on its own; run `reconcile apply "
+                    "--allow-recreate` by hand",
+                )
             if gitops.apply is GitOpsApply.AUTO and plan.actions():
                 self.stage = Stage.APPLY
                 log.info("applying", commit=sha, actions=len(plan.actions()))

@@ -41,7 +41,7 @@ POLL_S = 0.25
 LOG_TAIL_LINES = 25
 
 
-def _running(domain: ObservedDomain) -> bool:
+def running(domain: ObservedDomain) -> bool:
     return domain.state in (DomainState.RUNNING, DomainState.PAUSED)
 
 
@@ -95,9 +95,9 @@ class GuestPerformer:
             case StartGuest():
                 if domain is None:
                     raise StaleError(f"domain '{action.guest.domain}' vanished before its start")
-                satisfied = _running(domain)
+                satisfied = running(domain)
             case ShutdownGuest() | DestroyGuest():
-                satisfied = domain is None or not _running(domain)
+                satisfied = domain is None or not running(domain)
             case UndefineGuest():
                 satisfied = domain is None
         return Check.SATISFIED if satisfied else Check.NEEDED
@@ -107,6 +107,7 @@ class GuestPerformer:
     def perform(self, action: GuestStep) -> None:
         match action:
             case DefineGuest():
+                assert isinstance(action.intent, GuestIntent)  # disk guests: disk_guests.py
                 self._hv(action).define(self.domain_spec(action.intent))
                 self._sync_roots(action.guest, also=action.intent.toplevel)
                 lab = self.ctx.manifest.lab
@@ -114,6 +115,7 @@ class GuestPerformer:
                     lab.layout, action.subject, action.intent.toplevel, lab.generations
                 )
             case StartGuest():
+                assert isinstance(action.intent, GuestIntent)
                 serial_log = action.intent.definition.serial_log
                 serial_log.parent.mkdir(parents=True, exist_ok=True)
                 serial_log.unlink(missing_ok=True)
@@ -175,7 +177,7 @@ class GuestPerformer:
         domain_name_ = action.guest.domain
         next_probe = 0.0
         while True:
-            text = _read(log_path)
+            text = read_console(log_path)
             lines = text.splitlines()
             if any(line.strip() == want for line in lines):
                 hv.mark_ready(domain_name_, toplevel)
@@ -184,36 +186,36 @@ class GuestPerformer:
             if fatal is not None:
                 raise ReconcileError(
                     f"guest '{action.subject}' failed to boot: {fatal.strip()}"
-                    + _tail(text, log_path),
+                    + tail(text, log_path),
                     hint=f"its console log is {log_path}",
                 )
             now = time.monotonic()
             if now >= next_probe:
                 domain = hv.probe(domain_name_)
-                if domain is None or not _running(domain):
+                if domain is None or not running(domain):
                     raise ReconcileError(
                         f"guest '{action.subject}' stopped before it was ready"
-                        + _tail(text, log_path),
+                        + tail(text, log_path),
                         hint=f"its console log is {log_path}",
                     )
                 next_probe = now + 2.0
             if now >= deadline:
                 raise ReconcileError(
                     f"guest '{action.subject}' not ready after {action.timeout_s:g}s "
-                    f"(waiting for '{want}')" + _tail(text, log_path),
+                    f"(waiting for '{want}')" + tail(text, log_path),
                     hint=f"raise guests.{action.subject}.boot_timeout, or read {log_path}",
                 )
             time.sleep(POLL_S)
 
 
-def _read(path: Path) -> str:
+def read_console(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
     except OSError:
         return ""
 
 
-def _tail(text: str, path: Path) -> str:
+def tail(text: str, path: Path) -> str:
     lines = text.rstrip().splitlines()[-LOG_TAIL_LINES:]
     if not lines:
         return f"\n  (nothing on the console yet: {path})"

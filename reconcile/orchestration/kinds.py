@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from reconcile.core.plan.actions import Action, GuestStep, HostStep, LabStep
+from reconcile.core.desired import GuestMode
+from reconcile.core.plan.actions import Action, DiskStep, GuestStep, HostStep, LabStep
+from reconcile.orchestration.disk_guests import DiskGuestPerformer
 from reconcile.orchestration.executor import Check, Performer
 from reconcile.orchestration.guests import GuestPerformer
 from reconcile.orchestration.lab_steps import LabStepPerformer
@@ -27,6 +29,7 @@ class Kind:
     name: str
     steps: tuple[type, ...]  # the action types its performer carries out
     performer: Callable[[Context], Performer[Any]]  # made on the first of its actions
+    mode: str | None = None  # a guest kind: the steps of guests of this mode (GuestRef.mode)
 
 
 def _hosts(ctx: Context) -> Performer[HostStep]:
@@ -39,7 +42,13 @@ def _hosts(ctx: Context) -> Performer[HostStep]:
 
 KINDS: tuple[Kind, ...] = (
     Kind("lab", get_args(LabStep), LabStepPerformer),
-    Kind("imageless guest", get_args(GuestStep), GuestPerformer),
+    Kind("imageless guest", get_args(GuestStep), GuestPerformer, GuestMode.IMAGELESS.value),
+    Kind(
+        "disk guest",
+        (*get_args(GuestStep), *get_args(DiskStep)),
+        DiskGuestPerformer,
+        GuestMode.DISK.value,
+    ),
     Kind("baremetal host", get_args(HostStep), _hosts),
 )
 
@@ -49,11 +58,12 @@ class Router:
 
     def __init__(self, ctx: Context, kinds: tuple[Kind, ...] = KINDS) -> None:
         self.ctx = ctx
-        self._kinds = {step: kind for kind in kinds for step in kind.steps}
+        self._kinds = {(step, kind.mode): kind for kind in kinds for step in kind.steps}
         self._performers: dict[str, Performer[Any]] = {}
 
     def _for(self, action: Action) -> Performer[Any]:
-        kind = self._kinds.get(type(action))
+        guest = getattr(action, "guest", None)  # guest steps name their guest's mode
+        kind = self._kinds.get((type(action), guest.mode if guest is not None else None))
         if kind is None:
             raise TypeError(f"no machine kind performs {type(action).__name__}")
         if kind.name not in self._performers:

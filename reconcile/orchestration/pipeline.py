@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconcile.adapters import (
+    disks,
     files,
     generations,
     kernel_build,
@@ -22,9 +23,19 @@ from reconcile.adapters import (
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
 from reconcile.core.closures import ClosureDiff, diff_closures
-from reconcile.core.desired import Guest, Manifest, PrebuiltKernel
-from reconcile.core.errors import PlanError, ReconcileError
-from reconcile.core.guests.diff import GuestChange
+from reconcile.core.desired import (
+    Activation,
+    Guest,
+    GuestMode,
+    Host,
+    Manifest,
+    NetworkKind,
+    PrebuiltKernel,
+    Ssh,
+)
+from reconcile.core.errors import PlanError, ProbeError, ReconcileError
+from reconcile.core.guests.diff import ChangeKind, GuestChange
+from reconcile.core.guests.disk import DiskIntent, disk_intent, image_installable, image_key
 from reconcile.core.guests.identity import domain_name
 from reconcile.core.guests.imageless import kernel_cmdline
 from reconcile.core.guests.intent import (
@@ -35,7 +46,7 @@ from reconcile.core.guests.intent import (
     lab_views,
     system_installable,
 )
-from reconcile.core.guests.observed import HypervisorObservation
+from reconcile.core.guests.observed import DiskFileFacts, HypervisorObservation
 from reconcile.core.hosts.baremetal import (
     HostChange,
     HostChangeKind,
@@ -57,7 +68,7 @@ from reconcile.core.plan.graph import Plan, make_plan
 from reconcile.core.plan.select import select
 from reconcile.logs import get_logger
 from reconcile.orchestration import drivers
-from reconcile.orchestration.drivers import Driver, DriverFactory
+from reconcile.orchestration.drivers import DiskDriver, Driver, DriverFactory
 
 if TYPE_CHECKING:  # fabric and paramiko (~60 ms) are imported only for a lab with hosts
     from reconcile.adapters import ssh
@@ -83,6 +94,11 @@ class Context:
     _sessions: dict[str, ssh.Session] = field(default_factory=dict)
     seen_hosts: dict[str, HostObservation] = field(default_factory=dict)
     _agent: Agent | None = None
+    # Running disk guests reached over SSH like hosts: their SSH with address and key resolved.
+    guest_ssh: dict[str, Ssh] = field(default_factory=dict)
+
+    def ssh_of(self, host: str) -> Ssh:
+        return self.guest_ssh[host] if host in self.guest_ssh else self.manifest.hosts[host].ssh
 
     def hypervisor(self, name: str) -> Driver:
         if name not in self._hypervisors:
@@ -96,7 +112,7 @@ class Context:
         if host not in self._sessions:
             from reconcile.adapters import ssh  # noqa: PLC0415 - see TYPE_CHECKING above
 
-            self._sessions[host] = ssh.Session(self.manifest.hosts[host].ssh)
+            self._sessions[host] = ssh.Session(self.ssh_of(host))
         return self._sessions[host]
 
     def reconnect(self, host: str) -> ssh.Session:
@@ -110,7 +126,7 @@ class Context:
         """Environment giving OpenSSH the host's passphrase-protected identity (an agent)."""
         if self._agent is None:
             self._agent = Agent(self.manifest.lab.layout.ssh_dir)
-        return self._agent.env(self.manifest.hosts[host].ssh)
+        return self._agent.env(self.ssh_of(host))
 
     def close(self) -> None:
         if self._agent is not None:
@@ -186,25 +202,32 @@ def resolve_kernels(
 class Wanted:
     """The targeted guests and hosts with their inputs resolved."""
 
-    guests: list[GuestIntent]
+    guests: list[GuestIntent | DiskIntent]
     hosts: list[HostIntent]
     unbuilt: dict[str, str]  # installables not yet in the store, by guest or host name
     kernels: dict[str, str]  # kernels to build, with their build directory
 
 
 def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
-    """Each targeted guest's and host's intent; all systems are evaluated in one call."""
+    """Each targeted guest's and host's intent; all systems (and disk guests' images) are
+    evaluated in one call."""
     guests, hosts = select(manifest, targets)
     for guest in guests:
-        if guest.mode not in DEFINERS:
+        if guest.mode not in DEFINERS and guest.mode is not GuestMode.DISK:
             raise ReconcileError(
                 f"guest '{guest.name}' is a {guest.mode.value} guest, which this version "
-                "cannot manage yet",
-                hint="disk guests come with their own issue; remove it or use --target",
+                "cannot manage",
+                hint="remove it or use --target",
             )
-    kernels, kernels_to_build = resolve_kernels(manifest, guests)
+    imageless = [g for g in guests if g.mode is GuestMode.IMAGELESS]
+    kernels, kernels_to_build = resolve_kernels(manifest, imageless)
     systems = [(g.name, g.system) for g in guests] + [(h.name, h.system) for h in hosts]
     installables = {name: system_installable(manifest.lab.flake, s) for name, s in systems}
+    installables.update(
+        (image_key(g.name), _image_installable(manifest, g))
+        for g in guests
+        if g.mode is GuestMode.DISK
+    )
     cache = nix.EvalCache(manifest.lab.layout.eval_cache)
     toplevels = nix.resolve_systems(
         manifest.lab.flake,
@@ -212,7 +235,7 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
         cache,
         manifest.lab.eval_timeout_s,
     )
-    result = []
+    result: list[GuestIntent | DiskIntent] = []
     pinned = generations.pins(manifest.lab.layout)  # `reconcile rollback`: in place of the manifest
     unbuilt = {
         name: installable
@@ -220,18 +243,43 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
         if name not in pinned and not nix.is_built(toplevels[installable])
     }
     for guest in guests:
-        assert guest.kernel is not None
         toplevel = pinned.get(guest.name) or toplevels[installables[guest.name]]
         if guest.name in pinned and not nix.is_built(toplevel):
             raise PlanError(
                 f"guest '{guest.name}' is pinned to {toplevel}, which is not in the store",
                 hint=f"reconcile rollback ... {guest.name} --release follows the manifest again",
             )
+        if guest.mode is GuestMode.DISK:
+            result.append(
+                disk_intent(
+                    manifest.lab.name,
+                    guest,
+                    accel=manifest.hypervisors[guest.hypervisor].accel,
+                    layout=manifest.lab.layout,
+                    toplevel=toplevel,
+                    image=toplevels[installables[image_key(guest.name)]],
+                )
+            )
+            continue
+        assert guest.kernel is not None
         result.append(guest_intent(manifest, guest, toplevel, kernels[guest.kernel]))
     host_intents = [
         HostIntent(h, toplevels[installables[h.name]], installables[h.name]) for h in hosts
     ]
     return Wanted(result, host_intents, unbuilt, kernels_to_build)
+
+
+def _image_installable(manifest: Manifest, guest: Guest) -> str:
+    assert guest.disk is not None
+    if guest.disk.image is not None:
+        return system_installable(manifest.lab.flake, guest.disk.image)
+    if "#" in guest.system:
+        raise PlanError(
+            f"guest '{guest.name}': its system is an installable ({guest.system}), so its "
+            "base image cannot be found by name",
+            hint="give the image's installable as disk.image",
+        )
+    return image_installable(manifest.lab.flake, guest.system, guest.disk.format)
 
 
 def observe(ctx: Context, *, every_domain: bool = False) -> dict[str, HypervisorObservation]:
@@ -275,6 +323,94 @@ def observe_hosts(ctx: Context, hosts: Sequence[HostIntent]) -> list[HostChange]
         return list(pool.map(one, hosts))
 
 
+def observe_overlays(
+    intents: Sequence[GuestIntent | DiskIntent],
+) -> dict[str, DiskFileFacts | str | None]:
+    """Each disk guest's overlay header: None when there is none, why when unreadable."""
+    found: dict[str, DiskFileFacts | str | None] = {}
+    for intent in intents:
+        if isinstance(intent, DiskIntent):
+            try:
+                found[intent.name] = disks.inspect(intent.definition.overlay)
+            except ProbeError as error:
+                found[intent.name] = error.message
+    return found
+
+
+def with_address(ctx: Context, change: GuestChange) -> GuestChange:
+    """Where a disk guest is reached: its forwarded port, its static address, or its DHCP
+    lease on a libvirt network (read from libvirt; "" when there is none yet)."""
+    intent = change.intent
+    if not isinstance(intent, DiskIntent) or intent.definition.network is None:
+        return change
+    nic = intent.definition.network
+    if nic.kind is NetworkKind.USER:
+        return replace(change, address=f"127.0.0.1:{nic.ssh_port}")
+    if nic.kind is NetworkKind.BRIDGE:
+        return replace(change, address=(nic.address or "").partition("/")[0])
+    hv: object = ctx.hypervisor(intent.guest.hypervisor)
+    if not isinstance(hv, DiskDriver) or change.observed_state is None:
+        return change
+    try:
+        lease = hv.leases(nic.name).get(nic.mac, "")
+    except ReconcileError as error:
+        log.warning("leases unknown", network=nic.name, error=error.message)
+        return change
+    return replace(change, address=lease)
+
+
+def running_disk_guests(ctx: Context, diff: Diff) -> list[HostIntent]:
+    """Running, ready disk guests that switch to a new system over SSH, as hosts: the same
+    copy, profile, activation and health steps, with their pinned host key. A guest being
+    created, restarted or recreated boots what its disk has; the next run switches it."""
+    found = []
+    for change in diff.changes:
+        intent = change.intent
+        if not isinstance(intent, DiskIntent) or intent.recreates or intent.guest.ssh is None:
+            continue
+        if change.kind not in (ChangeKind.NOOP, ChangeKind.RESIZE) or not change.address:
+            continue
+        ssh = _guest_ssh(
+            ctx.manifest.lab.layout, intent.guest.name, intent.guest.ssh, change.address
+        )
+        if ssh is None:
+            log.warning("no host key pinned", guest=intent.name)
+            continue
+        ctx.guest_ssh[intent.name] = ssh
+        host = Host(
+            name=intent.name,
+            system=intent.guest.system,
+            ssh=ssh,
+            activation=Activation.SWITCH,
+            reboot=False,
+            health=(),
+            health_timeout_s=intent.guest.boot_timeout_s,
+            confirm_timeout_s=max(60.0, intent.guest.boot_timeout_s),
+            tags=intent.guest.tags,
+            after=intent.guest.after,
+        )
+        installable = system_installable(ctx.manifest.lab.flake, intent.guest.system)
+        found.append(HostIntent(host, intent.toplevel, installable, machine="disk guest"))
+    return found
+
+
+def _guest_ssh(layout: StateLayout, guest: str, ssh: Ssh, address: str) -> Ssh | None:
+    """A disk guest's SSH with its address and its pinned key (the manifest's, or the one
+    it printed at its first boot); None when no key is pinned."""
+    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+    if ssh.host:  # the manifest's own target
+        host, port = ssh.host, str(ssh.port)
+    resolved = replace(ssh, host=host, port=int(port) if port else ssh.port)
+    if ssh.host_key or ssh.known_hosts:
+        return resolved
+    pinned = layout.guest_host_key(guest)
+    try:
+        key = pinned.read_text().strip()
+    except OSError:
+        return None
+    return replace(resolved, host_key=key) if key else None
+
+
 def claim_state_dir(manifest: Manifest) -> None:
     """Before anything is written there (caches, lock, history): it must be the lab's own."""
     statedir.claim(manifest.lab.state_dir, manifest.lab.name)
@@ -287,7 +423,6 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
     observations = (
         observe(ctx, every_domain=prune_kernels) if wanted.guests or not options.targets else {}
     )
-    host_changes = observe_hosts(ctx, wanted.hosts)
     scope = frozenset(g.name for g in wanted.guests)
     diff = diff_lab(
         ctx.manifest.lab.name,
@@ -297,7 +432,10 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         scope=scope if options.targets else None,
         views=views.observe(lab_views(wanted.guests)),  # read-only: mountinfo and stat
         roots=nix.observe_gc_roots(ctx.manifest.lab.layout.gcroots),  # readlinks
+        overlays=observe_overlays(wanted.guests),  # 32 bytes of each header
     )
+    diff = replace(diff, changes=tuple(with_address(ctx, c) for c in diff.changes))
+    host_changes = observe_hosts(ctx, [*wanted.hosts, *running_disk_guests(ctx, diff)])
     diff = with_closure_diffs(replace(diff, hosts=tuple(host_changes)), ctx.manifest.lab.layout)
     unbuilt, kernels = wanted.unbuilt, wanted.kernels
     stale = stale_kernel_builds(ctx.manifest, observations) if prune_kernels else ()
@@ -325,7 +463,7 @@ def with_closure_diffs(diff: Diff, layout: StateLayout) -> Diff:
         if "system" in reasons:
             system = reasons["system"]
             change = replace(change, closure=closure(system.before, system.after))
-        if "kernel" in reasons and change.intent is not None:
+        if "kernel" in reasons and isinstance(change.intent, GuestIntent):
             old_image = Path(reasons["kernel"].before.split(" sha256:", 1)[0])
             old = kernel_build.config_of_image(old_image, layout)
             new = kernel_build.config_of_image(change.intent.kernel.image, layout)

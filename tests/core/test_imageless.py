@@ -72,7 +72,10 @@ def _leaf_changes(value: Any, path: str = "") -> list[tuple[str, Any]]:
     return found
 
 
-BASE = definition(network=Network(NetworkKind.LIBVIRT, "default", None), shares=(Share("r", Path("/srv/r"), True),))
+BASE = definition(
+    network=Network(NetworkKind.LIBVIRT, "default", None),
+    shares=(Share("r", Path("/srv/r"), True),),
+)
 CHANGES = _leaf_changes(BASE)
 
 

@@ -14,12 +14,15 @@ from enum import StrEnum
 
 from reconcile.core.closures import ClosureDiff
 from reconcile.core.desired import GuestState, RestartPolicy
+from reconcile.core.guests.disk import DiskIntent
+from reconcile.core.guests.disk_xml import facts_of
 from reconcile.core.guests.domain_xml import DomainFacts
 from reconcile.core.guests.gcroots import RootProblem, closures_in_use, root_problems
 from reconcile.core.guests.identity import domain_name
 from reconcile.core.guests.imageless import kernel_identity
 from reconcile.core.guests.intent import GuestIntent
 from reconcile.core.guests.observed import (
+    DiskFileFacts,
     DomainState,
     GcRootFacts,
     HypervisorObservation,
@@ -27,6 +30,7 @@ from reconcile.core.guests.observed import (
     ViewState,
 )
 from reconcile.core.guests.shares import View
+from reconcile.core.units import format_size
 
 
 class ChangeKind(StrEnum):
@@ -35,6 +39,8 @@ class ChangeKind(StrEnum):
     WAIT = "wait"  # running as desired, but this boot was never confirmed ready
     REDEFINE = "redefine"
     RESTART = "restart"
+    RECREATE = "recreate"  # a disk guest's overlay is made anew: what was on it is lost
+    RESIZE = "resize"  # a disk guest's overlay grows, the guest keeps running
     STOP = "stop"
     DESTROY = "destroy"
     NOOP = "no-op"
@@ -58,6 +64,8 @@ _CHANGES = frozenset(
         ChangeKind.WAIT,
         ChangeKind.REDEFINE,
         ChangeKind.RESTART,
+        ChangeKind.RECREATE,
+        ChangeKind.RESIZE,
         ChangeKind.STOP,
         ChangeKind.DESTROY,
     }
@@ -68,6 +76,8 @@ _SYMBOLS = {
     ChangeKind.WAIT: "~",
     ChangeKind.REDEFINE: "~",
     ChangeKind.RESTART: "-/+",
+    ChangeKind.RECREATE: "-/+",
+    ChangeKind.RESIZE: "~",
     ChangeKind.STOP: "~",
     ChangeKind.DESTROY: "-",
     ChangeKind.NOOP: " ",
@@ -92,16 +102,24 @@ class GuestChange:
     kind: ChangeKind
     reasons: tuple[FieldChange, ...] = ()
     note: str = ""
-    intent: GuestIntent | None = None
+    intent: GuestIntent | DiskIntent | None = None
     redefine: bool = False  # the persistent definition must be written
     running: bool = False  # observed running (so a restart or stop shuts it down)
     observed_state: DomainState | None = None  # the domain's, when one was observed
     moved_to: str = ""  # a copy left on its old hypervisor: where the guest lives now
     closure: ClosureDiff | None = None  # what its system change is (filled in by the plan)
     kconfig: tuple[tuple[str, str, str], ...] = ()  # a kernel change: (option, before, after)
+    mode: str = "imageless"  # the guest's mode (an orphan's, from its mark)
+    resize_to: int = 0  # a disk guest's overlay grows to this many bytes
+    address: str = ""  # where a disk guest is reached (observed), "" when not known
 
 
-def _field_changes(intent: GuestIntent, facts: DomainFacts) -> tuple[FieldChange, ...]:
+AnyIntent = GuestIntent | DiskIntent
+
+
+def _field_changes(intent: AnyIntent, facts: DomainFacts) -> tuple[FieldChange, ...]:
+    if isinstance(intent, DiskIntent):
+        return _disk_field_changes(intent, facts)
     mark = facts.mark
     assert mark is not None
     want = intent.definition
@@ -122,7 +140,36 @@ def _field_changes(intent: GuestIntent, facts: DomainFacts) -> tuple[FieldChange
     return changes
 
 
-def definition_matches(intent: GuestIntent, facts: DomainFacts) -> bool:
+def _disk_field_changes(intent: DiskIntent, facts: DomainFacts) -> tuple[FieldChange, ...]:
+    """A disk guest's definition against libvirt's. The system is not among them (what
+    runs is switched over SSH), nor is the image unless the guest is recreated by it."""
+    mark = facts.mark
+    assert mark is not None
+    want = facts_of(intent)
+    pairs = [
+        ("memory", f"{facts.memory_mib} MiB", f"{want.memory_mib} MiB"),
+        ("vcpus", str(facts.vcpus), str(want.vcpus)),
+        ("network", _network(facts), _network(want)),
+        ("disks", _disks(facts), _disks(want)),
+    ]
+    if intent.recreates:
+        pairs.append(("image", mark.image, intent.image))
+    changes = tuple(FieldChange(f, b, a) for f, b, a in pairs if b != a)
+    if not changes and mark.spec_hash != intent.spec_hash:
+        changes = (FieldChange("definition", mark.spec_hash[:12], intent.spec_hash[:12]),)
+    return changes
+
+
+def _network(facts: DomainFacts) -> str:
+    nics = [f"{n.network or 'bridge'} {n.mac}" for n in facts.nics]
+    return ", ".join([*nics, " ".join(facts.qemu_args)]) if facts.qemu_args else ", ".join(nics)
+
+
+def _disks(facts: DomainFacts) -> str:
+    return ", ".join(f"{d.target}={d.source}" for d in facts.disks)
+
+
+def definition_matches(intent: AnyIntent, facts: DomainFacts) -> bool:
     """Whether a definition is the intent's: our mark's hash and every field compared (a
     hand edit such as `virsh setmaxmem --config` keeps the mark but changes the field)."""
     mark = facts.mark
@@ -147,8 +194,82 @@ def _shares(shares: Mapping[str, str]) -> str:
     return ", ".join(f"{tag}={source}" for tag, source in sorted(shares.items()))
 
 
-def diff_guest(intent: GuestIntent, observation: HypervisorObservation, lab: str) -> GuestChange:
-    base = GuestChange(intent.name, intent.domain, intent.guest.hypervisor, ChangeKind.NOOP)
+def diff_guest(
+    intent: AnyIntent,
+    observation: HypervisorObservation,
+    lab: str,
+    overlay: DiskFileFacts | str | None = "not observed",
+) -> GuestChange:
+    """`overlay` is a disk guest's overlay as observed: None when there is no file, a
+    text when it could not be read (unknown: nothing of the guest is touched)."""
+    change = _diff_domain(intent, observation, lab)
+    if isinstance(intent, DiskIntent):
+        return _disk_change(change, intent, overlay)
+    return change
+
+
+RECREATE_NOTE = "its disk is made anew from the image: what is on it is lost (data disks are kept)"
+
+
+def _disk_change(
+    change: GuestChange, intent: DiskIntent, overlay: DiskFileFacts | str | None
+) -> GuestChange:
+    """A disk guest's own change classes on top of its domain's: a new image it is
+    recreated from, a missing overlay, a grown or (refused) shrunk disk."""
+    if change.kind in (ChangeKind.UNKNOWN, ChangeKind.CONFLICT):
+        return change
+    if isinstance(overlay, str):
+        return replace(
+            change,
+            kind=ChangeKind.UNKNOWN,
+            intent=None,
+            redefine=False,
+            note=f"its disk: {overlay}",
+        )
+    if change.kind is ChangeKind.CREATE:
+        return change
+    if any(r.field == "image" for r in change.reasons):
+        return replace(change, kind=ChangeKind.RECREATE, redefine=True, note=RECREATE_NOTE)
+    if overlay is None:
+        return replace(
+            change,
+            kind=ChangeKind.RECREATE,
+            redefine=True,
+            reasons=(
+                *change.reasons,
+                FieldChange("disk", "missing", str(intent.definition.overlay)),
+            ),
+            note="its disk is missing: made anew from the image",
+        )
+    if overlay.virtual_size > intent.size_bytes:
+        return replace(
+            change,
+            kind=ChangeKind.CONFLICT,
+            intent=None,
+            redefine=False,
+            note=f"disk.size ({format_size(intent.size_bytes)}) is smaller than its disk "
+            f"({format_size(overlay.virtual_size)}): a disk is never shrunk; set disk.size "
+            f"to at least {format_size(overlay.virtual_size)}",
+        )
+    if overlay.virtual_size < intent.size_bytes:
+        grow = FieldChange(
+            "disk size", format_size(overlay.virtual_size), format_size(intent.size_bytes)
+        )
+        kind = ChangeKind.RESIZE if change.kind is ChangeKind.NOOP else change.kind
+        return replace(
+            change, kind=kind, reasons=(*change.reasons, grow), resize_to=intent.size_bytes
+        )
+    return change
+
+
+def _diff_domain(intent: AnyIntent, observation: HypervisorObservation, lab: str) -> GuestChange:
+    base = GuestChange(
+        intent.name,
+        intent.domain,
+        intent.guest.hypervisor,
+        ChangeKind.NOOP,
+        mode=intent.guest.mode.value,
+    )
     if observation.domains is None:
         return replace(base, kind=ChangeKind.UNKNOWN, note=observation.error or "unknown")
     if intent.domain in observation.unknown:
@@ -224,6 +345,7 @@ def _kept(domain: ObservedDomain, hypervisor: str) -> GuestChange:
         ChangeKind.KEEP,
         running=domain.state in (DomainState.RUNNING, DomainState.PAUSED),
         observed_state=domain.state,
+        mode=mark.mode,
     )
 
 
@@ -285,7 +407,7 @@ _KEEPS_RUNNING = frozenset({ChangeKind.NOOP, ChangeKind.WAIT, ChangeKind.REDEFIN
 
 
 def diff_views(
-    intents: Iterable[GuestIntent],
+    intents: Iterable[AnyIntent],
     states: Mapping[View, ViewState],
     changes: Iterable[GuestChange],
 ) -> tuple[ViewChange, ...]:

@@ -25,6 +25,7 @@ _MARK_FIELDS = ("lab", "name", "mode", "spec-hash", "toplevel", "kernel")
 READY_NAMESPACE = "urn:reconcile:ready:1"
 READY_KEY = "reconcile-ready"
 _PROTECT = "protect"  # optional in a mark: absent reads as false
+_IMAGE = "image"  # optional in a mark: only disk guests have one
 
 # libvirt's scaled-integer units (docs: formatdomain "memory"); "KB" and friends are powers of
 # 1000, "k"/"KiB" powers of 1024.
@@ -87,6 +88,11 @@ class ShareFacts(NamedTuple):
     source: str  # the shared directory, or virtiofsd's socket when it runs outside libvirt
 
 
+class DiskFacts(NamedTuple):
+    target: str  # vda, vdb, ...
+    source: str  # the file
+
+
 class NicFacts(NamedTuple):
     mac: str | None
     network: str | None  # None for interfaces that are not `type='network'`
@@ -108,6 +114,8 @@ class DomainFacts:
     nics: tuple[NicFacts, ...]
     mark: Mark | None
     ready: str | None = None  # the toplevel this boot confirmed ready (live definition only)
+    disks: tuple[DiskFacts, ...] = ()  # file-backed disks, in device order
+    qemu_args: tuple[str, ...] = ()  # <qemu:commandline> (a disk guest's user networking)
 
     @property
     def memory_mib(self) -> int:
@@ -139,7 +147,7 @@ class DomainFacts:
 # --- rendering ----------------------------------------------------------------------------
 
 
-def _sub(
+def sub(
     parent: ET.Element, tag: str, attrib: dict[str, str] | None = None, text: str | None = None
 ) -> ET.Element:
     child = ET.SubElement(parent, tag, attrib or {})
@@ -147,12 +155,14 @@ def _sub(
     return child
 
 
-def _render_mark(parent: ET.Element, mark: Mark) -> None:
-    owner = _sub(parent, _NS + "domain")
+def render_mark(parent: ET.Element, mark: Mark) -> None:
+    owner = sub(parent, _NS + "domain")
     values = (mark.lab, mark.name, mark.mode, mark.spec_hash, mark.toplevel, mark.kernel)
     for field, value in zip(_MARK_FIELDS, values, strict=True):
-        _sub(owner, _NS + field, text=value)
-    _sub(owner, _NS + _PROTECT, text="true" if mark.protect else "false")
+        sub(owner, _NS + field, text=value)
+    sub(owner, _NS + _PROTECT, text="true" if mark.protect else "false")
+    if mark.image:
+        sub(owner, _NS + _IMAGE, text=mark.image)
 
 
 def render_domain_xml(spec: DomainSpec) -> str:
@@ -160,54 +170,54 @@ def render_domain_xml(spec: DomainSpec) -> str:
     ElementTree, which escapes them."""
     d = spec.definition
     root = ET.Element("domain", {"type": str(d.accel)})
-    _sub(root, "name", text=d.name)
-    _sub(root, "uuid", text=d.uuid)
-    _render_mark(_sub(root, "metadata"), d.ownership)
-    _sub(root, "memory", {"unit": "MiB"}, str(d.memory_mib))
-    _sub(root, "currentMemory", {"unit": "MiB"}, str(d.memory_mib))
+    sub(root, "name", text=d.name)
+    sub(root, "uuid", text=d.uuid)
+    render_mark(sub(root, "metadata"), d.ownership)
+    sub(root, "memory", {"unit": "MiB"}, str(d.memory_mib))
+    sub(root, "currentMemory", {"unit": "MiB"}, str(d.memory_mib))
     # vhost-user-fs needs guest RAM that virtiofsd can map: shared memfd, no NUMA needed.
-    backing = _sub(root, "memoryBacking")
-    _sub(backing, "source", {"type": "memfd"})
-    _sub(backing, "access", {"mode": "shared"})
-    _sub(root, "vcpu", text=str(d.vcpus))
-    os_ = _sub(root, "os")
-    _sub(os_, "type", {"arch": "x86_64", "machine": "q35"}, "hvm")
-    _sub(os_, "kernel", text=str(d.kernel.image))
-    _sub(os_, "initrd", text=str(spec.initrd))
-    _sub(os_, "cmdline", text=d.cmdline)
+    backing = sub(root, "memoryBacking")
+    sub(backing, "source", {"type": "memfd"})
+    sub(backing, "access", {"mode": "shared"})
+    sub(root, "vcpu", text=str(d.vcpus))
+    os_ = sub(root, "os")
+    sub(os_, "type", {"arch": "x86_64", "machine": "q35"}, "hvm")
+    sub(os_, "kernel", text=str(d.kernel.image))
+    sub(os_, "initrd", text=str(spec.initrd))
+    sub(os_, "cmdline", text=d.cmdline)
     # Without <acpi/> libvirt starts QEMU with ACPI off and a graceful shutdown cannot work.
-    features = _sub(root, "features")
-    _sub(features, "acpi")
-    _sub(features, "apic")
+    features = sub(root, "features")
+    sub(features, "acpi")
+    sub(features, "apic")
     if d.accel is Accel.KVM:
-        _sub(root, "cpu", {"mode": "host-passthrough"})
+        sub(root, "cpu", {"mode": "host-passthrough"})
     # No DAC relabelling: libvirt would otherwise chown the kernel and initrd (store paths)
     # to the QEMU user. QEMU still runs as that user; store files are world-readable.
-    _sub(root, "seclabel", {"type": "none", "model": "dac"})
+    sub(root, "seclabel", {"type": "none", "model": "dac"})
     # A guest reboot would reuse the old kernel arguments: end the domain instead.
     for event in ("on_poweroff", "on_reboot", "on_crash"):
-        _sub(root, event, text="destroy")
-    devices = _sub(root, "devices")
+        sub(root, event, text="destroy")
+    devices = sub(root, "devices")
     for share in d.shares:
         # libvirt 9.0 rejects <readonly/> on virtiofs: a read-only share's source is a
         # read-only view on the host (adapters/views.py).
-        fs = _sub(devices, "filesystem", {"type": "mount", "accessmode": "passthrough"})
-        _sub(fs, "driver", {"type": "virtiofs"})
-        _sub(fs, "source", {"dir": share.source})
-        _sub(fs, "target", {"dir": share.tag})
+        fs = sub(devices, "filesystem", {"type": "mount", "accessmode": "passthrough"})
+        sub(fs, "driver", {"type": "virtiofs"})
+        sub(fs, "source", {"dir": share.source})
+        sub(fs, "target", {"dir": share.tag})
     if d.network is not None:
-        nic = _sub(devices, "interface", {"type": "network"})
-        _sub(nic, "mac", {"address": d.network.mac})
-        _sub(nic, "source", {"network": d.network.network})
-        _sub(nic, "model", {"type": "virtio"})
-    serial = _sub(devices, "serial", {"type": "file"})
-    _sub(serial, "source", {"path": str(d.serial_log)})
-    _sub(serial, "target", {"port": "0"})
-    console = _sub(devices, "console", {"type": "file"})
-    _sub(console, "source", {"path": str(d.serial_log)})
-    _sub(console, "target", {"type": "serial", "port": "0"})
-    _sub(devices, "controller", {"type": "usb", "model": "none"})
-    _sub(devices, "memballoon", {"model": "none"})
+        nic = sub(devices, "interface", {"type": "network"})
+        sub(nic, "mac", {"address": d.network.mac})
+        sub(nic, "source", {"network": d.network.network})
+        sub(nic, "model", {"type": "virtio"})
+    serial = sub(devices, "serial", {"type": "file"})
+    sub(serial, "source", {"path": str(d.serial_log)})
+    sub(serial, "target", {"port": "0"})
+    console = sub(devices, "console", {"type": "file"})
+    sub(console, "source", {"path": str(d.serial_log)})
+    sub(console, "target", {"type": "serial", "port": "0"})
+    sub(devices, "controller", {"type": "usb", "model": "none"})
+    sub(devices, "memballoon", {"model": "none"})
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"
 
@@ -250,6 +260,7 @@ def _parse_mark(metadata: ET.Element | None, name: str) -> Mark | None:
         toplevel=values["toplevel"],
         kernel=values["kernel"],
         protect=protect == "true",
+        image=values.get(_IMAGE, ""),
     )
 
 
@@ -266,9 +277,19 @@ def _nic(nic: ET.Element) -> NicFacts:
     return NicFacts(mac.get("address") if mac is not None else None, network)
 
 
-def _devices(devices: ET.Element | None) -> tuple[tuple[ShareFacts, ...], tuple[NicFacts, ...]]:
+def _disk(disk: ET.Element) -> DiskFacts | None:
+    target, source = disk.find("target"), disk.find("source")
+    dev = target.get("dev") if target is not None else None
+    path = source.get("file") if source is not None else None
+    return DiskFacts(dev, path) if dev and path else None
+
+
+def _devices(
+    devices: ET.Element | None,
+) -> tuple[tuple[ShareFacts, ...], tuple[NicFacts, ...], tuple[DiskFacts, ...]]:
     shares: list[ShareFacts] = []
     nics: list[NicFacts] = []
+    disks: list[DiskFacts] = []
     for device in devices if devices is not None else ():
         if device.tag == "filesystem":
             share = _share(device)
@@ -276,7 +297,18 @@ def _devices(devices: ET.Element | None) -> tuple[tuple[ShareFacts, ...], tuple[
                 shares.append(share)
         elif device.tag == "interface":
             nics.append(_nic(device))
-    return tuple(shares), tuple(nics)
+        elif device.tag == "disk":
+            disk = _disk(device)
+            if disk is not None:
+                disks.append(disk)
+    return tuple(shares), tuple(nics), tuple(disks)
+
+
+_QEMU_COMMANDLINE = "{http://libvirt.org/schemas/domain/qemu/1.0}commandline"
+
+
+def _qemu_args(line: ET.Element | None) -> tuple[str, ...]:
+    return tuple(arg.get("value", "") for arg in line) if line is not None else ()
 
 
 def parse_domain_xml(xml: str) -> DomainFacts:
@@ -305,7 +337,7 @@ def parse_domain_xml(xml: str) -> DomainFacts:
     for child in top.get("os", ()):
         os_.setdefault(child.tag, child.text or "")
     uuid_element = top.get("uuid")
-    shares, nics = _devices(top.get("devices"))
+    shares, nics, disks = _devices(top.get("devices"))
     return DomainFacts(
         name=name,
         uuid=(uuid_element.text or "") if uuid_element is not None else "",
@@ -319,6 +351,8 @@ def parse_domain_xml(xml: str) -> DomainFacts:
         nics=nics,
         mark=_parse_mark(top.get("metadata"), name),
         ready=_parse_ready(top.get("metadata")),
+        disks=disks,
+        qemu_args=_qemu_args(top.get(_QEMU_COMMANDLINE)),
     )
 
 

@@ -34,11 +34,12 @@ _PROBLEMS = {
 
 
 def closures_in_use(domain: ObservedDomain) -> set[str]:
-    """The closures the domain's persistent and running definitions boot (from our marks)."""
-    used = set()
+    """The closures the domain's persistent and running definitions boot (from our marks),
+    and a disk guest's base image: its overlay reads it for as long as the overlay lives."""
+    used: set[str] = set()
     for facts in (domain.config, domain.live):
-        if facts is not None and facts.mark is not None and facts.mark.toplevel:
-            used.add(facts.mark.toplevel)
+        if facts is not None and facts.mark is not None:
+            used.update(p for p in (facts.mark.toplevel, facts.mark.image) if p)
     return used
 
 

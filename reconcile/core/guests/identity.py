@@ -29,6 +29,7 @@ class Mark:
     toplevel: str  # the system closure's store path
     kernel: str  # what identifies the kernel it was defined with (path, digest)
     protect: bool = False  # remembered so a guest removed from the manifest stays protected
+    image: str = ""  # a disk guest's base image (the store path its overlay is backed by)
 
 
 def domain_name(lab: str, guest: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from reconcile.core.desired import Guest, GuestMode, Manifest
 from reconcile.core.guests import imageless
+from reconcile.core.guests.disk import DiskIntent
 from reconcile.core.guests.imageless import BootKernel, GuestDefinition
 from reconcile.core.guests.shares import ShareSpec, View
 
@@ -65,7 +66,7 @@ class GuestIntent:
         return self.definition.views
 
 
-def lab_views(intents: Iterable[GuestIntent]) -> list[View]:
+def lab_views(intents: Iterable[GuestIntent | DiskIntent]) -> list[View]:
     """Every view the guests need, once each, by path."""
     return sorted({v for i in intents for v in i.views}, key=lambda v: str(v.path))
 

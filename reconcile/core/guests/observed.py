@@ -69,6 +69,14 @@ class HypervisorObservation:
             raise ValueError("an observation has either domains or an error")
 
 
+@dataclass(frozen=True)
+class DiskFileFacts:
+    """A disk guest's overlay as its qcow2 header shows it (adapters/disks.py)."""
+
+    virtual_size: int
+    backing: str  # the backing file it records ("" for none)
+
+
 class ViewState(StrEnum):
     """The host side of a read-only share, as `/proc/self/mountinfo` and stat show it."""
 

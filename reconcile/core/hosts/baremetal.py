@@ -91,6 +91,7 @@ class HostIntent:
     host: Host
     toplevel: str
     installable: str
+    machine: str = "host"  # "disk guest": a running disk guest's system, switched the same way
 
     @property
     def name(self) -> str:

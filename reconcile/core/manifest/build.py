@@ -129,13 +129,14 @@ def _guest_ssh(base: Path, s: dict[str, Json], network: d.Network | None) -> d.S
     """A disk guest's SSH: its address follows from the network (the lease of a libvirt
     network is only known once observed: `host` stays empty until then)."""
     if "target" in s:
-        return _ssh(base, {**s, "port": 22})
+        return _ssh(base, s)
     host, port = "", 22
     if network is not None and network.kind is d.NetworkKind.USER:
         host, port = "127.0.0.1", network.ssh_port or 22
     elif network is not None and network.address is not None:
         host = network.address.partition("/")[0]
     target = {**s, "target": f"{s['user']}@{host or 'unknown.invalid'}", "port": port}
+    # (the address of a libvirt network's guest is its DHCP lease, known once observed)
     ssh = _ssh(base, target)
     return ssh if host else replace(ssh, host="")
 

@@ -224,15 +224,15 @@ def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
             tags.add(tag)
         port = guest.get("network", {}).get("ssh_port")
         if port is not None:
-            key = (hypervisor or (hypervisors[0] if hypervisors else ""), port)
-            if key in ports:
+            where = (hypervisor or (hypervisors[0] if hypervisors else ""), port)
+            if where in ports:
                 yield Finding(
                     (*path, "network", "ssh_port"),
-                    f"port {port} is already forwarded to guest '{ports[key]}' on this "
+                    f"port {port} is already forwarded to guest '{ports[where]}' on this "
                     "hypervisor",
                     "give each guest its own ssh_port",
                 )
-            ports[key] = name
+            ports[where] = name
         mac = guest.get("network", {}).get("mac")
         if mac is not None:
             if mac in macs:
@@ -307,11 +307,12 @@ def _check_disk_guest(
             "activated over it",
             'add ssh = { identity = "/path/to/key" }, or set update = "recreate"',
         )
-    if "ssh" in guest and "network" not in guest:
+    if "ssh" in guest and "network" not in guest and "target" not in guest["ssh"]:
         yield Finding(
             (*path, "ssh"),
             "a disk guest without `network` cannot be reached over SSH",
-            "add network = { user = true, ssh_port = 2222 } (or a bridge or libvirt network)",
+            "add network = { user = true, ssh_port = 2222 } (or a bridge or libvirt network), "
+            "or give ssh.target",
         )
     seen: set[str] = set()
     for index, disk in enumerate(guest.get("data_disks", [])):

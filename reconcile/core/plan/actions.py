@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
+from reconcile.core.guests.disk import DiskDefinition, DiskIntent
 from reconcile.core.guests.imageless import GuestDefinition
 from reconcile.core.guests.intent import GuestIntent
 from reconcile.core.guests.shares import View
@@ -35,6 +36,11 @@ class ActionKind(StrEnum):
     ACTIVATE = "activate"  # switch-to-configuration switch|boot|test, detached from SSH
     REBOOT = "reboot"  # `boot` with reboot = true: reboot and wait for the new boot id
     HEALTH = "health"  # the manifest's checks; on failure roll back to `previous`
+    # disk guests
+    DISKS = "disks"  # make the overlay on the base image and the data disks, where missing
+    WIPE = "wipe"  # make the overlay anew from the (new) image: what was on it is lost
+    RESIZE = "resize"  # grow the overlay (online through libvirt when running)
+    REMOVE_DISKS = "remove-disks"  # a pruned guest's overlay and data disks
 
 
 # -- the lab's builds and views --------------------------------------------------------
@@ -106,6 +112,7 @@ class GuestRef:
     name: str
     hypervisor: str
     domain: str
+    mode: str = "imageless"  # which machine kind performs its steps (orchestration/kinds.py)
 
 
 @dataclass(frozen=True)
@@ -126,13 +133,13 @@ class _GuestStep:
 @dataclass(frozen=True)
 class DefineGuest(_GuestStep):
     kind: ClassVar[ActionKind] = ActionKind.DEFINE
-    intent: GuestIntent
+    intent: GuestIntent | DiskIntent
 
 
 @dataclass(frozen=True)
 class StartGuest(_GuestStep):
     kind: ClassVar[ActionKind] = ActionKind.START
-    intent: GuestIntent  # what it boots: its files and views are made again first
+    intent: GuestIntent | DiskIntent  # what it boots: its files and views are made again first
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,42 @@ class UndefineGuest(_GuestStep):
 @dataclass(frozen=True)
 class SyncGcRoots(_GuestStep):
     kind: ClassVar[ActionKind] = ActionKind.GC_ROOTS
+
+
+# -- disk guests (besides the guest steps above) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class PrepareDisks(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.DISKS
+    intent: DiskIntent
+
+
+@dataclass(frozen=True)
+class WipeDisk(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.WIPE
+    intent: DiskIntent
+
+
+@dataclass(frozen=True)
+class GrowDisk(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.RESIZE
+    intent: DiskIntent
+
+
+@dataclass(frozen=True)
+class RemoveDisks(_GuestStep):
+    kind: ClassVar[ActionKind] = ActionKind.REMOVE_DISKS
+
+
+@dataclass(frozen=True)
+class WaitBooted(_GuestStep):
+    """A disk guest's readiness: any system's line from this boot (its boot loader chose
+    the system), and the SSH host key it printed, pinned at its first boot."""
+
+    kind: ClassVar[ActionKind] = ActionKind.WAIT_READY
+    definition: DiskDefinition
+    timeout_s: float
 
 
 # -- baremetal hosts -------------------------------------------------------------------
@@ -218,6 +261,7 @@ GuestStep = (
     | UndefineGuest
     | SyncGcRoots
 )
+DiskStep = PrepareDisks | WipeDisk | GrowDisk | RemoveDisks | WaitBooted
 HostStep = CopyClosure | SetProfile | Activate | Reboot | CheckHealth
 LabStep = BuildClosures | BuildKernel | RemoveKernel | MakeView
-Action = LabStep | GuestStep | HostStep
+Action = LabStep | GuestStep | DiskStep | HostStep

@@ -21,9 +21,11 @@ from reconcile.core.guests.diff import (
     diff_roots,
     diff_views,
 )
+from reconcile.core.guests.disk import DiskIntent
 from reconcile.core.guests.identity import domain_name
 from reconcile.core.guests.intent import GuestIntent
 from reconcile.core.guests.observed import (
+    DiskFileFacts,
     GcRootFacts,
     HypervisorObservation,
     ObservedDomain,
@@ -57,19 +59,25 @@ class Diff:
 
 def diff_lab(
     lab: str,
-    intents: Iterable[GuestIntent],
+    intents: Iterable[GuestIntent | DiskIntent],
     observations: Mapping[str, HypervisorObservation],
     *,
     prune: bool,
+    overlays: Mapping[str, DiskFileFacts | str | None] | None = None,
     scope: frozenset[str] | None = None,
     views: Mapping[View, ViewState] | None = None,
     roots: Mapping[str, Mapping[str, GcRootFacts]] | None = None,
 ) -> Diff:
     """The whole lab's diff. `scope` limits orphans to targeted names (None: all); `views`
     is each read-only view as observed, `roots` each guest's GC root links by name (None:
-    not observed)."""
+    not observed), `overlays` each disk guest's overlay by name (None: no file, a text:
+    unreadable; a guest without an entry is unknown)."""
     intents = list(intents)
-    changes = [diff_guest(i, observations[i.guest.hypervisor], lab) for i in intents]
+    overlays = overlays or {}
+    changes = [
+        diff_guest(i, observations[i.guest.hypervisor], lab, overlays.get(i.name, "not observed"))
+        for i in intents
+    ]
     wanted = {(c.hypervisor, c.domain) for c in changes}
     home = {c.domain: c for c in changes}  # where each guest's domain must be
     unmanaged: list[tuple[str, str]] = []

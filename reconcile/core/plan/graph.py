@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconcile.core.desired import Activation, GuestState
+from reconcile.core.desired import Activation, GuestMode, GuestState
 from reconcile.core.errors import PlanError
 from reconcile.core.guests.diff import ChangeKind, GuestChange
+from reconcile.core.guests.disk import DiskIntent, image_key
 from reconcile.core.guests.intent import GuestIntent
 from reconcile.core.hosts.baremetal import HostChange, HostChangeKind
 from reconcile.core.plan.actions import (
@@ -27,16 +28,21 @@ from reconcile.core.plan.actions import (
     CopyClosure,
     DefineGuest,
     DestroyGuest,
+    GrowDisk,
     GuestRef,
     MakeView,
+    PrepareDisks,
     Reboot,
+    RemoveDisks,
     RemoveKernel,
     SetProfile,
     ShutdownGuest,
     StartGuest,
     SyncGcRoots,
     UndefineGuest,
+    WaitBooted,
     WaitReady,
+    WipeDisk,
     kernel_key,
 )
 from reconcile.core.plan.diff import Diff
@@ -108,6 +114,10 @@ class Plan:
     def action(self, key: str) -> Action:
         return self.nodes[key]
 
+    def recreates(self) -> list[str]:
+        """Guests whose disk the plan wipes (a recreate): apply asks for that explicitly."""
+        return sorted({a.subject for a in self.actions() if isinstance(a, WipeDisk)})
+
     def dependencies(self, key: str) -> list[str]:
         return sorted(a for a, b in self.edges if b == key)
 
@@ -130,8 +140,11 @@ def order(graph: nx.DiGraph[str]) -> list[str]:
 
 def _guest_actions(change: GuestChange, needs: list[str]) -> list[tuple[Action, list[str]]]:
     """Each action of one guest with the keys it depends on, in order."""
+    if change.mode == GuestMode.DISK:
+        return _disk_actions(change, needs)
     ref = GuestRef(change.name, change.hypervisor, change.domain)
     intent = change.intent
+    assert not isinstance(intent, DiskIntent)
     steps: list[Action] = []
     match change.kind:
         case ChangeKind.DESTROY:
@@ -165,6 +178,68 @@ def _guest_actions(change: GuestChange, needs: list[str]) -> list[tuple[Action, 
 
 def _wait(ref: GuestRef, intent: GuestIntent) -> WaitReady:
     return WaitReady(ref, intent.definition, intent.guest.boot_timeout_s)
+
+
+def _disk_actions(change: GuestChange, needs: list[str]) -> list[tuple[Action, list[str]]]:
+    """A disk guest's actions in order. Its disks come before its definition (libvirt
+    checks they exist at start, not define, but a defined guest must be startable); a
+    recreate stops it before its overlay is made anew."""
+    ref = GuestRef(change.name, change.hypervisor, change.domain, GuestMode.DISK.value)
+    intent = change.intent
+    assert not isinstance(intent, GuestIntent)
+    steps: list[Action] = []
+    match change.kind:
+        case ChangeKind.DESTROY:
+            if change.running:
+                steps.append(DestroyGuest(ref))
+            steps.append(UndefineGuest(ref))
+            if not change.moved_to:  # a moved guest's disks are its new copy's
+                steps.append(RemoveDisks(ref))
+        case ChangeKind.NOOP | ChangeKind.KEEP | ChangeKind.UNKNOWN | ChangeKind.CONFLICT:
+            pass
+        case ChangeKind.WAIT:
+            assert intent is not None
+            steps.append(_booted(ref, intent))
+        case ChangeKind.RESIZE:
+            assert intent is not None
+            steps.append(GrowDisk(ref, intent))
+        case (
+            ChangeKind.CREATE
+            | ChangeKind.START
+            | ChangeKind.REDEFINE
+            | ChangeKind.RESTART
+            | ChangeKind.RECREATE
+            | ChangeKind.STOP
+        ):
+            assert intent is not None
+            stops = change.kind in (ChangeKind.RESTART, ChangeKind.STOP) or (
+                change.kind is ChangeKind.RECREATE and change.running
+            )
+            if stops:
+                steps.append(ShutdownGuest(ref, intent.guest.shutdown_timeout_s))
+            if change.kind is ChangeKind.RECREATE:
+                steps.append(WipeDisk(ref, intent))
+            elif change.kind is ChangeKind.CREATE:
+                steps.append(PrepareDisks(ref, intent))
+            if change.resize_to:
+                steps.append(GrowDisk(ref, intent))
+            if change.redefine:
+                steps.append(DefineGuest(ref, intent))
+            starts = change.kind in (
+                ChangeKind.CREATE,
+                ChangeKind.START,
+                ChangeKind.RESTART,
+                ChangeKind.RECREATE,
+            )
+            if starts and intent.guest.state is GuestState.RUNNING:
+                steps += [StartGuest(ref, intent), _booted(ref, intent)]
+    # the first step waits for what it needs built (the image); each next one for the last
+    first = needs if steps and not isinstance(steps[0], DestroyGuest | UndefineGuest) else []
+    return [(step, first if i == 0 else [steps[i - 1].key]) for i, step in enumerate(steps)]
+
+
+def _booted(ref: GuestRef, intent: DiskIntent) -> WaitBooted:
+    return WaitBooted(ref, intent.definition, intent.guest.boot_timeout_s)
 
 
 def _host_actions(change: HostChange, needs: list[str]) -> list[tuple[Action, list[str]]]:
@@ -228,6 +303,10 @@ def _blocked(diff: Diff, waits: Mapping[str, tuple[str, ...]]) -> dict[str, str]
     return dict(sorted(blocked.items()))
 
 
+# Disk guests' changes that make an overlay on the image: it must be built first.
+_MAKES_OVERLAY = frozenset({ChangeKind.CREATE, ChangeKind.RECREATE})
+
+
 def _builds(
     changes: list[GuestChange],
     hosts: list[HostChange],
@@ -240,10 +319,11 @@ def _builds(
     defining = [c for c in changes if c.redefine and c.kind.is_change()]
     switching = [h for h in hosts if h.kind is HostChangeKind.SWITCH]
     names = [c.name for c in defining] + [h.name for h in switching]
+    names += [image_key(c.name) for c in changes if c.kind in _MAKES_OVERLAY]
     to_build = tuple(sorted({unbuilt[n] for n in names if n in unbuilt}))
     if to_build:
         nodes[BUILD_KEY] = BuildClosures(to_build)
-    wanted = {c.intent.kernel.name for c in defining if c.intent is not None}
+    wanted = {c.intent.kernel.name for c in defining if isinstance(c.intent, GuestIntent)}
     for name, directory in sorted(kernels.items()):
         if name in wanted:
             kernel = BuildKernel(name, Path(directory))
@@ -293,7 +373,12 @@ def make_plan(
     ends: dict[str, str] = {}  # each machine's last action (where a guest now lives)
     for change in changes:
         needs = [BUILD_KEY] if change.name in unbuilt else []
-        if change.intent is not None and kernel_key(change.intent.kernel.name) in nodes:
+        if change.kind in _MAKES_OVERLAY and image_key(change.name) in unbuilt:
+            needs = [BUILD_KEY]
+        if (
+            isinstance(change.intent, GuestIntent)
+            and kernel_key(change.intent.kernel.name) in nodes
+        ):
             needs.append(kernel_key(change.intent.kernel.name))
         steps = _guest_actions(change, needs)
         for action, deps in steps:

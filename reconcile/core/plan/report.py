@@ -12,9 +12,12 @@ from typing import Any
 
 from reconcile.core import closures
 from reconcile.core.guests.diff import ChangeKind, GuestChange, RootChange, ViewChange
+from reconcile.core.guests.disk import DiskIntent
+from reconcile.core.guests.intent import GuestIntent
 from reconcile.core.hosts.baremetal import HostChange, HostChangeKind
 from reconcile.core.plan.diff import Diff
 from reconcile.core.plan.graph import Plan
+from reconcile.core.units import format_size
 
 FORMAT_VERSION = 1
 
@@ -32,6 +35,8 @@ _LABELS = {
     ChangeKind.START: "will be started",
     ChangeKind.WAIT: "will be waited for (readiness not yet seen)",
     ChangeKind.RESTART: "will be cold-restarted (shutdown, then start)",
+    ChangeKind.RECREATE: "will be recreated: ITS DISK IS WIPED (shutdown, new overlay, start)",
+    ChangeKind.RESIZE: "will have its disk grown (it keeps running)",
     ChangeKind.REDEFINE: "will be redefined (takes effect at its next start)",
     ChangeKind.STOP: "will be shut down",
     ChangeKind.DESTROY: "will be destroyed",
@@ -54,7 +59,7 @@ def _change_lines(change: GuestChange, blocked: str = "") -> list[str]:
     lines = [f"{head} {_LABELS.get(change.kind, '')}".rstrip()]
     if blocked:
         lines = _blocked_head(f"  ? guest {change.name}", _LABELS.get(change.kind, ""), blocked)
-    if change.kind is ChangeKind.CREATE and change.intent is not None:
+    if change.kind is ChangeKind.CREATE and isinstance(change.intent, GuestIntent):
         intent = change.intent
         lines += [
             f"      system:  {intent.toplevel}",
@@ -63,6 +68,22 @@ def _change_lines(change: GuestChange, blocked: str = "") -> list[str]:
             f"      vcpus:   {intent.guest.vcpus}",
             f"      domain:  {intent.domain} on {intent.guest.hypervisor}",
         ]
+    elif change.kind is ChangeKind.CREATE and isinstance(change.intent, DiskIntent):
+        disk = change.intent
+        lines += [
+            f"      system:  {disk.toplevel}",
+            f"      image:   {disk.image} ({disk.definition.base_format.value})",
+            f"      disk:    {format_size(disk.size_bytes)} overlay {disk.definition.overlay}",
+            f"      memory:  {disk.guest.memory_mib} MiB",
+            f"      vcpus:   {disk.guest.vcpus}",
+            f"      domain:  {disk.domain} on {disk.guest.hypervisor}",
+        ]
+        lines += [
+            f"      data:    {d.name} {format_size(size)} ({d.path})"
+            for d, size in zip(disk.definition.data_disks, disk.data_sizes, strict=True)
+        ]
+    if change.address:
+        lines.append(f"      address: {change.address}")
     width = max((len(r.field) for r in change.reasons), default=0)
     for reason in change.reasons:
         lines.append(f"      {reason.field.ljust(width)}: {reason.before} -> {reason.after}")
@@ -96,10 +117,11 @@ _HOST_LABELS = {
 
 def _host_lines(change: HostChange, blocked: str = "") -> list[str]:
     symbol = {HostChangeKind.UNKNOWN: "?", HostChangeKind.NOOP: " "}.get(change.kind, "~")
-    head = f"  {symbol} host {change.name} ({change.target})"
+    machine = change.intent.machine if change.intent is not None else "host"
+    head = f"  {symbol} {machine} {change.name} ({change.target})"
     lines = [f"{head} {_HOST_LABELS.get(change.kind, '')}".rstrip()]
     if blocked:
-        where = f"  ? host {change.name} ({change.target})"
+        where = f"  ? {machine} {change.name} ({change.target})"
         lines = _blocked_head(where, _HOST_LABELS.get(change.kind, ""), blocked)
     if change.kind in (HostChangeKind.SWITCH, HostChangeKind.REBOOT):
         lines.append(f"      system: {change.before or '(none)'} -> {change.after}")
@@ -247,7 +269,7 @@ def _change_json(change: GuestChange) -> dict[str, Any]:
         ],
         "note": change.note,
     }
-    if change.intent is not None:
+    if isinstance(change.intent, GuestIntent):
         doc["desired"] = {
             "system": change.intent.toplevel,
             "kernel": str(change.intent.kernel.image),
@@ -255,6 +277,20 @@ def _change_json(change: GuestChange) -> dict[str, Any]:
             "vcpus": change.intent.guest.vcpus,
             "spec_hash": change.intent.spec_hash,
         }
+    elif isinstance(change.intent, DiskIntent):
+        doc["desired"] = {
+            "system": change.intent.toplevel,
+            "image": change.intent.image,
+            "disk_bytes": change.intent.size_bytes,
+            "memory_mib": change.intent.guest.memory_mib,
+            "vcpus": change.intent.guest.vcpus,
+            "spec_hash": change.intent.spec_hash,
+        }
+    if change.mode != "imageless":
+        doc["mode"] = change.mode
+        doc["address"] = change.address or None
+    if change.resize_to:
+        doc["disk_bytes"] = change.resize_to
     if change.closure is not None:  # only for a system change (docs/plan-format.md)
         doc["closure"] = closures.document(change.closure)
     if change.kconfig:  # only for a change of a built kernel
