@@ -14,18 +14,51 @@
   outputs = { self, nixpkgs-lib }:
     let
       system = "x86_64-linux";
-      bb = "${builtins.path { path = ./bb; name = "busybox"; }}/busybox";
+      # bb/ holds more than busybox (the disk guests' inputs, below): only busybox goes into
+      # this store path, which therefore stays the one every closure was built with.
+      bb = "${builtins.path { path = ./bb; name = "busybox"; filter = p: _: baseNameOf p == "busybox"; }}/busybox";
       lib = nixpkgs-lib.lib;
-      platform = import ./platform { inherit bb system; };
+      # What scripts/setup.sh copies from the host into bb/ (gitignored) for the disk
+      # backend: each its own store path, imported only when a disk system is evaluated.
+      fromSetup = file: name:
+        let path = ./bb + "/${file}"; in
+        if builtins.pathExists path then builtins.path { inherit path name; }
+        else throw "nix/bb/${file} is missing: run `make setup` (scripts/setup.sh), which copies the disk guests' kernel, tools and the controller's demo SSH key there";
+      disk = {
+        kernel = fromSetup "disk/kernel" "linux-debian";
+        tools = fromSetup "disk/tools" "disk-image-tools";
+        nix = fromSetup "disk/nix" "nix-debian";
+        dropbear = fromSetup "disk/dropbear" "dropbear-debian";
+        bash = fromSetup "disk/bash" "bash-static-debian";
+        authorizedKey = builtins.replaceStrings [ "\n" ] [ "" ]
+          (builtins.readFile (fromSetup "authorized_keys" "authorized_keys"));
+      };
+      platform = import ./platform { inherit bb system disk; };
       systems = import ./systems.nix;
       reserved = [ "busybox" "initrd" ];
-      # A demo system: the exported imageless backend on the demo platform, with its
-      # settings (systems.nix; an unknown one is an evaluation error).
+      backends = {
+        imageless = self.nixosModules.imageless;
+        # Disk systems accept the controller's demo key (scripts/setup.sh) and get a small
+        # image (the module's default, 8 GiB, would be stored whole as the raw variant).
+        disk = { lib, ... }: {
+          imports = [ self.nixosModules.disk ];
+          reconcile.ssh.authorizedKeys = [ disk.authorizedKey ];
+          reconcile.disk.size = lib.mkDefault 512;
+        };
+      };
+      # A demo system: the exported backend module (systems.nix's `backend`, imageless
+      # unless said) on the demo platform, with its settings (systems.nix; an unknown one
+      # is an evaluation error).
       demo = name: settings: lib.evalModules {
         modules = [
-          self.nixosModules.imageless
+          (backends.${settings.backend or "imageless"}
+            or (throw "nix/systems.nix (${name}): backend must be one of ${toString (builtins.attrNames backends)}"))
           platform
-          { _file = "nix/systems.nix (${name})"; networking.hostName = name; demo = settings; }
+          {
+            _file = "nix/systems.nix (${name})";
+            networking.hostName = name;
+            demo = removeAttrs settings [ "backend" ];
+          }
         ];
       };
       nixosConfigurations = builtins.mapAttrs

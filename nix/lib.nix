@@ -47,6 +47,8 @@ let
   # name, hostName, message, switchBehaviour, healthy, switchDelay, sshd, failBuild,
   # probeShares, kernelParams, initrd (a mkInitrd), bootspec (write boot.json) and
   # services (name -> script, run by stage 2 in this order, the readiness line's among them).
+  # Disk systems (../disk-image.nix) also pass `sw` (busybox and more), and `extraEnv` and
+  # `extraCommands` (run last); without them the derivation is what it always was.
   mkToplevel = o:
     let serviceAttrs = builtins.genList (i: "service${toString i}") (builtins.length o.services);
     in
@@ -76,10 +78,10 @@ let
         serviceNames = builtins.concatStringsSep "\n" (map (s: s.name) o.services);
         # Each script in a file of its own ($service<i>Path), never in shell text.
         passAsFile = serviceAttrs;
-      } // builtins.listToAttrs (builtins.genList
+      } // (o.extraEnv or { }) // builtins.listToAttrs (builtins.genList
         (i: { name = "service${toString i}"; value = (builtins.elemAt o.services i).script; })
         (builtins.length o.services)))
-      ''
+      (''
         set -e
         b=${bb}
         if [ -n "$failBuild" ]; then
@@ -94,7 +96,7 @@ let
           $b chmod 0555 "$2"
         }
         $b mkdir -p $out/bin $out/etc/acpi/PWRF $out/etc/services
-        $b ln -s ${busybox} $out/sw
+        $b ln -s ${o.sw or busybox} $out/sw
         $b ln -s ${o.initrd}/initrd $out/initrd
         fill ${./stage-2-init.sh} $out/init
         fill ${./switch-to-configuration.sh} $out/bin/switch-to-configuration
@@ -120,8 +122,8 @@ let
         if [ -n "$bootJson" ]; then
           $b printf '%s\n' "$bootJson" | $b sed -e "s|@out@|$out|g" > $out/boot.json
         fi
-      '';
+      '' + (o.extraCommands or ""));
 in
 {
-  inherit busybox mkInitrd mkToplevel;
+  inherit run busybox mkInitrd mkToplevel;
 }

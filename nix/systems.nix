@@ -1,7 +1,11 @@
 # The demo systems, as data: name -> settings (the demo platform's `demo.*` options,
-# platform/default.nix). Each system is nixosModules.imageless on the demo platform with
-# these settings (flake.nix). Tests copy this directory and edit this file to change one
+# platform/default.nix). Each system is a backend module on the demo platform with these
+# settings (flake.nix). Tests copy this directory and edit this file to change one
 # system's closure and nothing else.
+#   backend:         "imageless" (the default: nixosModules.imageless) or "disk"
+#                    (nixosModules.disk: boots from its own image, system.build.images.qemu
+#                    and .raw, 512 MiB; runs an SSH daemon that accepts the controller's
+#                    demo key; needs `make setup`, see README.md)
 #   message:         printed on the console at boot (changing it changes the closure)
 #   switchBehaviour: "ok" | "fail" (exit 1, change nothing) | "degraded" (switch, exit 4)
 #   failBuild:       true makes the build fail (for tests of build errors)
@@ -14,4 +18,6 @@
   demo-b = { message = "demo system b"; };
   demo-c = { message = "demo system c"; };
   demo-broken = { failBuild = true; };
+  demo-disk = { backend = "disk"; message = "demo disk system"; };
+  demo-disk-b = { backend = "disk"; message = "demo disk system b"; };
 }

@@ -8,6 +8,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils openssh-server openssh-client busybox-static nix-bin
   linux-image-amd64 git iproute2 cpio gzip
+  grub-pc-bin dropbear-bin e2fsprogs bash-static  # the demo disk images (nix/disk-image.nix)
   linux-source bc bison flex libelf-dev libssl-dev xz-utils build-essential
   chromium
   zsh fish ansible-core  # the completion scripts and the Ansible inventory are checked in them
@@ -51,6 +52,92 @@ fi
 # The demo flake's builder: a static busybox, copied in at build time, never committed.
 if [[ -d nix ]] && ! cmp -s /bin/busybox nix/bb/busybox 2>/dev/null; then
   install -D -m 0755 /bin/busybox nix/bb/busybox
+fi
+
+# The demo disk systems' inputs (nix/disk-image.nix), in nix/bb/ (gitignored, never
+# committed): Debian's kernel and the modules its disk initrd loads; the image tools;
+# nix and dropbear for the guest. Each dynamic binary goes with the libraries ldd names
+# and the loader, which runs it in the sandbox and the guest. Each directory is made
+# anew in a temporary one and replaces the old only when different, so the flake's store
+# paths change only when the host's files do.
+bundle() { # DIR FILE...: FILE in DIR/bin, its libraries and ld-linux in DIR/lib
+  local dir=$1 file lib
+  shift
+  mkdir -p "$dir/bin" "$dir/lib"
+  for file in "$@"; do
+    install -m 0755 "$file" "$dir/bin/"
+    for lib in $(ldd "$file" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/.*ld-linux/ { print $1 }'); do
+      install -m 0755 "$lib" "$dir/lib/"
+    done
+  done
+}
+modules_in_order() { # RELEASE MODULE...: the modules and their dependencies, dependencies first
+  local release=$1 module dep
+  shift
+  for module in "$@"; do
+    for dep in $(modinfo -k "$release" -F depends "$module" | tr ',' ' '); do
+      modules_in_order "$release" "$dep"
+    done
+    echo "$module"
+  done
+}
+place() { # NAME: replace nix/bb/NAME by $new when different
+  if ! diff -r -q "$new" "nix/bb/$1" >/dev/null 2>&1; then
+    say "updating nix/bb/$1"
+    rm -rf "nix/bb/$1"
+    mkdir -p "$(dirname "nix/bb/$1")"
+    mv "$new" "nix/bb/$1"
+  else
+    rm -rf "$new"
+  fi
+}
+if [[ -d nix ]]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  release=$(basename "$(ls /boot/vmlinuz-* | sort -V | tail -n 1)")
+  release=${release#vmlinuz-}
+  new=$work/kernel
+  mkdir -p "$new/modules"
+  cp /boot/vmlinuz-"$release" "$new/bzImage"
+  echo "$release" >"$new/release"
+  # ext4 (and crc32c for its checksums), the virtio disk and NIC, the ACPI power button.
+  modules_in_order "$release" crc32c_generic ext4 virtio_pci virtio_blk virtio_net \
+    virtio_rng evdev button | awk '!seen[$0]++' >"$work/order"
+  while read -r module; do
+    file=$(modinfo -k "$release" -n "$module")
+    cp "$file" "$new/modules/"
+    basename "$file"
+  done <"$work/order" >"$new/modules/order"
+  place disk/kernel
+  new=$work/tools
+  bundle "$new" /usr/sbin/mke2fs /usr/bin/qemu-img /usr/bin/grub-mkimage
+  mkdir -p "$new/grub"
+  cp -r /usr/lib/grub/i386-pc "$new/grub/"
+  place disk/tools
+  new=$work/nix
+  bundle "$new" /usr/bin/nix
+  # nix dlopens the DNS resolver (a stub in glibc 2.36), warning when it cannot.
+  install -m 0755 /lib/x86_64-linux-gnu/libnss_dns.so.2 "$new/lib/"
+  place disk/nix
+  new=$work/dropbear
+  bundle "$new" /usr/sbin/dropbear /usr/bin/dropbearkey
+  place disk/dropbear
+  new=$work/bash
+  mkdir -p "$new/bin"
+  install -m 0755 /bin/bash-static "$new/bin/bash"
+  place disk/bash
+fi
+
+# The controller's demo SSH key pair, which the demo disk systems authorize for root
+# (nix/bb/authorized_keys, read by nix/flake.nix).
+demo_key=/var/lib/reconcile/demo-ssh/id_ed25519
+if [[ ! -f $demo_key ]]; then
+  say "generating the demo SSH key $demo_key"
+  mkdir -p -m 0700 "$(dirname "$demo_key")"
+  ssh-keygen -q -t ed25519 -N '' -C reconcile-demo -f "$demo_key"
+fi
+if [[ -d nix ]] && ! cmp -s "$demo_key.pub" nix/bb/authorized_keys; then
+  install -m 0644 "$demo_key.pub" nix/bb/authorized_keys
 fi
 
 # The demo flake's one input, nixpkgs' lib (its systems are evaluated with the module

@@ -41,9 +41,10 @@ in
   config = {
     reconcile.backend = "disk";
     reconcile.disk.image = config.system.build.images.${cfg.variant};
-    image.modules.${cfg.variant} = {
+    # The raw variant too: the same disk uncompressed (`system.build.images.raw`).
+    image.modules = lib.genAttrs [ cfg.variant "raw" ] (_: {
       virtualisation.diskSize = cfg.size;
-    };
+    });
 
     boot.loader.grub.device = lib.mkDefault "/dev/vda";
     boot.growPartition = true;

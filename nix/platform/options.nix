@@ -36,8 +36,20 @@ in
     boot.initrd.kernelModules = strs;
     boot.bootspec.enable = opt types.bool true;
     boot.loader.grub.enable = opt types.bool true;
+    boot.loader.grub.device = opt types.str "";
+    boot.growPartition = opt types.bool false;
     fileSystems = opt (types.attrsOf fileSystem) { };
     systemd.services = opt (types.attrsOf service) { };
     system.build = opt (types.lazyAttrsOf types.raw) { };
+    # What the disk backend sets besides (nixos-stub.nix adds the users' other options).
+    users.users = lib.mkOption {
+      type = types.attrsOf (types.submodule {
+        options.openssh.authorizedKeys.keys = opt (types.listOf types.singleLineStr) [ ];
+      });
+    };
+    services.openssh.enable = opt types.bool false;
+    services.openssh.settings.PermitRootLogin = opt (types.enum [ "yes" "without-password" "prohibit-password" "forced-commands-only" "no" ]) "prohibit-password";
+    services.openssh.settings.PasswordAuthentication = opt types.bool true;
+    image.modules = opt (types.attrsOf types.deferredModule) { };
   };
 }

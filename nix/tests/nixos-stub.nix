@@ -36,7 +36,6 @@ let
     options = {
       isNormalUser = opt types.bool false;
       extraGroups = strs;
-      openssh.authorizedKeys.keys = opt (types.listOf types.singleLineStr) [ ];
     };
   };
   # Inside each image variant (image.modules.<name>), what nixpkgs' disk-image.nix declares.
@@ -53,21 +52,17 @@ let
   };
 in
 {
-  # The options the demo platform implements too (boot.*, fileSystems, systemd.services, ...).
+  # The options the demo platform implements too (boot.*, fileSystems, systemd.services,
+  # users.users.*.openssh, services.openssh, image.modules).
   imports = [ ../platform/options.nix ];
 
   options = {
-    boot.loader.grub.device = opt types.str "";
-    boot.growPartition = opt types.bool false;
     systemd.timers = opt (types.attrsOf timer) { };
     systemd.tmpfiles.rules = strs;
     users.users = opt (types.attrsOf user) { };
     security.sudo.wheelNeedsPassword = opt types.bool true;
     environment.systemPackages = opt (types.listOf types.package) [ ];
     environment.etc = opt (types.attrsOf (types.submodule { options.text = opt (types.nullOr types.lines) null; })) { };
-    services.openssh.enable = opt types.bool false;
-    services.openssh.settings.PermitRootLogin = opt (types.enum [ "yes" "without-password" "prohibit-password" "forced-commands-only" "no" ]) "prohibit-password";
-    services.openssh.settings.PasswordAuthentication = opt types.bool true;
     services.prometheus.exporters.node = {
       enable = opt types.bool false;
       port = opt types.port 9100;
@@ -78,7 +73,6 @@ in
     virtualisation.libvirtd.enable = opt types.bool false;
     nix.settings.experimental-features = strs;
     nix.settings.trusted-users = opt (types.listOf types.str) [ "root" ];
-    image.modules = opt (types.attrsOf types.deferredModule) { };
   };
 
   # The image variants, evaluated against their own stub like nixpkgs' extendModules does
