@@ -28,7 +28,9 @@ def inspect(path: Path) -> DiskFileFacts | None:
             header = f.read(32)
             if len(header) < 32 or header[:4] != QCOW2_MAGIC:
                 raise ProbeError(f"{path} is not a qcow2 image")
-            offset, length, size = struct.unpack(">QIQ", header[8:28])
+            # version (4), backing file offset (8) and length (4), cluster bits (4), size (8)
+            offset, length = struct.unpack(">QI", header[8:20])
+            (size,) = struct.unpack(">Q", header[24:32])
             backing = b""
             if offset and 0 < length <= 4096:
                 f.seek(offset)

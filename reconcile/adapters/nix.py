@@ -54,7 +54,9 @@ def flake_narhash(flake: str) -> str:
 
 
 def evaluate(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
-    """Out paths of each installable's derivation, evaluated (not built) in one call."""
+    """Out paths of each installable's derivation, evaluated (not built) in one call. A dry
+    run answers in the installables' order (Nix 2.8 lists them as given; a real build does
+    not, see `build`)."""
     if not installables:
         return {}
     result = _json(
@@ -67,8 +69,12 @@ def evaluate(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
     }
 
 
-def build(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
-    """Realise every installable in one `nix build` call; returns their out paths."""
+def build(installables: Sequence[str], timeout_s: float) -> set[str]:
+    """Realise every installable in one `nix build` call; returns their out paths.
+
+    A set, not a mapping: Nix 2.8 answers a build in an order of its own (not the
+    installables'), so its answer cannot be zipped with them. `evaluate`'s dry run keeps the
+    order, and the plan already knows each installable's out path from it."""
     argv = [*NIX, "build", "--no-link", "--json", "--print-build-logs", "--", *installables]
     try:
         result = _json(argv, hint="rerun the build by hand to see its log", timeout_s=timeout_s)
@@ -80,9 +86,7 @@ def build(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
             hint="the Nix build failed; rerun the command above to see the whole log"
             + (" (or raise lab.build_timeout)" if error.returncode == -1 else ""),
         ) from None
-    return {
-        inst: str(item["outputs"]["out"]) for inst, item in zip(installables, result, strict=True)
-    }
+    return {str(item["outputs"]["out"]) for item in result}
 
 
 class EvalCache:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reconcile.core.desired import Guest, Manifest, Ssh
 from reconcile.core.errors import ReconcileError
@@ -182,8 +182,9 @@ def guest(manifest: Manifest, name: str) -> Guest:
     )
 
 
-def ssh_of(manifest: Manifest, name: str) -> Ssh:
-    """How to reach host or guest `name` over SSH, with its pinned key; an error otherwise."""
+def ssh_of(manifest: Manifest, name: str, learned_key: str | None = None) -> Ssh:
+    """How to reach host or guest `name` over SSH, with its pinned key; an error otherwise.
+    `learned_key`: the key a disk guest printed on its console at its first boot."""
     found: Mapping[str, object] = {**manifest.guests, **manifest.hosts}
     if name not in found:
         raise ReconcileError(
@@ -199,6 +200,13 @@ def ssh_of(manifest: Manifest, name: str) -> Ssh:
             hint=f"an imageless guest is reached on its console: `reconcile console "
             f"{manifest.path} {name}` (only disk guests take an `ssh` table)",
         )
+    if not ssh.host:
+        raise ReconcileError(
+            f"guest '{name}': its address is its DHCP lease, which `reconcile ssh` does not read",
+            hint=f"`reconcile plan {manifest.path}` shows it; or give ssh.target",
+        )
+    if ssh.host_key is None and ssh.known_hosts is None and learned_key:
+        return replace(ssh, host_key=learned_key)
     if ssh.host_key is None and ssh.known_hosts is None:
         raise ReconcileError(
             f"guest '{name}': its ssh setting pins no host key; refusing to connect",

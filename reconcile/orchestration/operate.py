@@ -127,7 +127,9 @@ def pinned_known_hosts(ssh: Ssh, path: Path) -> Path:
 
 def ssh_argv(manifest: Manifest, name: str, command: Sequence[str] = ()) -> list[str]:
     """The OpenSSH command line for `reconcile ssh`, with its pinned known_hosts written."""
-    ssh = inv.ssh_of(manifest, name)
+    pin = manifest.lab.layout.guest_host_key(name)
+    learned = pin.read_text().strip() if name in manifest.guests and pin.is_file() else None
+    ssh = inv.ssh_of(manifest, name, learned)
     pipeline.claim_state_dir(manifest)
     known_hosts = pinned_known_hosts(ssh, manifest.lab.layout.host_known_hosts(name))
     return login_argv(ssh, known_hosts, command)

@@ -208,7 +208,9 @@ def diff_guest(
     return change
 
 
-RECREATE_NOTE = "its disk is made anew from the image: what is on it is lost (data disks are kept)"
+RECREATE_NOTE = (
+    "its disk is made anew from the new image: what is on it is lost; data disks are kept"
+)
 
 
 def _disk_change(
@@ -321,7 +323,7 @@ def _diff_domain(intent: AnyIntent, observation: HypervisorObservation, lab: str
                 else "the persistent definition differs; the running guest does not"
             )
             return replace(known, kind=ChangeKind.REDEFINE, reasons=config_changes, note=note)
-        if live is not None and live.ready != intent.toplevel:
+        if live is not None and not _seen_ready(intent, live):
             return replace(
                 known, kind=ChangeKind.WAIT, note="running, but its boot was never seen ready"
             )
@@ -332,6 +334,14 @@ def _diff_domain(intent: AnyIntent, observation: HypervisorObservation, lab: str
             return replace(known, kind=ChangeKind.REDEFINE, reasons=config_changes, note=note)
         return replace(known, note="defined anew; " + note)
     return replace(known, kind=ChangeKind.RESTART, reasons=live_changes)
+
+
+def _seen_ready(intent: AnyIntent, live: DomainFacts) -> bool:
+    """Whether this boot was confirmed ready: an imageless guest's with its own system, a
+    disk guest's with any (its boot loader picks the system; what runs is switched)."""
+    if isinstance(intent, DiskIntent):
+        return live.ready is not None
+    return live.ready == intent.toplevel
 
 
 def _kept(domain: ObservedDomain, hypervisor: str) -> GuestChange:

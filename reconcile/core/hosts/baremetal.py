@@ -164,7 +164,10 @@ def diff_host(intent: HostIntent, seen: HostObservation | None, error: str = "")
             base, kind=HostChangeKind.SWITCH, before=seen.current, note=host.activation.value
         )
     active = seen.current
-    if active is not None and seen.confirmed != active:
+    # A disk guest's first system came with its disk, and its boot was seen ready: there is
+    # no switch of it whose health could have gone unconfirmed.
+    first_boot = intent.machine == "disk guest" and seen.confirmed is None
+    if active is not None and seen.confirmed != active and not first_boot:
         return replace(
             base,
             kind=HostChangeKind.VERIFY,

@@ -26,6 +26,8 @@ _SUMMARY_ORDER = (
     ChangeKind.START,
     ChangeKind.WAIT,
     ChangeKind.RESTART,
+    ChangeKind.RECREATE,
+    ChangeKind.RESIZE,
     ChangeKind.REDEFINE,
     ChangeKind.STOP,
     ChangeKind.DESTROY,
