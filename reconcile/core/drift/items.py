@@ -24,7 +24,9 @@ ABSENT = "(none)"
 
 
 def _guest_item(change: GuestChange) -> DriftItem:
-    item = DriftItem("guest", change.name, DriftStatus.IN_SYNC, where=change.hypervisor)
+    # a disk guest is also where it is reached: its forwarded port, address or lease
+    where = f"{change.hypervisor} at {change.address}" if change.address else change.hypervisor
+    item = DriftItem("guest", change.name, DriftStatus.IN_SYNC, where=where)
     fields = [DriftField(r.field, r.after, r.before) for r in change.reasons]
     match change.kind:
         case ChangeKind.NOOP:
@@ -140,10 +142,36 @@ def _with_roots(item: DriftItem, diff: Diff) -> DriftItem:
     return replace(item, status=DriftStatus.DRIFTED, fields=(*item.fields, field))
 
 
+def _with_system(item: DriftItem, systems: Mapping[str, HostChange]) -> DriftItem:
+    """A running disk guest's system, observed over SSH as a host's is, is a field of the
+    guest (`system`), not a host of its own."""
+    change = systems.get(item.name)
+    if change is None or item.status not in (DriftStatus.IN_SYNC, DriftStatus.DRIFTED):
+        return item
+    system = _host_item(change)
+    if system.status is DriftStatus.UNKNOWN:
+        return replace(item, status=DriftStatus.UNKNOWN, note=f"its system: {system.note}")
+    if system.status is not DriftStatus.DRIFTED:
+        return item
+    return replace(
+        item,
+        status=DriftStatus.DRIFTED,
+        fields=(*item.fields, *system.fields),
+        note=item.note or system.note,
+        closure=item.closure or system.closure,
+    )
+
+
 def drift_items(diff: Diff, ignore: Sequence[str] = ()) -> list[DriftItem]:
     """Every guest and host of the diff as a drift item, ignore patterns applied."""
-    items = [_with_roots(_with_views(_guest_item(c), diff), diff) for c in diff.changes]
-    items += [_host_item(h) for h in diff.hosts]
+    systems = {
+        h.name: h for h in diff.hosts if h.intent is not None and h.intent.machine == "disk guest"
+    }
+    items = [
+        _with_system(_with_roots(_with_views(_guest_item(c), diff), diff), systems)
+        for c in diff.changes
+    ]
+    items += [_host_item(h) for h in diff.hosts if h.name not in systems]
     return [_apply_ignores(i, ignore) for i in items]
 
 

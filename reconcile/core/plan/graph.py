@@ -219,7 +219,7 @@ def _disk_actions(change: GuestChange, needs: list[str]) -> list[tuple[Action, l
                 steps.append(ShutdownGuest(ref, intent.guest.shutdown_timeout_s))
             if change.kind is ChangeKind.RECREATE:
                 steps.append(WipeDisk(ref, intent))
-            elif change.kind is ChangeKind.CREATE:
+            elif change.kind is not ChangeKind.STOP:  # a new data disk is made before its use
                 steps.append(PrepareDisks(ref, intent))
             if change.resize_to:
                 steps.append(GrowDisk(ref, intent))
