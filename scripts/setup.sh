@@ -9,6 +9,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils openssh-server openssh-client busybox-static nix-bin
   linux-image-amd64 git iproute2 cpio gzip
   grub-pc-bin dropbear-bin e2fsprogs bash-static  # the demo disk images (nix/disk-image.nix)
+  dnsmasq-base  # libvirt's default network (DHCP) for disk guests on it
   linux-source bc bison flex libelf-dev libssl-dev xz-utils build-essential
   chromium
   zsh fish ansible-core  # the completion scripts and the Ansible inventory are checked in them
@@ -108,6 +109,16 @@ if [[ -d nix ]]; then
     cp "$file" "$new/modules/"
     basename "$file"
   done <"$work/order" >"$new/modules/order"
+  # virtiofs shares (nix/disk/shares.sh): fuse and virtiofs, loaded at stage 2 from the
+  # image when a system has shares, so not in the initrd; what stage 1 loaded is left out.
+  mkdir -p "$new/stage-2-modules"
+  modules_in_order "$release" fuse virtiofs |
+    awk 'NR == FNR { loaded[$0]; next } !($0 in loaded) && !seen[$0]++' "$work/order" - |
+    while read -r module; do
+      file=$(modinfo -k "$release" -n "$module")
+      cp "$file" "$new/stage-2-modules/"
+      basename "$file"
+    done >"$new/stage-2-modules/order"
   place disk/kernel
   new=$work/tools
   bundle "$new" /usr/sbin/mke2fs /usr/bin/qemu-img /usr/bin/grub-mkimage

@@ -136,6 +136,12 @@ class DiskFormat(StrEnum):
 
 
 @dataclass(frozen=True)
+class ConfigShare:
+    tag: str
+    source: str  # an installable: its output is shared read-only
+
+
+@dataclass(frozen=True)
 class DataDisk:
     name: str
     size_bytes: int
@@ -190,6 +196,7 @@ class Guest:
     protect: bool
     after: tuple[str, ...] = ()  # guests and hosts whose changes come first (`after`)
     data_disks: tuple[DataDisk, ...] = ()  # disk guests: kept across a recreate
+    config_shares: tuple[ConfigShare, ...] = ()  # disk guests: built store paths, read-only
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from reconcile.adapters import disks, files, generations, nix
+from reconcile.adapters import disks, files, generations, nix, views
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.disk import DiskIntent
 from reconcile.core.guests.disk_xml import DiskDomainSpec, disk_target
@@ -122,6 +122,7 @@ class DiskGuestPerformer(GuestPerformer):
                 serial_log = action.intent.definition.serial_log
                 serial_log.parent.mkdir(parents=True, exist_ok=True)
                 serial_log.unlink(missing_ok=True)
+                views.ensure(self._layout.views_lock, action.intent.views)  # read-only shares
                 self._disk_hv(action.guest).start(action.guest.domain)
                 self._sync_roots(action.guest)
             case UndefineGuest():

@@ -35,7 +35,13 @@ from reconcile.core.desired import (
 )
 from reconcile.core.errors import PlanError, ProbeError, ReconcileError
 from reconcile.core.guests.diff import ChangeKind, GuestChange
-from reconcile.core.guests.disk import DiskIntent, disk_intent, image_installable, image_key
+from reconcile.core.guests.disk import (
+    DiskIntent,
+    disk_intent,
+    image_installable,
+    image_key,
+    share_key,
+)
 from reconcile.core.guests.identity import domain_name
 from reconcile.core.guests.imageless import kernel_cmdline
 from reconcile.core.guests.intent import (
@@ -228,6 +234,11 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
         for g in guests
         if g.mode is GuestMode.DISK
     )
+    installables.update(
+        (share_key(g.name, c.tag), system_installable(manifest.lab.flake, c.source))
+        for g in guests
+        for c in g.config_shares
+    )
     cache = nix.EvalCache(manifest.lab.layout.eval_cache)
     toplevels = nix.resolve_systems(
         manifest.lab.flake,
@@ -258,6 +269,10 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
                     layout=manifest.lab.layout,
                     toplevel=toplevel,
                     image=toplevels[installables[image_key(guest.name)]],
+                    config_sources={
+                        c.tag: toplevels[installables[share_key(guest.name, c.tag)]]
+                        for c in guest.config_shares
+                    },
                 )
             )
             continue

@@ -28,6 +28,7 @@ LAB = "dg"
 BASE = Path("/var/lib/reconcile-tests")
 KEY = Path("/var/lib/reconcile/demo-ssh/id_ed25519")  # scripts/setup.sh makes it
 PORTS = {"one": 22101, "two": 22102, "kill": 22103}
+NETWORK = "default"  # libvirt's own; its leases are read, its addresses never connected to
 
 
 class Lab:
@@ -39,6 +40,7 @@ class Lab:
         # name -> (system, extra TOML lines)
         self.guests: dict[str, tuple[str, str]] = {}
         self.sizes: dict[str, str] = {}  # disk.size, when not 1GiB
+        self.formats: dict[str, str] = {}  # disk.format, when not qcow2
 
     def write(self) -> None:
         text = f"""
@@ -56,14 +58,22 @@ accel = "qemu"
 mode = "disk"
 system = "{system}"
 memory = "384MiB"
-disk = {{ size = "{self.sizes.get(name, "1GiB")}" }}
-network = {{ user = true, ssh_port = {PORTS[name]} }}
-ssh = {{ identity = "{KEY}", connect_timeout = "5s" }}
+disk = {{ size = "{self.sizes.get(name, "1GiB")}", format = "{self.formats.get(name, "qcow2")}" }}
+{self._network(name)}
 boot_timeout = "240s"
 shutdown_timeout = "20s"
 {extra}
 """
         self.manifest.write_text(text)
+
+    @staticmethod
+    def _network(name: str) -> str:
+        if name not in PORTS:  # on libvirt's network: no SSH (this test may not reach it)
+            return f'network = {{ libvirt = "{NETWORK}" }}\nupdate = "recreate"'
+        return (
+            f"network = {{ user = true, ssh_port = {PORTS[name]} }}\n"
+            f'ssh = {{ identity = "{KEY}", connect_timeout = "5s" }}'
+        )
 
     def apply(
         self, *extra: str, env: dict[str, str] | None = None
@@ -260,6 +270,33 @@ def test_sigkill_during_a_switch_then_rerun_converges(lab: Lab, fault: str) -> N
     assert lab.ssh("one", "readlink /run/current-system").strip() == lab.toplevel(system)
     assert lab.ssh("one", "cat /root/marker") == "kept\n"
     lab.assert_converged()
+
+
+def test_a_raw_image_on_libvirts_network_shows_its_lease(lab: Lab) -> None:
+    started = virsh("net-info", NETWORK).stdout.find("Active:         no") >= 0
+    if started:
+        assert virsh("net-start", NETWORK).returncode == 0
+    try:
+        lab.guests["lease"] = ("demo-disk", "")
+        lab.formats["lease"] = "raw"
+        lab.write()
+        proc = lab.apply()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        chain = backing_chain(lab.overlay("lease"))
+        assert chain[1]["format"] == "raw" and str(chain[1]["filename"]).endswith(".img")
+        guest = next(c for c in lab.plan_json()["changes"] if c["guest"] == "lease")  # type: ignore[attr-defined]
+        assert re.fullmatch(r"192\.168\.122\.\d+", guest["address"]), guest
+        drift = reconcile("drift", str(lab.manifest), "--format", "json")
+        item = next(i for i in json.loads(drift.stdout)["items"] if i["name"] == "lease")
+        assert item["where"] == f"local at {guest['address']}"
+        lab.assert_converged()
+        del lab.guests["lease"]
+        lab.write()
+        proc = lab.apply("--prune")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        if started:
+            virsh("net-destroy", NETWORK)
 
 
 def test_prune_removes_the_overlay_its_data_disks_and_the_image_root(lab: Lab) -> None:

@@ -151,6 +151,7 @@ def _disk_field_changes(intent: DiskIntent, facts: DomainFacts) -> tuple[FieldCh
         ("vcpus", str(facts.vcpus), str(want.vcpus)),
         ("network", _network(facts), _network(want)),
         ("disks", _disks(facts), _disks(want)),
+        ("shares", _shares(dict(facts.shares)), _shares(dict(want.shares))),
     ]
     if intent.recreates:
         pairs.append(("image", mark.image, intent.image))

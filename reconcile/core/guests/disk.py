@@ -17,6 +17,7 @@ Three things are deliberately not in the hash, because each has its own change c
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from reconcile.core.desired import Accel, DiskFormat, DiskUpdate, Guest, Network
 from reconcile.core.guests.hashing import spec_hash
 from reconcile.core.guests.identity import Mark, domain_name, domain_uuid, mac_address
 from reconcile.core.guests.imageless import Owner
-from reconcile.core.guests.shares import ShareSpec, View
+from reconcile.core.guests.shares import ShareSpec, View, share_spec, views_of
 from reconcile.core.layout import StateLayout
 
 # Part of every disk guest's spec hash: bump it on purpose when the rendered XML changes.
@@ -63,6 +64,7 @@ class DiskDefinition:
     network: DiskNic | None
     data_disks: tuple[DataDiskSpec, ...]  # /dev/vdb, ... in manifest order
     serial_log: Path
+    shares: tuple[ShareSpec, ...]  # the manifest's, then its config shares (store paths)
     mark: Owner
     render: int = RENDER_VERSION
 
@@ -108,11 +110,12 @@ class DiskIntent:
 
     @property
     def shares(self) -> tuple[ShareSpec, ...]:
-        return ()
+        return self.definition.shares
 
     @property
     def views(self) -> tuple[View, ...]:
-        return ()
+        """The read-only views its shares are served from (made before each start)."""
+        return views_of(self.definition.shares)
 
     @property
     def recreates(self) -> bool:
@@ -151,13 +154,20 @@ def image_installable(flake: str, system: str, fmt: DiskFormat) -> str:
     return f"{flake}#nixosConfigurations.{system}.config.system.build.images.{variant}"
 
 
+def share_key(guest: str, tag: str) -> str:
+    """The key of a config share's installable among the plan's installables to build."""
+    return f"{guest} (share {tag})"
+
+
 def define(
     lab: str,
     guest: Guest,
     *,
     accel: Accel,
     layout: StateLayout,
+    config_sources: Mapping[str, str],
 ) -> DiskDefinition:
+    """`config_sources`: each config share's store path, by tag."""
     assert guest.disk is not None  # the manifest gives every disk guest its defaults
     network = None
     if guest.network is not None:
@@ -176,14 +186,28 @@ def define(
             DataDiskSpec(d.name, layout.data_disk(guest.name, d.name)) for d in guest.data_disks
         ),
         serial_log=layout.serial_log(guest.name),
+        shares=(
+            *(share_spec(layout, s.tag, s.source, s.writable) for s in guest.shares),
+            *(
+                share_spec(layout, c.tag, Path(config_sources[c.tag]), False)
+                for c in guest.config_shares
+            ),
+        ),
         mark=Owner(lab, guest.name, guest.mode.value, guest.protect),
     )
 
 
 def disk_intent(
-    lab: str, guest: Guest, *, accel: Accel, layout: StateLayout, toplevel: str, image: str
+    lab: str,
+    guest: Guest,
+    *,
+    accel: Accel,
+    layout: StateLayout,
+    toplevel: str,
+    image: str,
+    config_sources: Mapping[str, str] | None = None,
 ) -> DiskIntent:
     assert guest.disk is not None
-    definition = define(lab, guest, accel=accel, layout=layout)
+    definition = define(lab, guest, accel=accel, layout=layout, config_sources=config_sources or {})
     sizes = tuple(d.size_bytes for d in guest.data_disks)
     return DiskIntent(guest, definition, toplevel, image, guest.disk.size_bytes, sizes)

@@ -16,6 +16,7 @@ from reconcile.core.guests.domain_xml import (
     DiskFacts,
     DomainFacts,
     NicFacts,
+    ShareFacts,
     render_mark,
     sub,
 )
@@ -93,7 +94,7 @@ def facts_of(intent: DiskIntent) -> DomainFacts:
         kernel=None,
         initrd=None,
         cmdline="",
-        shares=(),
+        shares=tuple(ShareFacts(s.tag, s.source) for s in d.shares),
         nics=nics,
         mark=intent.ownership(intent.image),
         disks=tuple(DiskFacts(disk_target(i), str(p)) for i, p in enumerate(disks)),
@@ -109,6 +110,10 @@ def render_disk_xml(spec: DiskDomainSpec) -> str:
     render_mark(sub(root, "metadata"), spec.mark)
     sub(root, "memory", {"unit": "MiB"}, str(d.memory_mib))
     sub(root, "currentMemory", {"unit": "MiB"}, str(d.memory_mib))
+    if d.shares:  # vhost-user-fs needs guest RAM that virtiofsd can map
+        backing = sub(root, "memoryBacking")
+        sub(backing, "source", {"type": "memfd"})
+        sub(backing, "access", {"mode": "shared"})
     sub(root, "vcpu", text=str(d.vcpus))
     os_ = sub(root, "os")
     sub(os_, "type", {"arch": "x86_64", "machine": "pc"}, "hvm")
@@ -133,6 +138,11 @@ def render_disk_xml(spec: DiskDomainSpec) -> str:
     for index, data in enumerate(d.data_disks, start=1):
         disk = _disk(devices, data.path, disk_target(index), "qcow2")
         sub(disk, "serial", text=data.name)
+    for share in d.shares:  # read-only ones serve a read-only view (core/guests/shares.py)
+        fs = sub(devices, "filesystem", {"type": "mount", "accessmode": "passthrough"})
+        sub(fs, "driver", {"type": "virtiofs"})
+        sub(fs, "source", {"dir": share.source})
+        sub(fs, "target", {"dir": share.tag})
     if d.network is not None and d.network.kind is not NetworkKind.USER:
         kind = "network" if d.network.kind is NetworkKind.LIBVIRT else "bridge"
         nic = sub(devices, "interface", {"type": kind})

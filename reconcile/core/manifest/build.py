@@ -176,6 +176,9 @@ def _guest(base: Path, name: str, g: dict[str, Json], only_hypervisor: str) -> d
         data_disks=tuple(
             d.DataDisk(x["name"], parse_size(x["size"])) for x in g.get("data_disks", [])
         ),
+        config_shares=tuple(
+            d.ConfigShare(x["tag"], x["source"]) for x in g.get("config_shares", [])
+        ),
     )
 
 

@@ -25,7 +25,7 @@ Json = Any
 RESERVED_SHARE_TAGS = ("store", "modules")
 BUILD_KEYS = ("ref", "config", "fragments", "set")
 PREBUILT_KEYS = ("image", "modules", "initrd_modules")
-DISK_ONLY_KEYS = ("disk", "ssh", "data_disks")
+DISK_ONLY_KEYS = ("disk", "ssh", "data_disks", "config_shares")
 NETWORK_KINDS = ("libvirt", "bridge", "user")
 
 
@@ -211,16 +211,18 @@ def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:
             yield from _check_disk_guest(doc, path, guest)
         yield from _check_network(path, guest)
         tags: set[str] = set()
-        for index, share in enumerate(guest.get("shares", [])):
+        shares = [("shares", i, x) for i, x in enumerate(guest.get("shares", []))]
+        shares += [("config_shares", i, x) for i, x in enumerate(guest.get("config_shares", []))]
+        for key, index, share in shares:
             tag = share["tag"]
             if tag in RESERVED_SHARE_TAGS:
                 yield Finding(
-                    (*path, "shares", index, "tag"),
+                    (*path, key, index, "tag"),
                     f"tag '{tag}' is reserved",
                     "reconcile shares the Nix store as `store` and kernel modules as `modules`",
                 )
             elif tag in tags:
-                yield Finding((*path, "shares", index, "tag"), f"duplicate share tag '{tag}'")
+                yield Finding((*path, key, index, "tag"), f"duplicate share tag '{tag}'")
             tags.add(tag)
         port = guest.get("network", {}).get("ssh_port")
         if port is not None:

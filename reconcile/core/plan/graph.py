@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from reconcile.core.desired import Activation, GuestMode, GuestState
 from reconcile.core.errors import PlanError
 from reconcile.core.guests.diff import ChangeKind, GuestChange
-from reconcile.core.guests.disk import DiskIntent, image_key
+from reconcile.core.guests.disk import DiskIntent, image_key, share_key
 from reconcile.core.guests.intent import GuestIntent
 from reconcile.core.hosts.baremetal import HostChange, HostChangeKind
 from reconcile.core.plan.actions import (
@@ -305,6 +305,15 @@ def _blocked(diff: Diff, waits: Mapping[str, tuple[str, ...]]) -> dict[str, str]
 
 # Disk guests' changes that make an overlay on the image: it must be built first.
 _MAKES_OVERLAY = frozenset({ChangeKind.CREATE, ChangeKind.RECREATE})
+# Changes that start a guest: a disk guest's config shares must be built by then.
+_STARTS = frozenset({ChangeKind.CREATE, ChangeKind.RECREATE, ChangeKind.START, ChangeKind.RESTART})
+
+
+def _share_keys(change: GuestChange, unbuilt: Mapping[str, str]) -> list[str]:
+    if not isinstance(change.intent, DiskIntent):
+        return []
+    keys = [share_key(change.name, c.tag) for c in change.intent.guest.config_shares]
+    return [k for k in keys if k in unbuilt]
 
 
 def _builds(
@@ -320,6 +329,7 @@ def _builds(
     switching = [h for h in hosts if h.kind is HostChangeKind.SWITCH]
     names = [c.name for c in defining] + [h.name for h in switching]
     names += [image_key(c.name) for c in changes if c.kind in _MAKES_OVERLAY]
+    names += [k for c in changes if c.kind in _STARTS for k in _share_keys(c, unbuilt)]
     to_build = tuple(sorted({unbuilt[n] for n in names if n in unbuilt}))
     if to_build:
         nodes[BUILD_KEY] = BuildClosures(to_build)
@@ -374,6 +384,8 @@ def make_plan(
     for change in changes:
         needs = [BUILD_KEY] if change.name in unbuilt else []
         if change.kind in _MAKES_OVERLAY and image_key(change.name) in unbuilt:
+            needs = [BUILD_KEY]
+        if change.kind in _STARTS and _share_keys(change, unbuilt):
             needs = [BUILD_KEY]
         if (
             isinstance(change.intent, GuestIntent)
