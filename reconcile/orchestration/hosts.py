@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from reconcile.adapters import deploy
+from reconcile.adapters import deploy, generations
 from reconcile.adapters.ssh import Session, UnreachableError
 from reconcile.core.desired import Activation, Host
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
@@ -138,6 +138,9 @@ class HostPerformer:
                     self._start_guard(action, before.previous, deploy.new_run_id(), "")
             case CheckHealth():
                 self._health(action, remaining)
+                if intent.machine == "disk guest":  # its generations, as a guest's define records
+                    lab = self.ctx.manifest.lab
+                    generations.record(lab.layout, host.name, intent.toplevel, lab.generations)
 
     def _copy_env(self, host: Host) -> dict[str, str]:
         return self.ctx.agent_env(host.name) if host.ssh.passphrase_env else {}

@@ -50,6 +50,7 @@ def intent(update: str = "switch", image: str = IMAGE, **manifest: str) -> DiskI
         text = text.replace(old, new)
     m = parse_manifest(text.encode(), Path("/lab/m.toml"))
     guest = m.guests["box"]
+    sources = {c.tag: f"/nix/store/ssss-{c.tag}" for c in guest.config_shares}
     return disk_intent(
         "t",
         guest,
@@ -57,6 +58,7 @@ def intent(update: str = "switch", image: str = IMAGE, **manifest: str) -> DiskI
         layout=m.lab.layout,
         toplevel=TOP,
         image=image,
+        config_sources=sources,
     )
 
 
@@ -185,3 +187,33 @@ def test_json_names_mode_and_address() -> None:
     guest = doc["changes"][0]
     assert guest["mode"] == "disk" and guest["address"] == "127.0.0.1:22022"
     assert guest["desired"]["image"] == IMAGE and guest["desired"]["disk_bytes"] == 2 * GIB
+
+
+def test_a_bridge_nic_and_config_shares_render_and_are_compared() -> None:
+    bridged = intent(
+        **{
+            "network = { user = true, ssh_port = 22022 }": (
+                'network = { bridge = "br0", address = "192.0.2.10/24" }\n'
+                'config_shares = [{ tag = "seed", source = ".#seed" }]'
+            )
+        }
+    )
+    spec = DiskDomainSpec(bridged, IMAGE_FILE)
+    xml = render_disk_xml(spec)
+    assert '<interface type="bridge">' in xml and '<source bridge="br0" />' in xml
+    assert "hostfwd" not in xml and '<source type="memfd" />' in xml
+    facts = parse_domain_xml(xml)
+    assert [s.tag for s in facts.shares] == ["seed"]
+    assert facts.shares[0].source.startswith("/state/views/")  # a read-only view of the path
+    assert diff_guest(bridged, hv(observed(bridged)), "t", DISK).kind is ChangeKind.NOOP
+    assert diff_guest(bridged, hv(observed(intent())), "t", DISK).kind is ChangeKind.RESTART
+
+
+def test_a_config_share_is_built_before_the_guest_starts() -> None:
+    shared = intent(
+        **{"update = ": 'config_shares = [{ tag = "seed", source = ".#seed" }]\nupdate = '}
+    )
+    diff = diff_lab("t", [shared], {"local": hv()}, prune=False, overlays={"box": None})
+    plan = make_plan(diff, {"box (share seed)": "f#seed"})
+    assert plan.to_build == ("f#seed",)
+    assert plan.dependencies("box/disks") == ["build"]

@@ -116,7 +116,7 @@ def test_unmarked_domain_has_no_mark() -> None:
     assert facts.domain_type == "kvm"
     assert (facts.kernel, facts.initrd, facts.cmdline) == (None, None, "")
     assert facts.vcpus == 2
-    assert facts.nics == (NicFacts("52:54:00:12:34:56", None),)
+    assert facts.nics == (NicFacts("52:54:00:12:34:56", "br0"),)
 
 
 @pytest.mark.parametrize(

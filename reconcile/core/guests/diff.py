@@ -162,7 +162,7 @@ def _disk_field_changes(intent: DiskIntent, facts: DomainFacts) -> tuple[FieldCh
 
 
 def _network(facts: DomainFacts) -> str:
-    nics = [f"{n.network or 'bridge'} {n.mac}" for n in facts.nics]
+    nics = [f"{n.network or '?'} {n.mac}" for n in facts.nics]
     return ", ".join([*nics, " ".join(facts.qemu_args)]) if facts.qemu_args else ", ".join(nics)
 
 

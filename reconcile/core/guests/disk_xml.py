@@ -126,7 +126,18 @@ def render_disk_xml(spec: DiskDomainSpec) -> str:
     sub(root, "on_poweroff", text="destroy")
     sub(root, "on_reboot", text="restart")  # the image's boot loader boots its next system
     sub(root, "on_crash", text="destroy")
-    devices = sub(root, "devices")
+    _render_devices(sub(root, "devices"), spec)
+    if d.network is not None and d.network.kind is NetworkKind.USER:
+        assert d.network.ssh_port is not None
+        line = sub(root, _Q + "commandline")
+        for arg in user_netdev_args(d.network.ssh_port, d.network.mac):
+            sub(line, _Q + "arg", {"value": arg})
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _render_devices(devices: ET.Element, spec: DiskDomainSpec) -> None:
+    d = spec.definition
     system = _disk(devices, d.overlay, "vda", "qcow2")
     # The backing chain spelled out, so libvirt never probes a format, and never chowns the
     # store image to the QEMU user (it is shared, read-only, and not ours to relabel).
@@ -157,13 +168,6 @@ def render_disk_xml(spec: DiskDomainSpec) -> str:
     sub(console, "target", {"type": "serial", "port": "0"})
     sub(devices, "controller", {"type": "usb", "model": "none"})
     sub(devices, "memballoon", {"model": "none"})
-    if d.network is not None and d.network.kind is NetworkKind.USER:
-        assert d.network.ssh_port is not None
-        line = sub(root, _Q + "commandline")
-        for arg in user_netdev_args(d.network.ssh_port, d.network.mac):
-            sub(line, _Q + "arg", {"value": arg})
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode") + "\n"
 
 
 def _disk(devices: ET.Element, path: Path, target: str, fmt: str) -> ET.Element:

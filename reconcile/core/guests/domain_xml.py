@@ -95,7 +95,7 @@ class DiskFacts(NamedTuple):
 
 class NicFacts(NamedTuple):
     mac: str | None
-    network: str | None  # None for interfaces that are not `type='network'`
+    network: str | None  # the network or bridge it joins; None for other interfaces
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ def _share(fs: ET.Element) -> ShareFacts | None:
 
 def _nic(nic: ET.Element) -> NicFacts:
     mac, source = nic.find("mac"), nic.find("source")
-    network = source.get("network") if source is not None else None
+    network = (source.get("network") or source.get("bridge")) if source is not None else None
     return NicFacts(mac.get("address") if mac is not None else None, network)
 
 
