@@ -35,15 +35,33 @@
       };
       platform = import ./platform { inherit bb system disk; };
       systems = import ./systems.nix;
-      reserved = [ "busybox" "initrd" ];
+      reserved = [ "busybox" "initrd" "demo-seed" ];
       backends = {
         imageless = self.nixosModules.imageless;
         # Disk systems accept the controller's demo key (scripts/setup.sh) and get a small
         # image (the module's default, 8 GiB, would be stored whole as the raw variant).
-        disk = { lib, ... }: {
-          imports = [ self.nixosModules.disk ];
-          reconcile.ssh.authorizedKeys = [ disk.authorizedKey ];
-          reconcile.disk.size = lib.mkDefault 512;
+        # Their systems.nix `shares` (tag -> mount point: read-only, nofail; or the
+        # share's options) are reconcile.mounts.shares, mounted at stage 2 (platform/).
+        disk = { config, lib, ... }: {
+          imports = [ self.nixosModules.disk self.nixosModules.shares ];
+          options.demo.shares = lib.mkOption {
+            type = with lib.types; attrsOf (either str (submodule {
+              options = {
+                mountPoint = lib.mkOption { type = str; };
+                readOnly = lib.mkOption { type = bool; default = true; };
+                required = lib.mkOption { type = bool; default = false; };
+              };
+            }));
+            default = { };
+            description = "virtiofs tags to mount points (reconcile.mounts.shares).";
+          };
+          config = {
+            reconcile.ssh.authorizedKeys = [ disk.authorizedKey ];
+            reconcile.disk.size = lib.mkDefault 512;
+            reconcile.mounts.shares = lib.mapAttrs
+              (_: s: if builtins.isString s then { mountPoint = s; readOnly = true; } else s)
+              config.demo.shares;
+          };
         };
       };
       # A demo system: the exported backend module (systems.nix's `backend`, imageless
@@ -68,7 +86,8 @@
           else demo name settings)
         systems;
       toplevels = builtins.mapAttrs (_: s: s.config.system.build.toplevel) nixosConfigurations;
-      busybox = (import ./lib.nix { inherit bb system; }).busybox;
+      builders = import ./lib.nix { inherit bb system; };
+      inherit (builders) busybox;
     in
     {
       inherit nixosConfigurations;
@@ -76,6 +95,13 @@
         inherit busybox;
         # The initrd of every demo system (they have the same file systems).
         initrd = (demo "demo" { }).config.system.build.initialRamdisk;
+        # A config share's content for tests (a share whose source is a store path the
+        # lab's flake built): seed.txt, one line.
+        demo-seed = builders.run "reconcile-demo-seed" { seed = "reconcile demo seed"; } ''
+          set -e
+          ${bb} mkdir $out
+          ${bb} printf '%s\n' "$seed" > $out/seed.txt
+        '';
       };
 
       # The NixOS module set (modules/index.nix; docs/nix.md). Each is a module importing

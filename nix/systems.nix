@@ -13,11 +13,15 @@
 #   switchDelay:     seconds switch-to-configuration waits before acting
 #   sshd:            false: switch and test stop the host's SSH daemon (baremetal tests)
 #   probeShares:     virtiofs tags the guest tries to write to at boot (README.md)
+#   shares:          (disk systems) virtiofs tag -> mount point, mounted read-only and
+#                    nofail at stage 2 (reconcile.mounts.shares; README.md), or tag ->
+#                    { mountPoint; readOnly ? true; required ? false; }
 {
   demo-a = { message = "demo system a"; };
   demo-b = { message = "demo system b"; };
   demo-c = { message = "demo system c"; };
   demo-broken = { failBuild = true; };
-  demo-disk = { backend = "disk"; message = "demo disk system"; };
-  demo-disk-b = { backend = "disk"; message = "demo disk system b"; };
+  # `seed`: a config share (e.g. packages.x86_64-linux.demo-seed), when the guest has one.
+  demo-disk = { backend = "disk"; message = "demo disk system"; shares = { seed = "/etc/reconcile-seed"; }; };
+  demo-disk-b = { backend = "disk"; message = "demo disk system b"; shares = { seed = "/etc/reconcile-seed"; }; };
 }

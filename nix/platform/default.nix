@@ -8,6 +8,7 @@
 #   fileSystems          needed for boot ("/", "/nix", "/nix/store" or neededForBoot):
 #                        the initrd's mount table (/etc/reconcile-mounts, ../stage-1-init.sh);
 #                        tmpfs and virtiofs only, `nofail` honoured; no other file systems
+#                        (disk systems: virtiofs ones too, mounted at stage 2, see below)
 #   boot.kernelParams    boot.json's kernelParams and kernel-params (reconcile makes the
 #                        command line itself, contracts.md §2)
 #   boot.bootspec.enable boot.json
@@ -18,8 +19,9 @@
 #                        the /early archive reconcile appends (../README.md), or the disk
 #                        initrd's fixed list
 #   systemd.services     those wanted by multi-user.target: stage 2 runs each `script`
-#                        once, in name order but after the services its `after` names,
-#                        after everything else (reconcile-ready)
+#                        once, in name order but after the services its `after` names
+#                        and before those its `before` names, after everything else
+#                        (reconcile-ready)
 #   networking.hostName  the hostname, the closure's name
 #   system.build         toplevel and initialRamdisk (set here); images.{qemu,raw} (disk)
 #
@@ -35,6 +37,12 @@
 #   boot.loader.grub.device  must be /dev/vda (the disk the guest boots from)
 #   boot.growPartition, fileSystems.*.autoResize  accepted, not done: the file system
 #                        keeps the image's size
+#   fileSystems not needed for boot: virtiofs only (reconcile.mounts.shares), the table
+#                        etc/reconcile-shares, mounted by the service reconcile-shares
+#                        (../disk/shares.sh: after sshd, before reconcile-ready) once it
+#                        has loaded fuse and virtiofs from the image (kernel-modules);
+#                        `ro` and `nofail` honoured, a missing required one withholds
+#                        the readiness line
 { bb, system, disk ? null }:
 { config, lib, ... }:
 let
@@ -50,6 +58,9 @@ let
   neededForBoot = fs: fs.neededForBoot || builtins.elem fs.mountPoint bootPaths;
   forBoot = builtins.filter neededForBoot fileSystems;
   notForBoot = builtins.filter (fs: !neededForBoot fs) fileSystems;
+  # Disk systems mount virtiofs file systems after boot (../disk/shares.sh); the
+  # imageless ones mount nothing after boot (an assertion).
+  lateMounts = lib.optionals bootsFromDisk notForBoot;
   word = s: s != null && builtins.match "[A-Za-z0-9/_.,=%:+-]+" s != null;
   mountOptions = fs:
     let o = builtins.filter (o: o != "nofail") fs.options; in
@@ -59,13 +70,15 @@ let
     (if builtins.elem "nofail" fs.options then "1" else "0")
   ] + "\n";
 
-  # Name order, except that a service comes after those its `after` names ("x.service").
-  wanted = lib.mapAttrsToList (name: s: { inherit name; inherit (s) script after; })
+  # Name order, except that a service comes after those its `after` names ("x.service")
+  # and before those its `before` names.
+  wanted = lib.mapAttrsToList (name: s: { inherit name; inherit (s) script after before; })
     (lib.filterAttrs (_: s: builtins.elem "multi-user.target" s.wantedBy) config.systemd.services);
   order = done: todo:
     let
       names = map (s: "${s.name}.service") todo;
-      ready = s: builtins.all (a: !builtins.elem a names) s.after;
+      ready = s: builtins.all (a: !builtins.elem a names) s.after
+        && !builtins.any (t: builtins.elem "${s.name}.service" t.before) todo;
       next = lib.findFirst ready (builtins.head todo) todo;
     in
     if todo == [ ] then done
@@ -164,12 +177,16 @@ in
         message = "the demo platform runs an SSH daemon on disk systems only";
       }
       {
-        assertion = builtins.all (fs: word fs.device && word fs.mountPoint && builtins.all word fs.options) forBoot;
+        assertion = builtins.all (fs: word fs.device && word fs.mountPoint && builtins.all word fs.options) (forBoot ++ lateMounts);
         message = "the demo platform's file systems need a device, and no spaces in device, mount point or options";
       }
       {
-        assertion = notForBoot == [ ];
+        assertion = bootsFromDisk || notForBoot == [ ];
         message = "the demo platform mounts only file systems needed for boot, not ${toString (map (fs: fs.mountPoint) notForBoot)}";
+      }
+      {
+        assertion = builtins.all (fs: fs.fsType == "virtiofs") lateMounts;
+        message = "the demo platform's disk systems mount virtiofs file systems only after boot, not ${toString (map (fs: "${fs.mountPoint} (${fs.fsType})") (builtins.filter (fs: fs.fsType != "virtiofs") lateMounts))}";
       }
       {
         assertion = builtins.all (s: builtins.match "[A-Za-z0-9_.@-]+" s.name != null) services;
@@ -237,6 +254,13 @@ in
           done
         '';
       };
+      # Stage 2 of the file systems not needed for boot (virtiofs shares).
+      reconcile-shares = lib.mkIf (lateMounts != [ ]) {
+        wantedBy = [ "multi-user.target" ];
+        after = [ "activate.service" "network.service" "sshd.service" ];
+        before = [ "reconcile-ready.service" ];
+        script = consoleLine + builtins.readFile ../disk/shares.sh;
+      };
     };
 
     system.build.toplevel =
@@ -258,6 +282,12 @@ in
             initrd = config.system.build.initialRamdisk;
           };
           rootKeys = lib.concatMapStrings (k: k + "\n") rootKeys;
+          shareMounts = lib.concatMapStrings mountLine lateMounts;
+          # fuse and virtiofs for the shares (scripts/setup.sh), from the image.
+          kernelModules = lib.optionalString (lateMounts != [ ]) (
+            if builtins.pathExists "${disk.kernel}/stage-2-modules/order"
+            then "${disk.kernel}/stage-2-modules"
+            else throw "nix/bb/disk/kernel has no stage-2-modules (fuse, virtiofs) for ${config.networking.hostName}'s shares: run `make setup` (scripts/setup.sh)");
           nixConf = ''
             experimental-features = nix-command flakes
             build-users-group =
@@ -276,6 +306,8 @@ in
           $b printf '%s' "$grubCfg" | $b sed -e "s|@out@|$out|g" > $out/etc/grub.cfg
           $b printf '%s' "$rootKeys" > $out/etc/ssh/authorized_keys.d/root
           $b printf '%s' "$nixConf" > $out/etc/nix/nix.conf
+          $b printf '%s' "$shareMounts" > $out/etc/reconcile-shares
+          if [ -n "$kernelModules" ]; then $b ln -s "$kernelModules" $out/kernel-modules; fi
         '';
       });
   };

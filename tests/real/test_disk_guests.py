@@ -28,6 +28,8 @@ LAB = "dg"
 BASE = Path("/var/lib/reconcile-tests")
 KEY = Path("/var/lib/reconcile/demo-ssh/id_ed25519")  # scripts/setup.sh makes it
 PORTS = {"one": 22101, "two": 22102, "kill": 22103}
+# A config share: a store path the lab builds, mounted read-only by the guest's system.
+SEED = 'config_shares = [{ tag = "seed", source = ".#packages.x86_64-linux.demo-seed" }]'
 NETWORK = "default"  # libvirt's own; its leases are read, its addresses never connected to
 
 
@@ -148,7 +150,7 @@ def lab() -> Iterator[Lab]:
     os.chmod(BASE, 0o755)
     shutil.copytree(ROOT / "nix", root / "flake", ignore=shutil.ignore_patterns("result*"))
     made = Lab(root)
-    made.guests = {"one": ("demo-disk", ""), "two": ("demo-disk", "")}
+    made.guests = {"one": ("demo-disk", SEED), "two": ("demo-disk", "")}
     made.write()
     yield made
     _cleanup()
@@ -173,13 +175,17 @@ def test_guests_boot_from_overlays_on_one_shared_store_image(lab: Lab) -> None:
     assert keys["one"] != keys["two"]  # made by each guest at its first boot
     serial = (lab.state / "guests" / "one" / "serial.log").read_text(errors="replace")
     assert "reconcile-ready: " in serial
+    assert "reconcile-share: seed mounted read-only at /etc/reconcile-seed" in serial
+    assert lab.ssh("one", "cat /etc/reconcile-seed/seed.txt") == "reconcile demo seed\n"
+    refused = reconcile("ssh", str(lab.manifest), "one", "--", "touch /etc/reconcile-seed/x")
+    assert refused.returncode != 0  # mounted read-only, and served from a read-only view
     lab.assert_converged()
 
 
 def test_a_new_system_is_switched_over_ssh_without_a_restart_and_the_disk_is_kept(lab: Lab) -> None:
     assert lab.ssh("one", "echo kept > /root/marker; cat /root/marker") == "kept\n"
     before = domid("one")
-    lab.guests["one"] = ("demo-disk-b", "")
+    lab.guests["one"] = ("demo-disk-b", SEED)
     lab.write()
     plan = reconcile("plan", str(lab.manifest))
     assert "disk guest one (root@127.0.0.1:22101) will be switched" in plan.stdout, plan.stdout
@@ -261,7 +267,7 @@ def test_sigkill_at_an_action_boundary_then_rerun_converges(lab: Lab, fault: str
 @pytest.mark.parametrize("fault", ["kill-after:one/profile", "kill-after:one/activate"])
 def test_sigkill_during_a_switch_then_rerun_converges(lab: Lab, fault: str) -> None:
     system = "demo-disk" if lab.guests["one"][0] == "demo-disk-b" else "demo-disk-b"
-    lab.guests["one"] = (system, "")
+    lab.guests["one"] = (system, SEED)
     lab.write()
     killed = lab.apply(env={"RECONCILE_FAULT": fault})
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
