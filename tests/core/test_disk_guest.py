@@ -217,3 +217,10 @@ def test_a_config_share_is_built_before_the_guest_starts() -> None:
     plan = make_plan(diff, {"box (share seed)": "f#seed"})
     assert plan.to_build == ("f#seed",)
     assert plan.dependencies("box/disks") == ["build"]
+
+
+def test_another_format_recreates_the_disk_even_with_update_switch() -> None:
+    raw = intent(**{'size = "2GiB" }': 'size = "2GiB", format = "raw" }'})
+    change = diff_guest(raw, hv(observed(intent())), "t", DISK)
+    assert change.kind is ChangeKind.RECREATE
+    assert ("format", "qcow2", "raw") in [(r.field, r.before, r.after) for r in change.reasons]

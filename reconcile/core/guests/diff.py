@@ -146,7 +146,10 @@ def _disk_field_changes(intent: DiskIntent, facts: DomainFacts) -> tuple[FieldCh
     mark = facts.mark
     assert mark is not None
     want = facts_of(intent)
+    have_format = facts.disks[0].backing_format if facts.disks else ""
     pairs = [
+        # another format is another image: the overlay is made anew whatever `update` says
+        ("format", have_format, str(intent.definition.base_format)),
         ("memory", f"{facts.memory_mib} MiB", f"{want.memory_mib} MiB"),
         ("vcpus", str(facts.vcpus), str(want.vcpus)),
         ("network", _network(facts), _network(want)),
@@ -167,7 +170,7 @@ def _network(facts: DomainFacts) -> str:
 
 
 def _disks(facts: DomainFacts) -> str:
-    return ", ".join(f"{d.target}={d.source}" for d in facts.disks)
+    return ", ".join(f"{d.target}={d.source}" for d in facts.disks)  # (format: its own field)
 
 
 def definition_matches(intent: AnyIntent, facts: DomainFacts) -> bool:
@@ -231,7 +234,7 @@ def _disk_change(
         )
     if change.kind is ChangeKind.CREATE:
         return change
-    if any(r.field == "image" for r in change.reasons):
+    if any(r.field in ("image", "format") for r in change.reasons):
         return replace(change, kind=ChangeKind.RECREATE, redefine=True, note=RECREATE_NOTE)
     if overlay is None:
         return replace(

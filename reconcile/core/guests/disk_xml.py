@@ -84,7 +84,6 @@ def facts_of(intent: DiskIntent) -> DomainFacts:
         args = user_netdev_args(d.network.ssh_port, d.network.mac)
     elif d.network is not None:
         nics = (NicFacts(d.network.mac, d.network.name or None),)
-    disks = (d.overlay, *(x.path for x in d.data_disks))
     return DomainFacts(
         name=d.name,
         uuid=d.uuid,
@@ -97,7 +96,10 @@ def facts_of(intent: DiskIntent) -> DomainFacts:
         shares=tuple(ShareFacts(s.tag, s.source) for s in d.shares),
         nics=nics,
         mark=intent.ownership(intent.image),
-        disks=tuple(DiskFacts(disk_target(i), str(p)) for i, p in enumerate(disks)),
+        disks=(
+            DiskFacts("vda", str(d.overlay), str(d.base_format)),
+            *(DiskFacts(disk_target(i), str(x.path)) for i, x in enumerate(d.data_disks, 1)),
+        ),
         qemu_args=args,
     )
 

@@ -91,6 +91,7 @@ class ShareFacts(NamedTuple):
 class DiskFacts(NamedTuple):
     target: str  # vda, vdb, ...
     source: str  # the file
+    backing_format: str = ""  # the format its <backingStore> names ("" for none)
 
 
 class NicFacts(NamedTuple):
@@ -281,7 +282,9 @@ def _disk(disk: ET.Element) -> DiskFacts | None:
     target, source = disk.find("target"), disk.find("source")
     dev = target.get("dev") if target is not None else None
     path = source.get("file") if source is not None else None
-    return DiskFacts(dev, path) if dev and path else None
+    backing = disk.find("backingStore/format")
+    fmt = (backing.get("type") or "") if backing is not None else ""
+    return DiskFacts(dev, path, fmt) if dev and path else None
 
 
 def _devices(
