@@ -69,13 +69,30 @@ def evaluate(installables: Sequence[str], timeout_s: float) -> dict[str, str]:
     }
 
 
-def build(installables: Sequence[str], timeout_s: float) -> set[str]:
+def build(
+    installables: Sequence[str], timeout_s: float, *, builders: str = "", local: bool = True
+) -> set[str]:
     """Realise every installable in one `nix build` call; returns their out paths.
 
     A set, not a mapping: Nix 2.8 answers a build in an order of its own (not the
     installables'), so its answer cannot be zipped with them. `evaluate`'s dry run keeps the
-    order, and the plan already knows each installable's out path from it."""
-    argv = [*NIX, "build", "--no-link", "--json", "--print-build-logs", "--", *installables]
+    order, and the plan already knows each installable's out path from it.
+
+    `builders` is Nix's `--builders` value (core/builders.py); `local` False sends every
+    build to them (`--max-jobs 0`)."""
+    remote = ["--builders", builders] if builders else []
+    if builders and not local:
+        remote += ["--max-jobs", "0"]
+    argv = [
+        *NIX,
+        "build",
+        "--no-link",
+        "--json",
+        "--print-build-logs",
+        *remote,
+        "--",
+        *installables,
+    ]
     try:
         result = _json(argv, hint="rerun the build by hand to see its log", timeout_s=timeout_s)
     except CommandError as error:

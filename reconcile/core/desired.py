@@ -58,6 +58,7 @@ class Lab:
     build_timeout_s: float = 6 * 3600.0
     lock_warn_after_s: float = 2 * 3600.0
     generations: int = 5  # systems each guest keeps (the schema's default)
+    build_locally: bool = True  # with builders: whether this machine builds too
 
     @functools.cached_property
     def layout(self) -> StateLayout:
@@ -239,6 +240,21 @@ class GitOps:
 
 
 @dataclass(frozen=True)
+class Builder:
+    """A Nix remote builder (`[builders.<name>]`), reached over pinned SSH on port 22."""
+
+    name: str
+    user: str
+    host: str
+    host_key: str
+    identity: Path | None
+    systems: tuple[str, ...]
+    max_jobs: int
+    speed: int
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
     path: Path
     digest: str  # sha256 of the manifest's bytes
@@ -247,5 +263,6 @@ class Manifest:
     kernels: Mapping[str, Kernel] = field(default_factory=dict)
     guests: Mapping[str, Guest] = field(default_factory=dict)
     hosts: Mapping[str, Host] = field(default_factory=dict)
+    builders: Mapping[str, Builder] = field(default_factory=dict)
     gitops: GitOps | None = None
     drift_ignore: tuple[str, ...] = ()  # KIND.NAME.FIELD patterns: accepted drift

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from reconcile.adapters import kernel_build, nix, views
 from reconcile.adapters.kernel_build import KernelJob
+from reconcile.core.builders import builders_option
 from reconcile.core.desired import KernelBuild
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.observed import ViewState
@@ -49,7 +50,13 @@ class LabStepPerformer:
         lab = self.ctx.manifest.lab
         match action:
             case BuildClosures():
-                nix.build(action.installables, lab.build_timeout_s)
+                machines = self.ctx.manifest.builders.values()
+                nix.build(
+                    action.installables,
+                    lab.build_timeout_s,
+                    builders=builders_option(machines),
+                    local=lab.build_locally,
+                )
             case RemoveKernel():
                 kernel_build.remove(lab.layout, action.directory)
             case MakeView():

@@ -454,7 +454,12 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
     diff = with_closure_diffs(replace(diff, hosts=tuple(host_changes)), ctx.manifest.lab.layout)
     unbuilt, kernels = wanted.unbuilt, wanted.kernels
     stale = stale_kernel_builds(ctx.manifest, observations) if prune_kernels else ()
-    return make_plan(diff, unbuilt, kernels, stale_kernels=stale)
+    plan = make_plan(diff, unbuilt, kernels, stale_kernels=stale)
+    machines = ctx.manifest.builders.values()
+    where = (("here",) if ctx.manifest.lab.build_locally or not machines else ()) + tuple(
+        f"builder {b.name} ({b.user}@{b.host})" for b in machines
+    )
+    return replace(plan, built_on=where)
 
 
 def with_closure_diffs(diff: Diff, layout: StateLayout) -> Diff:

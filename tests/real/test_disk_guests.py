@@ -243,7 +243,12 @@ def test_recreate_wipes_the_overlay_keeps_data_disks_and_asks_first(lab: Lab) ->
 
 @pytest.mark.parametrize(
     "fault",
-    ["kill-after:kill/disks", "kill-after:kill/define", "kill-before:kill/wait-ready"],
+    [
+        "kill-after:kill/disks",
+        "kill-after:kill/define",
+        "kill-after:kill/start",
+        "kill-before:kill/wait-ready",
+    ],
 )
 def test_sigkill_at_an_action_boundary_then_rerun_converges(lab: Lab, fault: str) -> None:
     systems = lab.flake / "systems.nix"
@@ -258,6 +263,27 @@ def test_sigkill_at_an_action_boundary_then_rerun_converges(lab: Lab, fault: str
     proc = lab.apply()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert message in (lab.state / "guests" / "kill" / "serial.log").read_text(errors="replace")
+    del lab.guests["kill"]
+    lab.write()
+    proc = lab.apply("--prune")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("fault", ["kill-after:kill/shutdown", "kill-after:kill/wipe"])
+def test_sigkill_during_a_recreate_then_rerun_converges(lab: Lab, fault: str) -> None:
+    lab.guests["kill"] = ("demo-disk", 'update = "recreate"')
+    lab.write()
+    proc = lab.apply("--allow-recreate")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lab.guests["kill"] = ("demo-disk-b", 'update = "recreate"')
+    lab.write()
+    killed = lab.apply("--allow-recreate", env={"RECONCILE_FAULT": fault})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    proc = lab.apply("--allow-recreate")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    serial = (lab.state / "guests" / "kill" / "serial.log").read_text(errors="replace")
+    assert f"reconcile-ready: {lab.toplevel('demo-disk-b')}" in serial
+    lab.assert_converged()
     del lab.guests["kill"]
     lab.write()
     proc = lab.apply("--prune")

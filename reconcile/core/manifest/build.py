@@ -57,6 +57,7 @@ def build(doc: dict[str, Json], manifest: Path, digest: str) -> d.Manifest:
             build_timeout_s=parse_duration(lab["build_timeout"]),
             lock_warn_after_s=parse_duration(lab["lock_warn_after"]),
             generations=lab["generations"],
+            build_locally=lab["build_locally"],
         ),
         hypervisors=hypervisors,
         kernels={name: _kernel(base, name, k) for name, k in doc.get("kernels", {}).items()},
@@ -65,6 +66,7 @@ def build(doc: dict[str, Json], manifest: Path, digest: str) -> d.Manifest:
             for name, g in sorted(doc.get("guests", {}).items())
         },
         hosts={name: _host(base, name, h) for name, h in sorted(doc.get("hosts", {}).items())},
+        builders={n: _builder(base, n, b) for n, b in sorted(doc.get("builders", {}).items())},
         gitops=_gitops(base, doc["gitops"]) if "gitops" in doc else None,
         drift_ignore=tuple(doc.get("drift", {}).get("ignore", ())),
     )
@@ -179,6 +181,21 @@ def _guest(base: Path, name: str, g: dict[str, Json], only_hypervisor: str) -> d
         config_shares=tuple(
             d.ConfigShare(x["tag"], x["source"]) for x in g.get("config_shares", [])
         ),
+    )
+
+
+def _builder(base: Path, name: str, b: dict[str, Json]) -> d.Builder:
+    user, _, host = b["target"].rpartition("@")
+    return d.Builder(
+        name=name,
+        user=user or "root",
+        host=host.strip("[]"),
+        host_key=b["host_key"],
+        identity=resolve_path(base, b["identity"]) if "identity" in b else None,
+        systems=tuple(b["systems"]),
+        max_jobs=b["max_jobs"],
+        speed=b["speed"],
+        features=tuple(b["features"]),
     )
 
 

@@ -79,6 +79,7 @@ def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
         *_check_guests(doc),
         *_check_hosts(doc),
         *_check_after(doc),
+        *_check_builders(doc),
         *_check_host_keys(raw),
         *_check_gitops(doc),
     ]
@@ -323,6 +324,21 @@ def _check_disk_guest(
                 (*path, "data_disks", index, "name"), f"duplicate data disk '{disk['name']}'"
             )
         seen.add(disk["name"])
+
+
+def _check_builders(doc: dict[str, Json]) -> Iterator[Finding]:
+    if not doc["lab"].get("build_locally", True) and not doc.get("builders"):
+        yield Finding(
+            ("lab", "build_locally"),
+            "nothing could build: build_locally is false and there are no builders",
+            "add a [builders.<name>] table, or remove build_locally",
+        )
+    for name, builder in doc.get("builders", {}).items():
+        if any(c.isspace() for c in builder.get("identity", "")):
+            yield Finding(
+                ("builders", name, "identity"),
+                "a builder's identity path cannot hold whitespace (Nix splits its line on it)",
+            )
 
 
 def _check_after(doc: dict[str, Json]) -> Iterator[Finding]:

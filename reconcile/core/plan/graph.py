@@ -72,6 +72,8 @@ class Plan:
     # Machines whose changes are not planned, with why: each comes `after` one that is
     # unknown, in conflict or blocked itself (a plan with any is not clean, like unknown).
     blocked: Mapping[str, str] = field(default_factory=dict)
+    # Where the closures are built: "here", and each remote builder's name and target.
+    built_on: tuple[str, ...] = ("here",)
 
     def has_changes(self) -> bool:
         """Whether applying the plan changes anything (a blocked machine's changes do not

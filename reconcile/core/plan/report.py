@@ -204,7 +204,8 @@ def render_text(plan: Plan, *, show_unmanaged: bool = False) -> str:
         out += [f"  - {directory}" for directory in plan.kernels_to_remove]
         out.append("")
     if plan.to_build:
-        out.append(f"Closures to build ({len(plan.to_build)}):")
+        where = "" if plan.built_on == ("here",) else f", on {' and '.join(plan.built_on)}"
+        out.append(f"Closures to build ({len(plan.to_build)}{where}):")
         out += [f"  * {i}" for i in plan.to_build]
         out.append("")
     if shown:
@@ -339,6 +340,7 @@ def render_json(plan: Plan) -> dict[str, Any]:
         "has_changes": plan.has_changes(),
         "summary": {k.value: counts.get(k.value, 0) for k in ChangeKind},
         "to_build": list(plan.to_build),
+        "built_on": list(plan.built_on),
         "kernels_to_remove": list(plan.kernels_to_remove),
         "kernels_to_build": [
             {"kernel": name, "directory": directory} for name, directory in plan.kernels_to_build
