@@ -97,6 +97,23 @@ def nix_sshopts(ssh: Ssh, known_hosts: Path) -> str:
     return " ".join(opts)
 
 
+def build_on_host(
+    ssh: Ssh, installable: str, known_hosts: Path, timeout_s: float, env: dict[str, str]
+) -> None:
+    """Evaluate `installable` here and realise it in the host's own store (`--store`): its
+    derivations are copied there and built there; no output comes back to this machine."""
+    process.run(
+        [
+            *NIX, "build", "--no-link", "--print-build-logs",
+            "--eval-store", "auto", "--store", ssh.target.nix_store_uri,
+            "--", installable,
+        ],
+        env={**env, "NIX_SSHOPTS": nix_sshopts(ssh, known_hosts)},
+        timeout=timeout_s,
+        hint=f"the build on {ssh.target.destination} failed; the host's system is unchanged",
+    )  # fmt: skip
+
+
 def copy_closure(
     ssh: Ssh, toplevel: str, known_hosts: Path, timeout_s: float, env: dict[str, str]
 ) -> None:

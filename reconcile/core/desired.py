@@ -43,6 +43,11 @@ class Activation(StrEnum):
     TEST = "test"
 
 
+class BuildOn(StrEnum):
+    CONTROLLER = "controller"  # in the plan's one `nix build`, then copied
+    HOST = "host"  # built in the host's own store (colmena's buildOnTarget)
+
+
 class GitOpsApply(StrEnum):
     AUTO = "auto"
     PLAN_ONLY = "plan-only"
@@ -218,6 +223,7 @@ class Host:
     confirm_timeout_s: float  # how long the host's guard waits for the confirmation
     tags: tuple[str, ...]
     after: tuple[str, ...] = ()  # guests and hosts whose changes come first (`after`)
+    build_on: BuildOn = BuildOn.CONTROLLER
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from reconcile.adapters import deploy, generations
 from reconcile.adapters.ssh import Session, UnreachableError
@@ -31,6 +32,7 @@ from reconcile.core.hosts.guard import (
 )
 from reconcile.core.plan.actions import (
     Activate,
+    BuildOnHost,
     CheckHealth,
     CopyClosure,
     HostStep,
@@ -92,7 +94,7 @@ class HostPerformer:
         session = self._session(action)
         satisfied = False
         match action:
-            case CopyClosure():
+            case CopyClosure() | BuildOnHost():
                 satisfied = deploy.has_path(session, intent.toplevel)
             case SetProfile():
                 satisfied = deploy.profile_target(session) == intent.toplevel
@@ -110,6 +112,14 @@ class HostPerformer:
         host = intent.host
         remaining = self._remaining(host)
         match action:
+            case BuildOnHost():
+                deploy.build_on_host(
+                    host.ssh,
+                    intent.installable,
+                    self._known_hosts(host),
+                    min(remaining, self.ctx.manifest.lab.build_timeout_s),
+                    self._copy_env(host),
+                )
             case CopyClosure():
                 known_hosts = deploy.known_hosts_file(
                     host.ssh, self.ctx.manifest.lab.layout.host_known_hosts(host.name)
@@ -141,6 +151,11 @@ class HostPerformer:
                 if intent.machine == "disk guest":  # its generations, as a guest's define records
                     lab = self.ctx.manifest.lab
                     generations.record(lab.layout, host.name, intent.toplevel, lab.generations)
+
+    def _known_hosts(self, host: Host) -> Path:
+        return deploy.known_hosts_file(
+            host.ssh, self.ctx.manifest.lab.layout.host_known_hosts(host.name)
+        )
 
     def _copy_env(self, host: Host) -> dict[str, str]:
         return self.ctx.agent_env(host.name) if host.ssh.passphrase_env else {}

@@ -197,3 +197,18 @@ def test_confirm_timeout_outlasts_the_health_checks_and_counts_whole_seconds() -
             host(extra)
         problems = [p.render() for p in refused.value.problems]
         assert any("hosts.bm1.confirm_timeout: " + said in p for p in problems), problems
+
+
+def test_build_on_host_builds_there_first_and_not_in_the_plans_build() -> None:
+    change = diff_host(host('build_on = "host"'), seen())
+    diff = Diff("t", (), (), hosts=(change,))
+    plan = make_plan(diff, {"bm1": "path:/lab#sys"})
+    assert plan.action_keys() == [
+        "bm1/build-on-host",
+        "bm1/copy",
+        "bm1/profile",
+        "bm1/activate",
+        "bm1/health",
+    ]
+    assert plan.to_build == ()
+    assert 'built on the host (build_on = "host")' in render_text(plan)

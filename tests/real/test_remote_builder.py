@@ -109,3 +109,35 @@ def test_a_builder_with_another_host_key_is_refused(
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Host key verification failed" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert not Path(top).exists() and not builder.has_path(top)
+
+
+def test_a_host_with_build_on_host_builds_its_system_itself(
+    builder: TestHost, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = tmp_path_factory.mktemp("boh", numbered=True)
+    manifest, top = lab(tmp, builder, host_key=builder.host_key_line, local=True)
+    text = manifest.read_text()
+    text = (
+        text[: text.index("[builders.b1]")]
+        + f"""
+[hosts.bm]
+system = "demo-a"
+build_on = "host"
+ssh = {{ target = "root@{builder.address}", host_key = "{builder.host_key_line}", \
+identity = "{builder.identity}" }}
+"""
+    )
+    manifest.write_text(text.replace("build_locally = true\n", ""))
+    assert not Path(top).exists() and not builder.has_path(top)
+    plan = reconcile("plan", str(manifest))
+    assert 'built on the host (build_on = "host")' in plan.stdout, plan.stdout + plan.stderr
+    assert "Closures to build" not in plan.stdout  # nothing is built here
+    proc = reconcile("apply", str(manifest), "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert builder.current_system() == top
+    assert not Path(top).exists()  # evaluated here, built and kept there only
+    logs = builder.dir / "nix" / "var" / "log" / "nix" / "drvs"
+    assert any(logs.rglob(f"*{Path(top).name.split('-', 1)[1]}.drv*"))
+    assert "copy skipped" in proc.stdout  # the copy found it there
+    again = reconcile("plan", str(manifest), "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr

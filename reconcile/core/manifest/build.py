@@ -216,6 +216,7 @@ def _host(base: Path, name: str, h: dict[str, Json]) -> d.Host:
         confirm_timeout_s=parse_duration(h["confirm_timeout"]),
         tags=tuple(h["tags"]),
         after=tuple(h["after"]),
+        build_on=d.BuildOn(h["build_on"]),
     )
 
 

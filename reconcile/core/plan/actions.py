@@ -31,6 +31,7 @@ class ActionKind(StrEnum):
     UNDEFINE = "undefine"  # remove the definition and release the GC root
     GC_ROOTS = "gc-roots"  # make a guest's GC roots anew (missing, elsewhere, unregistered)
     # baremetal hosts, in this order
+    BUILD_ON_HOST = "build-on-host"  # build = "host": realise the closure in the host's store
     COPY = "copy"  # `nix copy` the closure into the host's store (nothing if present)
     PROFILE = "profile"  # point the host's system profile at it (not for `test`)
     ACTIVATE = "activate"  # switch-to-configuration switch|boot|test, detached from SSH
@@ -225,6 +226,11 @@ class _HostStep:
 
 
 @dataclass(frozen=True)
+class BuildOnHost(_HostStep):
+    kind: ClassVar[ActionKind] = ActionKind.BUILD_ON_HOST
+
+
+@dataclass(frozen=True)
 class CopyClosure(_HostStep):
     kind: ClassVar[ActionKind] = ActionKind.COPY
 
@@ -262,6 +268,6 @@ GuestStep = (
     | SyncGcRoots
 )
 DiskStep = PrepareDisks | WipeDisk | GrowDisk | RemoveDisks | WaitBooted
-HostStep = CopyClosure | SetProfile | Activate | Reboot | CheckHealth
+HostStep = BuildOnHost | CopyClosure | SetProfile | Activate | Reboot | CheckHealth
 LabStep = BuildClosures | BuildKernel | RemoveKernel | MakeView
 Action = LabStep | GuestStep | DiskStep | HostStep

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconcile.core.desired import Activation, GuestMode, GuestState
+from reconcile.core.desired import Activation, BuildOn, GuestMode, GuestState
 from reconcile.core.errors import PlanError
 from reconcile.core.guests.diff import ChangeKind, GuestChange
 from reconcile.core.guests.disk import DiskIntent, image_key, share_key
@@ -24,6 +24,7 @@ from reconcile.core.plan.actions import (
     Activate,
     BuildClosures,
     BuildKernel,
+    BuildOnHost,
     CheckHealth,
     CopyClosure,
     DefineGuest,
@@ -254,6 +255,8 @@ def _host_actions(change: HostChange, needs: list[str]) -> list[tuple[Action, li
     previous = ""
     if change.kind is HostChangeKind.SWITCH:
         previous = (seen.profile if host.activation is Activation.BOOT else seen.current) or ""
+        if host.build_on is BuildOn.HOST:
+            steps.append(BuildOnHost(intent))  # then the copy finds it there: nothing to copy
         steps.append(CopyClosure(intent))
         if host.activation is not Activation.TEST:
             steps.append(SetProfile(intent))
@@ -328,7 +331,12 @@ def _builds(
     closures not yet in the store (one `build`), the kernels they boot (`kernel:<name>`)."""
     nodes: dict[str, Action] = {}
     defining = [c for c in changes if c.redefine and c.kind.is_change()]
-    switching = [h for h in hosts if h.kind is HostChangeKind.SWITCH]
+    switching = [
+        h
+        for h in hosts
+        if h.kind is HostChangeKind.SWITCH
+        and not (h.intent is not None and h.intent.host.build_on is BuildOn.HOST)
+    ]
     names = [c.name for c in defining] + [h.name for h in switching]
     names += [image_key(c.name) for c in changes if c.kind in _MAKES_OVERLAY]
     names += [k for c in changes if c.kind in _STARTS for k in _share_keys(c, unbuilt)]

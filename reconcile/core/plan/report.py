@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from reconcile.core import closures
+from reconcile.core.desired import BuildOn
 from reconcile.core.guests.diff import ChangeKind, GuestChange, RootChange, ViewChange
 from reconcile.core.guests.disk import DiskIntent
 from reconcile.core.guests.intent import GuestIntent
@@ -127,6 +128,9 @@ def _host_lines(change: HostChange, blocked: str = "") -> list[str]:
         lines = _blocked_head(where, _HOST_LABELS.get(change.kind, ""), blocked)
     if change.kind in (HostChangeKind.SWITCH, HostChangeKind.REBOOT):
         lines.append(f"      system: {change.before or '(none)'} -> {change.after}")
+    intent = change.intent
+    if change.kind is HostChangeKind.SWITCH and intent and intent.host.build_on is BuildOn.HOST:
+        lines.append('      built on the host (build_on = "host"), nothing copied back')
     if change.closure is not None:
         lines += closures.text_lines(change.closure)
     if change.intent is not None and change.intent.host.after and change.kind.is_change():
