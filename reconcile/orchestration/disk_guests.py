@@ -9,7 +9,6 @@ as it reaches a baremetal host (orchestration/hosts.py), over that pinned key.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from reconcile.adapters import disks, files, generations, nix, views
@@ -33,13 +32,11 @@ from reconcile.logs import get_logger
 from reconcile.orchestration.drivers import DiskDriver
 from reconcile.orchestration.executor import Check
 from reconcile.orchestration.guests import (
-    FATAL_MARKERS,
-    POLL_S,
     READY_PREFIX,
     GuestPerformer,
+    await_console,
     read_console,
     running,
-    tail,
 )
 from reconcile.orchestration.pipeline import Context
 
@@ -177,40 +174,18 @@ class DiskGuestPerformer(GuestPerformer):
         the pinned one."""
         hv = self._disk_hv(action.guest)
         log_path = hv.console(action.definition)
-        deadline = time.monotonic() + action.timeout_s
-        next_probe = 0.0
-        while True:
-            text = read_console(log_path)
-            lines = [line.strip() for line in text.splitlines()]
-            ready = next((ln for ln in lines if ln.startswith(READY_PREFIX)), None)
-            if ready is not None:
-                key = next((ln for ln in lines if ln.startswith(HOST_KEY_PREFIX)), None)
-                self._pin(action.subject, key.removeprefix(HOST_KEY_PREFIX) if key else None)
-                hv.mark_ready(action.guest.domain, ready.removeprefix(READY_PREFIX))
-                return
-            fatal = next((ln for ln in lines if any(m in ln for m in FATAL_MARKERS)), None)
-            if fatal is not None:
-                raise ReconcileError(
-                    f"guest '{action.subject}' failed to boot: {fatal}" + tail(text, log_path),
-                    hint=f"its console log is {log_path}",
-                )
-            now = time.monotonic()
-            if now >= next_probe:
-                domain = hv.probe(action.guest.domain)
-                if domain is None or not running(domain):
-                    raise ReconcileError(
-                        f"guest '{action.subject}' stopped before it was ready"
-                        + tail(text, log_path),
-                        hint=f"its console log is {log_path}",
-                    )
-                next_probe = now + 2.0
-            if now >= deadline:
-                raise ReconcileError(
-                    f"guest '{action.subject}' not ready after {action.timeout_s:g}s "
-                    f"(waiting for '{READY_PREFIX}...')" + tail(text, log_path),
-                    hint=f"raise guests.{action.subject}.boot_timeout, or read {log_path}",
-                )
-            time.sleep(POLL_S)
+        ready = await_console(
+            log_path,
+            lambda lines: next((ln for ln in lines if ln.startswith(READY_PREFIX)), None),
+            probe=lambda: hv.probe(action.guest.domain),
+            guest=action.subject,
+            timeout_s=action.timeout_s,
+            waiting_for=f"'{READY_PREFIX}...'",
+        )
+        lines = [line.strip() for line in read_console(log_path).splitlines()]
+        key = next((ln for ln in lines if ln.startswith(HOST_KEY_PREFIX)), None)
+        self._pin(action.subject, key.removeprefix(HOST_KEY_PREFIX) if key else None)
+        hv.mark_ready(action.guest.domain, ready.removeprefix(READY_PREFIX))
 
     def _pin(self, guest: str, key: str | None) -> None:
         ssh = self.ctx.manifest.guests[guest].ssh if guest in self.ctx.manifest.guests else None

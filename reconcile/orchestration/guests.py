@@ -4,6 +4,7 @@ before each."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from reconcile.adapters import generations, nix, views
@@ -172,40 +173,57 @@ class GuestPerformer:
         toplevel = action.definition.toplevel
         want = f"{READY_PREFIX}{toplevel}"
         hv = self._hv(action)
-        log_path = hv.console(action.definition)
-        deadline = time.monotonic() + action.timeout_s
-        domain_name_ = action.guest.domain
-        next_probe = 0.0
-        while True:
-            text = read_console(log_path)
-            lines = text.splitlines()
-            if any(line.strip() == want for line in lines):
-                hv.mark_ready(domain_name_, toplevel)
-                return
-            fatal = next((ln for ln in lines if any(m in ln for m in FATAL_MARKERS)), None)
-            if fatal is not None:
+        await_console(
+            hv.console(action.definition),
+            lambda lines: want if want in lines else None,
+            probe=lambda: hv.probe(action.guest.domain),
+            guest=action.subject,
+            timeout_s=action.timeout_s,
+            waiting_for=f"'{want}'",
+        )
+        hv.mark_ready(action.guest.domain, toplevel)
+
+
+def await_console(
+    log_path: Path,
+    found: Callable[[list[str]], str | None],
+    *,
+    probe: Callable[[], ObservedDomain | None],
+    guest: str,
+    timeout_s: float,
+    waiting_for: str,
+) -> str:
+    """Poll a guest's console log until `found` (given its stripped lines) returns a line;
+    fail at once on a fatal line or a guest that stopped, and after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    next_probe = 0.0
+    while True:
+        text = read_console(log_path)
+        lines = [line.strip() for line in text.splitlines()]
+        if (line := found(lines)) is not None:
+            return line
+        fatal = next((ln for ln in lines if any(m in ln for m in FATAL_MARKERS)), None)
+        if fatal is not None:
+            raise ReconcileError(
+                f"guest '{guest}' failed to boot: {fatal}" + tail(text, log_path),
+                hint=f"its console log is {log_path}",
+            )
+        now = time.monotonic()
+        if now >= next_probe:
+            domain = probe()
+            if domain is None or not running(domain):
                 raise ReconcileError(
-                    f"guest '{action.subject}' failed to boot: {fatal.strip()}"
-                    + tail(text, log_path),
+                    f"guest '{guest}' stopped before it was ready" + tail(text, log_path),
                     hint=f"its console log is {log_path}",
                 )
-            now = time.monotonic()
-            if now >= next_probe:
-                domain = hv.probe(domain_name_)
-                if domain is None or not running(domain):
-                    raise ReconcileError(
-                        f"guest '{action.subject}' stopped before it was ready"
-                        + tail(text, log_path),
-                        hint=f"its console log is {log_path}",
-                    )
-                next_probe = now + 2.0
-            if now >= deadline:
-                raise ReconcileError(
-                    f"guest '{action.subject}' not ready after {action.timeout_s:g}s "
-                    f"(waiting for '{want}')" + tail(text, log_path),
-                    hint=f"raise guests.{action.subject}.boot_timeout, or read {log_path}",
-                )
-            time.sleep(POLL_S)
+            next_probe = now + 2.0
+        if now >= deadline:
+            raise ReconcileError(
+                f"guest '{guest}' not ready after {timeout_s:g}s (waiting for {waiting_for})"
+                + tail(text, log_path),
+                hint=f"raise guests.{guest}.boot_timeout, or read {log_path}",
+            )
+        time.sleep(POLL_S)
 
 
 def read_console(path: Path) -> str:
