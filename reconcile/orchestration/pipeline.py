@@ -374,16 +374,24 @@ def with_address(ctx: Context, change: GuestChange) -> GuestChange:
     return replace(change, address=lease)
 
 
+# A running disk guest whose system is observed over SSH (before a restart: it boots the
+# same system again, its boot loader's default), and switched after its own steps.
+_SWITCHABLE = frozenset(
+    {ChangeKind.NOOP, ChangeKind.RESIZE, ChangeKind.RESTART, ChangeKind.REDEFINE}
+)
+
+
 def running_disk_guests(ctx: Context, diff: Diff) -> list[HostIntent]:
-    """Running, ready disk guests that switch to a new system over SSH, as hosts: the same
-    copy, profile, activation and health steps, with their pinned host key. A guest being
-    created, restarted or recreated boots what its disk has; the next run switches it."""
+    """Running disk guests that switch to a new system over SSH, as hosts: the same copy,
+    profile, activation and health steps, with their pinned host key, after the guest's
+    own steps (a restart). A guest being created, started or recreated boots what its disk
+    has; the next run switches it if that is not its system."""
     found = []
     for change in diff.changes:
         intent = change.intent
         if not isinstance(intent, DiskIntent) or intent.recreates or intent.guest.ssh is None:
             continue
-        if change.kind not in (ChangeKind.NOOP, ChangeKind.RESIZE) or not change.address:
+        if change.kind not in _SWITCHABLE or not change.running or not change.address:
             continue
         ssh = _guest_ssh(
             ctx.manifest.lab.layout, intent.guest.name, intent.guest.ssh, change.address

@@ -217,6 +217,20 @@ def test_growing_the_disk_keeps_the_guest_running_and_shrinking_is_refused(lab: 
     lab.write()
 
 
+def test_a_restart_and_a_new_system_converge_in_one_apply(lab: Lab) -> None:
+    system = "demo-disk" if lab.guests["one"][0] == "demo-disk-b" else "demo-disk-b"
+    lab.guests["one"] = (system, SEED + "\nvcpus = 2")
+    lab.write()
+    plan = reconcile("plan", str(lab.manifest))
+    assert "guest one will be cold-restarted" in plan.stdout, plan.stdout
+    assert "disk guest one (root@127.0.0.1:22101) will be switched" in plan.stdout, plan.stdout
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert lab.ssh("one", "readlink /run/current-system").strip() == lab.toplevel(system)
+    assert lab.ssh("one", "nproc").strip() == "2"
+    lab.assert_converged()
+
+
 def test_recreate_wipes_the_overlay_keeps_data_disks_and_asks_first(lab: Lab) -> None:
     lab.guests["two"] = (
         "demo-disk",

@@ -424,6 +424,8 @@ def make_plan(
             edges.append((last[roots.guest], action.key))
     for host in host_changes:
         needs = [BUILD_KEY] if host.name in unbuilt and BUILD_KEY in nodes else []
+        if host.intent is not None and host.intent.machine == "disk guest" and host.name in last:
+            needs.append(last[host.name])  # a disk guest's switch comes after its restart
         steps = _host_actions(host, needs)
         for action, deps in steps:
             nodes[action.key] = action
