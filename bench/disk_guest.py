@@ -36,7 +36,12 @@ URI = "qemu:///system"
 
 def run(*argv: str, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
-        argv, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
+        argv,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=600,  # a build or a boot under TCG takes well under a minute here
     )
     if proc.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")

@@ -15,7 +15,6 @@ from reconcile.adapters import disks, files, generations, nix, views
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.disk import DiskIntent
 from reconcile.core.guests.disk_xml import DiskDomainSpec, disk_target
-from reconcile.core.guests.intent import GuestIntent
 from reconcile.core.plan.actions import (
     DefineGuest,
     GrowDisk,
@@ -129,9 +128,6 @@ class DiskGuestPerformer(GuestPerformer):
                     generations.forget(self.ctx.manifest.lab.layout, action.subject)
             case _:
                 super().perform(action)  # type: ignore[arg-type]
-
-    def domain_spec(self, intent: GuestIntent) -> object:  # type: ignore[override]
-        raise TypeError("a disk guest's definition is its disk_spec")
 
     def disk_spec(self, intent: DiskIntent) -> DiskDomainSpec:
         """The definition, backed by the image its overlay really is on: a switched guest

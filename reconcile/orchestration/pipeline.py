@@ -352,26 +352,37 @@ def observe_overlays(
     return found
 
 
-def with_address(ctx: Context, change: GuestChange) -> GuestChange:
-    """Where a disk guest is reached: its forwarded port, its static address, or its DHCP
-    lease on a libvirt network (read from libvirt; "" when there is none yet)."""
-    intent = change.intent
-    if not isinstance(intent, DiskIntent) or intent.definition.network is None:
-        return change
-    nic = intent.definition.network
-    if nic.kind is NetworkKind.USER:
-        return replace(change, address=f"127.0.0.1:{nic.ssh_port}")
-    if nic.kind is NetworkKind.BRIDGE:
-        return replace(change, address=(nic.address or "").partition("/")[0])
-    hv: object = ctx.hypervisor(intent.guest.hypervisor)
-    if not isinstance(hv, DiskDriver) or change.observed_state is None:
-        return change
-    try:
-        lease = hv.leases(nic.name).get(nic.mac, "")
-    except ReconcileError as error:
-        log.warning("leases unknown", network=nic.name, error=error.message)
-        return change
-    return replace(change, address=lease)
+def with_addresses(ctx: Context, changes: Sequence[GuestChange]) -> tuple[GuestChange, ...]:
+    """Where each disk guest is reached: its forwarded port, its static address, or its
+    DHCP lease on a libvirt network, read once per network and hypervisor ("" when it has
+    none yet, or the leases cannot be read)."""
+    leases: dict[tuple[str, str], dict[str, str]] = {}
+
+    def lease(hypervisor: str, network: str) -> dict[str, str]:
+        if (hypervisor, network) not in leases:
+            hv: object = ctx.hypervisor(hypervisor)
+            try:
+                found = hv.leases(network) if isinstance(hv, DiskDriver) else {}
+            except ReconcileError as error:
+                log.warning("leases unknown", network=network, error=error.message)
+                found = {}
+            leases[hypervisor, network] = found
+        return leases[hypervisor, network]
+
+    def one(change: GuestChange) -> GuestChange:
+        intent = change.intent
+        if not isinstance(intent, DiskIntent) or intent.definition.network is None:
+            return change
+        nic = intent.definition.network
+        if nic.kind is NetworkKind.USER:
+            return replace(change, address=f"127.0.0.1:{nic.ssh_port}")
+        if nic.kind is NetworkKind.BRIDGE:
+            return replace(change, address=(nic.address or "").partition("/")[0])
+        if change.observed_state is None:  # no domain: no lease to look for
+            return change
+        return replace(change, address=lease(intent.guest.hypervisor, nic.name).get(nic.mac, ""))
+
+    return tuple(one(c) for c in changes)
 
 
 # A running disk guest whose system is observed over SSH (before a restart: it boots the
@@ -417,13 +428,11 @@ def running_disk_guests(ctx: Context, diff: Diff) -> list[HostIntent]:
     return found
 
 
-def _guest_ssh(layout: StateLayout, guest: str, ssh: Ssh, address: str) -> Ssh | None:
-    """A disk guest's SSH with its address and its pinned key (the manifest's, or the one
-    it printed at its first boot); None when no key is pinned."""
-    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-    if ssh.host:  # the manifest's own target
-        host, port = ssh.host, str(ssh.port)
-    resolved = replace(ssh, host=host, port=int(port) if port else ssh.port)
+def _guest_ssh(layout: StateLayout, guest: str, ssh: Ssh, lease: str) -> Ssh | None:
+    """A disk guest's SSH with its pinned key (the manifest's, or the one it printed at its
+    first boot); None when no key is pinned. The manifest gave the address of a forwarded
+    port, a static address or a `target`; only a libvirt network's lease comes from here."""
+    resolved = ssh if ssh.host else replace(ssh, host=lease)
     if ssh.host_key or ssh.known_hosts:
         return resolved
     pinned = layout.guest_host_key(guest)
@@ -457,7 +466,7 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         roots=nix.observe_gc_roots(ctx.manifest.lab.layout.gcroots),  # readlinks
         overlays=observe_overlays(wanted.guests),  # 32 bytes of each header
     )
-    diff = replace(diff, changes=tuple(with_address(ctx, c) for c in diff.changes))
+    diff = replace(diff, changes=with_addresses(ctx, diff.changes))
     host_changes = observe_hosts(ctx, [*wanted.hosts, *running_disk_guests(ctx, diff)])
     diff = with_closure_diffs(replace(diff, hosts=tuple(host_changes)), ctx.manifest.lab.layout)
     unbuilt, kernels = wanted.unbuilt, wanted.kernels
