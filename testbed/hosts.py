@@ -18,6 +18,32 @@ One `TestHost` is one "machine" reachable over SSH from the root namespace:
   runs `systemctl start|stop sshd.service` (nix/switch-to-configuration.sh, `demo.sshd`).
   `stop` ends the listening daemon only, as systemd does for sshd.service
   (KillMode=process): open sessions stay. `start` starts a daemon again when none runs.
+- private directories (opt-in, `private_dirs=(path, ...)`): each existing directory of the
+  machine is, inside the host, an empty directory of the host's own (`<dir>/private/<i>`,
+  0755, bind-mounted over it), so a path can mean one thing here and another there.
+- libvirtd (opt-in, `TestHost(libvirtd=True)`): a second hypervisor. The same `sh -c` that
+  execs sshd first starts `virtlogd -d` and `libvirtd -d` in the host's network and mount
+  namespaces; `start()` returns once `virsh -c qemu:///system version` answers inside the
+  host (else a RuntimeError with libvirtd's log, `libvirtd_timeout_s`). Its state is
+  private: `<dir>/libvirt/{etc,lib,log,cache}` are bind-mounted over /etc/libvirt,
+  /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt (readable from the root
+  namespace there, `libvirt_dir`, `libvirtd_log()`), and its sockets, pid files and
+  per-domain runtime state are in the host's /run (Debian's /var/run is a link to /run).
+  etc/ is a copy of this machine's /etc/libvirt without the machine daemon's domains,
+  networks, storage pools and secrets (their XML and autostart links), so nothing starts
+  by itself. `libvirt_uri()` reaches it from the root namespace over pinned SSH
+  (`qemu+libssh2://root@10.253.<n>.2/system?known_hosts=...&known_hosts_verify=normal&
+  sshauth=privkey&keyfile=...`); the SSH session runs `virt-ssh-helper`, which connects to
+  the host's /run/libvirt/libvirt-sock. QEMU runs under TCG (`<domain type='qemu'>`), as
+  libvirt-qemu. A virtiofs share runs virtiofsd, which libvirtd daemonizes and whose
+  sandbox unshares its own network, mount and pid namespaces: the host's namespaces no
+  longer hold it, so such a host also has a cgroup of its own (`cgroup`, in the cgroup2
+  hierarchy, /sys/fs/cgroup/unified/ here) that all its processes inherit, and `stop()`
+  kills what is in it and removes it. libvirt makes no cgroups for domains on this
+  machine (`virsh schedinfo`: "cgroup CPU controller is not mounted").
+  QEMU's capability probes (~8 s) are copied in from the machine's daemon's cache and
+  kept in /var/cache/reconcile-tests/libvirt-qemu-capabilities for the next host, so a
+  start takes well under a second once one host has probed.
 
 Nix 2.8 needs nothing more on the host: `ssh-ng://` runs `nix-daemon --stdio`, which with no
 daemon socket in the host's /nix serves the host's local store directly; `ssh://` runs
@@ -31,6 +57,9 @@ Usage (one host per module keeps tests fast, setup takes well under a second):
     def host() -> Iterator[TestHost]:
         with TestHost() as h:
             yield h
+
+    with TestHost(libvirtd=True) as h:
+        conn = libvirt.open(h.libvirt_uri())  # that host's libvirtd, not the machine's
 """
 
 from __future__ import annotations
@@ -49,8 +78,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlencode
 
-from testbed import ROOT
+from testbed import ROOT, hypervisor
 from testbed.mounts import mounts_below, remove_tree
 
 PREFIX = "rctest-"
@@ -91,6 +121,56 @@ def pids_in_mount_ns(mnt_ns: str) -> list[int]:
     return found
 
 
+def cgroup2_dir() -> Path:
+    """This process's own cgroup in the cgroup2 hierarchy (on this machine, with cgroup v1
+    controllers beside it, /sys/fs/cgroup/unified/)."""
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[2] == "cgroup2"]
+    own = [line[3:].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
+           if line.startswith("0::")]  # fmt: skip
+    if not points or not own:
+        raise RuntimeError("no cgroup2 hierarchy mounted: cannot track a host's processes")
+    return Path(points[0]) / own[0].lstrip("/")
+
+
+def cgroup_pids(cgroup: Path) -> list[int]:
+    """Processes in `cgroup` (empty when it does not exist)."""
+    try:
+        return [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name: [state, ppid, ...] (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def with_descendants(pids: Sequence[int]) -> list[int]:
+    """`pids` and every process descending from one of them (a child that unshared its
+    namespaces is still found, unless it was daemonized: see `TestHost.cgroup`)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return sorted(found)
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[19] if fields and fields[0] != "Z" else None  # field 22 of stat(5)
+
+
 def _kill_and_wait(pids: Sequence[int], timeout_s: float = 3.0) -> None:
     """SIGTERM the given processes, SIGKILL what is left after `timeout_s`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -105,11 +185,8 @@ def _kill_and_wait(pids: Sequence[int], timeout_s: float = 3.0) -> None:
 
 
 def _zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] == "Z"
 
 
 def build_demo_closure(system: str = "demo-a", flake: Path | None = None) -> str:
@@ -134,7 +211,8 @@ class TestHost:
     Attributes once started: `index`, `netns`, `address` (10.253.n.2), `gateway`
     (10.253.n.1, the root side), `port`, `user`, `dir`, `host_key_line`
     (`ssh-ed25519 AAAA...`), `known_hosts`, `identity` (client private key),
-    `client_key_line`, `sshd_pid`, `mount_ns` (`mnt:[ino]` of the host's processes).
+    `client_key_line`, `sshd_pid`, `mount_ns` (`mnt:[ino]` of the host's processes);
+    with `libvirtd=True` also `libvirt_dir` (`<dir>/libvirt`), `cgroup` and `libvirt_uri()`.
     """
 
     __test__ = False  # not a pytest test class
@@ -147,9 +225,15 @@ class TestHost:
         base_dir: Path | None = None,
         ready_timeout_s: float = 10.0,
         fake_reboot: bool = False,
+        libvirtd: bool = False,
+        libvirtd_timeout_s: float = 30.0,
+        private_dirs: Sequence[Path] = (),
     ) -> None:
         self.requested_index = index
+        self.private_dirs = [Path(p) for p in private_dirs]
         self.fake_reboot = fake_reboot
+        self.libvirtd = libvirtd
+        self.libvirtd_timeout_s = libvirtd_timeout_s
         self.nix_conf_extra = nix_conf_extra
         self.base_dir = base_dir
         self.ready_timeout_s = ready_timeout_s
@@ -167,6 +251,9 @@ class TestHost:
         self.identity = Path()
         self.sshd_pid = -1
         self.mount_ns = ""
+        self.libvirt_dir = Path()
+        self.cgroup = Path()
+        self._killed: dict[int, str] = {}  # pid -> start time, of what stop() killed
         self._sshd: subprocess.Popen[bytes] | None = None
         self._log: int | None = None
         self._started = False
@@ -196,6 +283,8 @@ class TestHost:
             self._network()
             self._keys()
             self._start_sshd()
+            if self.libvirtd:
+                self._await_libvirtd()
         except BaseException:
             self.stop()
             raise
@@ -210,13 +299,12 @@ class TestHost:
         if not self._started:
             return
         errors: list[str] = []
-        if self.netns:
-            pids = set(netns_pids(self.netns))
-            if self.mount_ns:
-                pids |= set(pids_in_mount_ns(self.mount_ns))
-            if self._sshd is not None and self._sshd.poll() is None:
-                pids.add(self._sshd.pid)
-            _kill_and_wait(sorted(pids))
+        for _ in range(3):  # again for what forked while the others died
+            everything = self._processes()
+            if not everything:
+                break
+            self._killed |= {p: t for p in everything if (t := _start_time(p))}
+            _kill_and_wait(everything)
         if self._sshd is not None:
             try:
                 self._sshd.wait(timeout=5)
@@ -226,6 +314,13 @@ class TestHost:
         if self._log is not None:
             os.close(self._log)
             self._log = None
+        if self._survivors():
+            errors.append(f"processes survived SIGKILL: {self._survivors()}")
+        if self.cgroup != Path() and self.cgroup.exists():
+            try:
+                self.cgroup.rmdir()
+            except OSError as exc:
+                errors.append(f"cgroup {self.cgroup} not removed: {exc}")
         if self.veth:
             _run(["ip", "link", "del", self.veth], check=False)
         if self.netns:
@@ -333,12 +428,23 @@ class TestHost:
         ]
         if self.fake_reboot:
             steps += self._fake_reboot_steps()
+        steps += self._private_dir_steps()
+        if self.libvirtd:
+            self.libvirt_dir = hypervisor.prepare(self.dir / "libvirt")
+            steps += hypervisor.mount_steps(self.libvirt_dir) + hypervisor.daemon_steps()
         script = " && ".join([*steps, f"exec {SSHD} -D -e -f {d}/ssh/sshd_config"])
         argv = ["ip", "netns", "exec", self.netns,
                 "unshare", "--mount", "--propagation", "private", "sh", "-c", script]  # fmt: skip
+        if self.libvirtd:
+            # libvirtd daemonizes what it spawns and virtiofsd's sandbox leaves the host's
+            # namespaces: a cgroup of the host's own keeps track of all of them for stop()
+            self.cgroup = cgroup2_dir() / self.dir.name
+            self.cgroup.mkdir()
+            enter = 'echo $$ > "$0" && exec "$@"'
+            argv = ["sh", "-c", enter, str(self.cgroup / "cgroup.procs"), *argv]
         self._log = os.open(self.dir / "sshd.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": "/root"}
-        # ip netns exec, unshare (no --fork) and sh all exec: the Popen pid is sshd's
+        # (sh,) ip netns exec, unshare (no --fork) and sh all exec: the Popen pid is sshd's
         self._sshd = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             env=env, start_new_session=True,
@@ -347,7 +453,9 @@ class TestHost:
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
             if self._sshd.poll() is not None:
-                raise RuntimeError(f"sshd exited ({self._sshd.returncode}): {self.log()}")
+                what = "sshd (or the libvirt daemons before it)" if self.libvirtd else "sshd"
+                extra = f"\n{self.libvirtd_log()}" if self.libvirtd else ""
+                raise RuntimeError(f"{what} exited ({self._sshd.returncode}): {self.log()}{extra}")
             if "Server listening on" in self.log() and self._port_open():
                 break
             if time.monotonic() > deadline:
@@ -358,6 +466,18 @@ class TestHost:
         self.mount_ns = os.readlink(f"/proc/{self.sshd_pid}/ns/mnt")
         if self.mount_ns == os.readlink("/proc/self/ns/mnt"):
             raise RuntimeError("sshd shares the root mount namespace")
+
+    def _private_dir_steps(self) -> list[str]:
+        """Bind `<dir>/private/<i>` (empty, 0755) over each of `private_dirs` in the host."""
+        steps = []
+        for i, point in enumerate(self.private_dirs):
+            if not point.is_absolute() or not point.is_dir():
+                raise RuntimeError(f"private dir {point}: not an existing absolute directory")
+            own = self.dir / "private" / str(i)
+            own.mkdir(parents=True)
+            own.chmod(0o755)
+            steps.append(f"mount --bind {shlex.quote(str(own))} {shlex.quote(str(point))}")
+        return steps
 
     def _sshd_unit(self) -> None:
         """The unit script for sshd (the module's docstring): start and stop it."""
@@ -428,6 +548,34 @@ class TestHost:
     def boot_id(self) -> str:
         return self.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
 
+    def _await_libvirtd(self) -> None:
+        """Wait until the host's libvirtd answers `virsh version` inside the host."""
+        deadline = time.monotonic() + self.libvirtd_timeout_s
+        argv = self._inside_argv(["virsh", "-c", "qemu:///system", "version"])
+        while True:
+            left = max(deadline - time.monotonic(), 1.0)
+            try:
+                proc = subprocess.run(
+                    argv, capture_output=True, text=True, timeout=left, check=False
+                )
+                answer = proc.stderr.strip()
+                if proc.returncode == 0:
+                    with contextlib.suppress(OSError):  # only the next host starts slower
+                        hypervisor.save_caps(self.libvirt_dir)
+                    return
+            except subprocess.TimeoutExpired:
+                answer = f"virsh version hung for {left:.0f}s"
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.netns}: libvirtd not answering after {self.libvirtd_timeout_s}s "
+                    f"({answer}):\n{self.libvirtd_log()}"
+                )
+            time.sleep(0.05)
+
+    def _inside_argv(self, argv: Sequence[str]) -> list[str]:
+        """argv run in the first sshd's network and mount namespaces (nsenter, no ssh)."""
+        return ["nsenter", f"--target={self.sshd_pid}", "--mount", "--net", "--", *argv]
+
     def _port_open(self) -> bool:
         try:
             with socket.create_connection((self.address, self.port), timeout=0.5):
@@ -441,6 +589,24 @@ class TestHost:
         """sshd's own log (`-e`: to stderr, kept in `<dir>/sshd.log`)."""
         path = self.dir / "sshd.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def libvirtd_log(self) -> str:
+        """The host's libvirtd's (and virtlogd's) log, read from the root namespace."""
+        return hypervisor.log(self.libvirt_dir) if self.libvirt_dir != Path() else ""
+
+    def libvirt_uri(self, known_hosts: Path | None = None, *, keyfile: Path | None = None) -> str:
+        """The host's libvirtd over pinned SSH (libvirt's libssh2 transport, key auth)."""
+        query = urlencode(
+            {
+                "known_hosts": str(known_hosts or self.known_hosts),
+                "known_hosts_verify": "normal",
+                "sshauth": "privkey",
+                "keyfile": str(keyfile or self.identity),
+            },
+            safe="/",
+        )
+        port = "" if self.port == 22 else f":{self.port}"
+        return f"qemu+libssh2://{self.user}@{self.address}{port}/system?{query}"
 
     def known_hosts_line(self, key_line: str) -> str:
         host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
@@ -526,6 +692,22 @@ class TestHost:
             _kill_and_wait([self._sshd.pid])
             self._sshd.wait(timeout=5)
 
+    def _processes(self) -> list[int]:
+        """The host's processes: in its network or mount namespace or its cgroup, and their
+        descendants (zombies left out)."""
+        pids = set(netns_pids(self.netns)) if self.netns else set()
+        if self.mount_ns:
+            pids |= set(pids_in_mount_ns(self.mount_ns))
+        if self.cgroup != Path():
+            pids |= set(cgroup_pids(self.cgroup))
+        if self._sshd is not None and self._sshd.poll() is None:
+            pids.add(self._sshd.pid)
+        return [p for p in with_descendants(sorted(pids)) if not _zombie(p)]
+
+    def _survivors(self) -> list[int]:
+        """What stop() killed that still runs (the same pid and start time)."""
+        return [p for p, t in self._killed.items() if _start_time(p) == t]
+
     def leftovers(self) -> list[str]:
         """What is left of this host on the machine (empty after `stop()`)."""
         left = []
@@ -537,6 +719,9 @@ class TestHost:
             left.append(f"sshd pid {self.sshd_pid}")
         if self.mount_ns:
             left += [f"pid {p} in {self.mount_ns}" for p in pids_in_mount_ns(self.mount_ns)]
+        if self.cgroup != Path() and self.cgroup.exists():
+            left.append(f"cgroup {self.cgroup} {cgroup_pids(self.cgroup)}")
+        left += [f"pid {p} (killed by stop)" for p in self._survivors()]
         if self.dir != Path():
             left += [f"mount {m}" for m in mounts_below(self.dir)]
             if self.dir.exists():
