@@ -23,6 +23,7 @@ Facts this code relies on (libvirt 9.0 / QEMU 7.2 on Debian 12, checked on the t
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -130,6 +131,24 @@ class HypervisorError(ReconcileError):
         super().__init__(message, hint=hint)
         self.code = code
         self.retryable = retryable
+
+
+SSH_CONNECT_TIMEOUT_S = 10.0
+
+
+def _reachable(uri: str) -> None:
+    """A qemu+ssh hypervisor's SSH port answers within the timeout. libvirt's own connect
+    has none: a host that is down would hold the run for the kernel's SYN retries (~2 min)."""
+    target = parse_uri(uri).ssh_target
+    try:
+        socket.create_connection((target.host, target.port), SSH_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise HypervisorError(
+            f"cannot connect to {uri}: {target.authority} unreachable "
+            f"({exc.strerror or str(exc) or 'timed out'})",
+            hint=f"is {target.host} up with its SSH port {target.port} open? Its guests are "
+            "unknown this run; nothing was changed on it",
+        ) from None
 
 
 class HostKeyError(HypervisorError):
@@ -252,6 +271,7 @@ class LibvirtHypervisor:
                 if refused.hint == URI_HINT
                 else refused.hint,
             ) from None
+        _reachable(self.uri)
         # The pinned keys go to a private file that lives only while libvirt opens: it reads
         # known_hosts during the handshake, and a plan leaves nothing behind.
         directory = Path(tempfile.mkdtemp(prefix="reconcile-libvirt-"))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from reconcile.core.errors import CommandError, ReconcileError
 from reconcile.logs import get_logger
@@ -226,3 +226,61 @@ def run_logged(
         )
     if code != 0:
         raise CommandError(args, code, tail(text), hint=hint or f"the whole log is {log_path}")
+
+
+def run_fed(
+    argv: Sequence[str],
+    source: Path | Sequence[str],
+    *,
+    timeout: float = LONG_TIMEOUT_S,
+    hint: str | None = None,
+) -> Completed:
+    """Run argv with its stdin fed from the file `source`, or from the output of the argv
+    `source` run beside it (a pipe without a shell). Either failing raises CommandError."""
+    args = tuple(str(a) for a in argv)
+    log.debug("exec", argv=args, stdin=str(source) if isinstance(source, Path) else source)
+    started = time.monotonic()
+    producer: subprocess.Popen[bytes] | None = None
+    producer_args: tuple[str, ...] = ()
+    with contextlib.ExitStack() as stack:
+        if isinstance(source, Path):
+            feed: Any = stack.enter_context(source.open("rb"))
+        else:
+            producer_args = tuple(str(a) for a in source)
+            producer = subprocess.Popen(  # argv, never a shell string
+                producer_args,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            feed = producer.stdout
+        try:
+            done = subprocess.run(  # argv, never a shell string
+                args, env=child_env(), stdin=feed, capture_output=True, timeout=timeout,
+                check=False, start_new_session=True,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise CommandError(args, -1, f"timed out after {timeout:g}s", hint=hint) from None
+        finally:
+            if producer is not None:
+                assert producer.stdout is not None
+                producer.stdout.close()
+                try:  # it has written all (or had its pipe closed: SIGPIPE)
+                    producer.wait(timeout=KILL_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    _kill_group(producer)  # type: ignore[arg-type]
+                    producer.wait()
+    stderr = done.stderr.decode(errors="replace")
+    if producer is not None and producer.returncode != 0:
+        assert producer.stderr is not None
+        said = producer.stderr.read().decode(errors="replace")
+        producer.stderr.close()
+        raise CommandError(producer_args, producer.returncode, tail(said), hint=hint)
+    if producer is not None and producer.stderr is not None:
+        producer.stderr.close()
+    if done.returncode != 0:
+        raise CommandError(args, done.returncode, tail(stderr), hint=hint)
+    out = done.stdout.decode(errors="replace")
+    return Completed(args, done.returncode, out, stderr, time.monotonic() - started)

@@ -72,6 +72,16 @@ class StateLayout:
         return self.kernels / f".{build.name}.lock"
 
     @functools.cached_property
+    def placed_kernels(self) -> Path:
+        # on a remote hypervisor only: the kernels its guests boot, copied there from the
+        # controller, one directory per kernel digest (core/guests/placement.py)
+        return self.root / "placed-kernels"
+
+    def placed_kernel(self, digest: str) -> Path:
+        # a kernel as placed on a remote hypervisor: `vmlinuz` and `modules/<release>`
+        return self.placed_kernels / digest[:32]
+
+    @functools.cached_property
     def gcroots(self) -> Path:
         # the guests' GC roots, one directory per guest
         return self.root / "gcroots"
@@ -153,6 +163,10 @@ class StateLayout:
         # the known_hosts line pinning host's `host_key`, for nix copy; `reconcile ssh` writes
         # the same line here (or the host's own lines of its `known_hosts`) for OpenSSH
         return self.ssh_dir / f"{host}.known_hosts"
+
+    def hypervisor_known_hosts(self, hypervisor: str) -> Path:
+        # the known_hosts line pinning a qemu+ssh hypervisor's `host_key`, for OpenSSH and Nix
+        return self.ssh_dir / f"hypervisor.{hypervisor}.known_hosts"
 
     @functools.cached_property
     def gitops_dir(self) -> Path:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from reconcile.adapters import generations, nix, views
+from reconcile.adapters import generations, nix
 from reconcile.adapters.initrd import guest_initrd
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.diff import definition_matches
@@ -31,6 +31,7 @@ from reconcile.core.plan.actions import (
 from reconcile.logs import get_logger
 from reconcile.orchestration.drivers import Driver
 from reconcile.orchestration.executor import Check, StaleError
+from reconcile.orchestration.machines import Machine
 from reconcile.orchestration.pipeline import Context
 
 log = get_logger(__name__)
@@ -91,8 +92,8 @@ class GuestPerformer:
                 )
             case SyncGcRoots():
                 wanted = closures_in_use(domain) if domain is not None else set()
-                seen = nix.observe_gc_roots(self._layout.gcroots).get(action.subject, {})
-                satisfied = not root_problems(wanted, seen)
+                _, roots = self._machine(action).observe((), self._layout.gcroots)
+                satisfied = not root_problems(wanted, roots.get(action.subject, {}))
             case StartGuest():
                 if domain is None:
                     raise StaleError(f"domain '{action.guest.domain}' vanished before its start")
@@ -109,7 +110,9 @@ class GuestPerformer:
         match action:
             case DefineGuest():
                 assert isinstance(action.intent, GuestIntent)  # disk guests: disk_guests.py
-                self._hv(action).define(self.domain_spec(action.intent))
+                spec = self.domain_spec(action.intent)
+                self._put_boot_files(action, action.intent, spec)
+                self._hv(action).define(spec)
                 self._sync_roots(action.guest, also=action.intent.toplevel)
                 lab = self.ctx.manifest.lab
                 generations.record(
@@ -117,11 +120,11 @@ class GuestPerformer:
                 )
             case StartGuest():
                 assert isinstance(action.intent, GuestIntent)
-                serial_log = action.intent.definition.serial_log
-                serial_log.parent.mkdir(parents=True, exist_ok=True)
-                serial_log.unlink(missing_ok=True)
-                self.domain_spec(action.intent)  # files it boots from exist (state dir wiped?)
-                views.ensure(self._layout.views_lock, action.intent.views)  # read-only shares
+                machine = self._machine(action)
+                machine.fresh_console(action.intent.definition.serial_log)
+                # the files it boots from exist (a state dir wiped, a hypervisor reinstalled?)
+                self._put_boot_files(action, action.intent, self.domain_spec(action.intent))
+                machine.ensure_views(action.intent.views, self._layout.gcroots)
                 self._hv(action).start(action.guest.domain)
                 self._sync_roots(action.guest)  # the old running closure needs no root now
             case WaitReady():
@@ -133,7 +136,7 @@ class GuestPerformer:
                 self._hv(action).destroy(action.guest.domain)
             case UndefineGuest():
                 self._hv(action).undefine(action.guest.domain)
-                nix.sync_gc_roots(self._gcroot(action.subject), set())
+                self._machine(action).sync_gc_roots(self._gcroot(action.subject), set())
                 if action.subject not in self.ctx.manifest.guests:  # pruned, not moved
                     generations.forget(self.ctx.manifest.lab.layout, action.subject)
             case SyncGcRoots():
@@ -142,13 +145,26 @@ class GuestPerformer:
     def _hv(self, action: GuestStep) -> Driver:
         return self.ctx.hypervisor(action.guest.hypervisor)
 
+    def _machine(self, action: GuestStep) -> Machine:
+        return self.ctx.machine(action.guest.hypervisor)
+
+    def _put_boot_files(self, action: GuestStep, intent: GuestIntent, spec: DomainSpec) -> None:
+        """On a remote hypervisor: the closure, kernel and initrd the definition names."""
+        machine = self._machine(action)
+        if not machine.remote:
+            return
+        kernel = intent.kernel  # the controller's; the definition names the copy
+        machine.put_closure(intent.toplevel)
+        machine.put_kernel(kernel.image, kernel.modules, spec.definition.kernel)
+        machine.put_file(spec.initrd)
+
     def _sync_roots(self, ref: GuestRef, also: str | None = None) -> None:
         """Roots for every closure the domain's persistent or running definition uses."""
         domain = self._probe(ref)
         used = {also} if also else set()
         if domain is not None:
             used |= closures_in_use(domain)
-        nix.sync_gc_roots(self._gcroot(ref.name), used)
+        self.ctx.machine(ref.hypervisor).sync_gc_roots(self._gcroot(ref.name), used)
 
     def domain_spec(self, intent: GuestIntent) -> DomainSpec:
         """The definition, now that the closure is built (its initrd is read from boot.json)."""
@@ -165,7 +181,6 @@ class GuestPerformer:
             intent.kernel.early_modules,
             self._layout.initrd_dir,
         )
-        intent.definition.serial_log.parent.mkdir(parents=True, exist_ok=True)
         return DomainSpec(intent.definition, initrd)
 
     def wait_ready(self, action: WaitReady) -> None:
@@ -176,6 +191,7 @@ class GuestPerformer:
         await_console(
             hv.console(action.definition),
             lambda lines: want if want in lines else None,
+            read=self._machine(action).read_console,
             probe=lambda: hv.probe(action.guest.domain),
             guest=action.subject,
             timeout_s=action.timeout_s,
@@ -192,13 +208,16 @@ def await_console(
     guest: str,
     timeout_s: float,
     waiting_for: str,
+    read: Callable[[Path], str] | None = None,
 ) -> str:
     """Poll a guest's console log until `found` (given its stripped lines) returns a line;
-    fail at once on a fatal line or a guest that stopped, and after `timeout_s`."""
+    fail at once on a fatal line or a guest that stopped, and after `timeout_s`. `read`
+    reads the log where it is (default: this machine)."""
+    read = read or read_console
     deadline = time.monotonic() + timeout_s
     next_probe = 0.0
     while True:
-        text = read_console(log_path)
+        text = read(log_path)
         lines = [line.strip() for line in text.splitlines()]
         if (line := found(lines)) is not None:
             return line

@@ -35,8 +35,13 @@ class LabStepPerformer:
                 self._still_unused(action.directory)
                 return Check.NEEDED
             case MakeView():
-                state = views.observe([action.view])[action.view]
-                return Check.SATISFIED if state is ViewState.READ_ONLY else Check.NEEDED
+                if action.hypervisor is not None:
+                    machine = self.ctx.machine(action.hypervisor)
+                    states, _ = machine.observe([action.view], self.ctx.manifest.lab.layout.gcroots)
+                else:
+                    states = views.observe([action.view])
+                ready = states[action.view] is ViewState.READ_ONLY
+                return Check.SATISFIED if ready else Check.NEEDED
 
     def _still_unused(self, build: Path) -> None:
         """Look again, just before deleting: a domain defined since the plan keeps it."""
@@ -59,6 +64,8 @@ class LabStepPerformer:
                 )
             case RemoveKernel():
                 kernel_build.remove(lab.layout, action.directory)
+            case MakeView() if action.hypervisor is not None:
+                self.ctx.machine(action.hypervisor).ensure_views([action.view], lab.layout.gcroots)
             case MakeView():
                 views.ensure(lab.layout.views_lock, [action.view])
             case BuildKernel():

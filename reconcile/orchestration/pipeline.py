@@ -53,6 +53,7 @@ from reconcile.core.guests.intent import (
     system_installable,
 )
 from reconcile.core.guests.observed import DiskFileFacts, HypervisorObservation
+from reconcile.core.guests.placement import is_remote
 from reconcile.core.hosts.baremetal import (
     HostChange,
     HostChangeKind,
@@ -69,12 +70,13 @@ from reconcile.core.kernels.kconfig import (
 )
 from reconcile.core.layout import StateLayout
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.plan.diff import Diff, diff_lab
+from reconcile.core.plan.diff import Diff, MachineFacts, diff_lab
 from reconcile.core.plan.graph import Plan, make_plan
 from reconcile.core.plan.select import select
 from reconcile.logs import get_logger
 from reconcile.orchestration import drivers
 from reconcile.orchestration.drivers import DiskDriver, Driver, DriverFactory
+from reconcile.orchestration.machines import Machine, machine_for
 
 if TYPE_CHECKING:  # fabric and paramiko (~60 ms) are imported only for a lab with hosts
     from reconcile.adapters import ssh
@@ -82,6 +84,7 @@ if TYPE_CHECKING:  # fabric and paramiko (~60 ms) are imported only for a lab wi
 log = get_logger(__name__)
 
 HOST_PROBES = 16  # hosts probed at once
+HYPERVISOR_PROBES = 16  # hypervisors observed at once
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class Context:
     connect: DriverFactory = drivers.connect
     _hypervisors: dict[str, Driver] = field(default_factory=dict)
     _sessions: dict[str, ssh.Session] = field(default_factory=dict)
+    _machines: dict[str, Machine] = field(default_factory=dict)
     seen_hosts: dict[str, HostObservation] = field(default_factory=dict)
     _agent: Agent | None = None
     # Running disk guests reached over SSH like hosts: their SSH with address and key resolved.
@@ -112,6 +116,14 @@ class Context:
                 self.manifest.hypervisors[name], self.manifest.lab
             )
         return self._hypervisors[name]
+
+    def machine(self, hypervisor: str) -> Machine:
+        """The machine `hypervisor` runs on, for its guests' files (here, or over SSH)."""
+        if hypervisor not in self._machines:
+            self._machines[hypervisor] = machine_for(
+                self.manifest.hypervisors[hypervisor], self.manifest.lab
+            )
+        return self._machines[hypervisor]
 
     def session(self, host: str) -> ssh.Session:
         """The run's SSH connection to a host (opened on first command)."""
@@ -141,6 +153,9 @@ class Context:
         for hv in self._hypervisors.values():
             hv.close()
         self._hypervisors.clear()
+        for machine in self._machines.values():
+            machine.close()
+        self._machines.clear()
         for session in self._sessions.values():
             session.close()
         self._sessions.clear()
@@ -305,12 +320,52 @@ def observe(ctx: Context, *, every_domain: bool = False) -> dict[str, Hypervisor
     domain boots (pruning kernel builds).
     """
     prefix = "" if every_domain else domain_name(ctx.manifest.lab.name, "")
-    observations = {}
-    for name in sorted(ctx.manifest.hypervisors):
+
+    def one(name: str) -> HypervisorObservation:
         started = time.monotonic()
-        observations[name] = ctx.hypervisor(name).observe(prefix)
+        seen = drivers_of[name].observe(prefix)  # never raises: an error is in the result
         log.debug("observed", hypervisor=name, seconds=round(time.monotonic() - started, 3))
-    return observations
+        return seen
+
+    names = sorted(ctx.manifest.hypervisors)
+    drivers_of = {name: ctx.hypervisor(name) for name in names}  # made here, not in threads
+    if len(names) <= 1:
+        return {name: one(name) for name in names}
+    # One round trip each, at once: a slow or unreachable hypervisor costs its own
+    # connect timeout, not everyone's.
+    with ThreadPoolExecutor(max_workers=min(HYPERVISOR_PROBES, len(names))) as pool:
+        return dict(zip(names, pool.map(one, names), strict=True))
+
+
+def observe_machines(
+    ctx: Context,
+    guests: Sequence[GuestIntent | DiskIntent],
+    observations: Mapping[str, HypervisorObservation],
+) -> dict[str, MachineFacts | None]:
+    """Each remote hypervisor's own views and GC roots, one round trip each, in parallel;
+    None where its libvirt could not be listed or its machine not be read (nothing of it
+    is repaired then: unknown is never acted on)."""
+    remote = sorted(n for n, hv in ctx.manifest.hypervisors.items() if is_remote(hv))
+    gcroots = ctx.manifest.lab.layout.gcroots
+
+    def one(name: str) -> MachineFacts | None:
+        seen = observations.get(name)
+        if seen is None or seen.domains is None:
+            return None
+        theirs = lab_views([g for g in guests if g.guest.hypervisor == name])
+        try:
+            states, roots = ctx.machine(name).observe(theirs, gcroots)
+        except ReconcileError as error:
+            log.warning("hypervisor's files unknown", hypervisor=name, error=error.message)
+            return None
+        return MachineFacts(states, roots)
+
+    for name in remote:
+        ctx.machine(name)  # made here, not racing in the threads
+    if len(remote) <= 1:
+        return {name: one(name) for name in remote}
+    with ThreadPoolExecutor(max_workers=min(HYPERVISOR_PROBES, len(remote))) as pool:
+        return dict(zip(remote, pool.map(one, remote), strict=True))
 
 
 def observe_hosts(ctx: Context, hosts: Sequence[HostIntent]) -> list[HostChange]:
@@ -456,14 +511,17 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         observe(ctx, every_domain=prune_kernels) if wanted.guests or not options.targets else {}
     )
     scope = frozenset(g.name for g in wanted.guests)
+    remote = observe_machines(ctx, wanted.guests, observations)
+    here = [g for g in wanted.guests if g.guest.hypervisor not in remote]
     diff = diff_lab(
         ctx.manifest.lab.name,
         wanted.guests,
         observations,
         prune=options.prune,
         scope=scope if options.targets else None,
-        views=views.observe(lab_views(wanted.guests)),  # read-only: mountinfo and stat
+        views=views.observe(lab_views(here)),  # read-only: mountinfo and stat
         roots=nix.observe_gc_roots(ctx.manifest.lab.layout.gcroots),  # readlinks
+        machines=remote,
         overlays=observe_overlays(wanted.guests),  # 32 bytes of each header
     )
     diff = replace(diff, changes=with_addresses(ctx, diff.changes))

@@ -222,8 +222,8 @@ PIN = Pin(
     ("uri", "pin", "hint"),
     [
         ("bogus:///nowhere", None, "check the hypervisor's uri"),
-        # Port 1 on loopback: nothing listens, so the libssh2 transport's connect is refused.
-        ("qemu+ssh://root@127.0.0.1:1/system", PIN, "libvirtd -d"),
+        # Port 1 on loopback: nothing listens, so the SSH port check is refused at once.
+        ("qemu+ssh://root@127.0.0.1:1/system", PIN, "its SSH port 1 open"),
         ("qemu:///system?socket=/nonexistent/libvirt-sock", None, "no query parameters"),
         ("qemu+ssh://root@127.0.0.1:1/system", None, "add host_key"),
         ("qemu+ext:///system?command=/bin/true", None, "check the hypervisor's uri"),

@@ -155,6 +155,7 @@ def test_a_bad_view_reads_in_the_plan_text_and_json() -> None:
             "source": "/nix/store",
             "state": "writable",
             "users": [{"guest": g, "tag": "store"} for g in ("a", "b", "c")],
+            "hypervisor": None,
         }
     ]
     assert [a["key"] for a in doc["actions"]] == ["view:store"]

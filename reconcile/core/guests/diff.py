@@ -414,6 +414,7 @@ class ViewChange:
     view: View
     state: ViewState
     users: tuple[tuple[str, str], ...]  # (guest, share tag) it is the problem of
+    hypervisor: str | None = None  # where it is, when not this machine (a remote hypervisor)
 
 
 # Guests that keep running as they are: a start (create, start, restart) makes its views.
@@ -424,6 +425,7 @@ def diff_views(
     intents: Iterable[AnyIntent],
     states: Mapping[View, ViewState],
     changes: Iterable[GuestChange],
+    hypervisor: str | None = None,
 ) -> tuple[ViewChange, ...]:
     """Views that are writable or stale (always a problem: a writable bind in the state
     directory lets a guest, or a `rm -r`, write to the host), and missing views of guests
@@ -444,7 +446,7 @@ def diff_views(
             if state is not ViewState.READ_ONLY:
                 users.setdefault(view, []).append((intent.name, share.tag))
     return tuple(
-        ViewChange(view, states[view], tuple(sorted(found)))
+        ViewChange(view, states[view], tuple(sorted(found)), hypervisor)
         for view, found in sorted(users.items(), key=lambda item: str(item[0].path))
     )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconcile.core.desired import Guest, GuestMode, Manifest
-from reconcile.core.guests import imageless
+from reconcile.core.guests import imageless, placement
 from reconcile.core.guests.disk import DiskIntent
 from reconcile.core.guests.imageless import BootKernel, GuestDefinition
 from reconcile.core.guests.shares import ShareSpec, View
@@ -37,7 +37,7 @@ class KernelInputs:
 @dataclass(frozen=True)
 class GuestIntent:
     guest: Guest
-    kernel: KernelInputs
+    kernel: KernelInputs  # on the controller: what a remote hypervisor's copy is made from
     definition: GuestDefinition
 
     @property
@@ -81,14 +81,18 @@ def guest_intent(
     toplevel: str,
     kernel: KernelInputs,
 ) -> GuestIntent:
-    accel = manifest.hypervisors[guest.hypervisor].accel
+    hypervisor = manifest.hypervisors[guest.hypervisor]
+    layout = manifest.lab.layout
+    boot = kernel.boot
+    if placement.is_remote(hypervisor):  # it boots the copy kept on that machine
+        boot = placement.placed_kernel(layout, boot)
     definition = DEFINERS[guest.mode](
         manifest.lab.name,
         guest,
-        accel=accel,
+        accel=hypervisor.accel,
         toplevel=toplevel,
-        kernel=kernel.boot,
-        layout=manifest.lab.layout,
+        kernel=boot,
+        layout=layout,
     )
     return GuestIntent(guest, kernel, definition)
 

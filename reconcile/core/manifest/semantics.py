@@ -116,6 +116,7 @@ def _check_hypervisors(doc: dict[str, Json], raw: dict[str, Json]) -> Iterator[F
         except UriRefused as refused:
             yield Finding((*path, "uri"), refused.message, refused.hint)
             continue
+        yield from _check_remote_guests(doc, name, uri.transport)
         pins = [key for key in ("host_key", "known_hosts") if key in hypervisor]
         if uri.transport is HypervisorTransport.SSH:
             if not pins:
@@ -135,6 +136,33 @@ def _check_hypervisors(doc: dict[str, Json], raw: dict[str, Json]) -> Iterator[F
                         "only a qemu+ssh:// hypervisor takes this key",
                         "libvirt reaches this one without SSH: remove it",
                     )
+
+
+def _check_remote_guests(
+    doc: dict[str, Json], hypervisor: str, transport: HypervisorTransport
+) -> Iterator[Finding]:
+    """What a guest boots from is copied to a remote hypervisor over SSH: a qemu+tls one
+    has no SSH, and a disk guest's overlay and base image are not copied yet."""
+    if transport is HypervisorTransport.LOCAL:
+        return
+    only_one = len(doc["hypervisors"]) == 1
+    for guest, spec in doc.get("guests", {}).items():
+        if (spec.get("hypervisor") or (hypervisor if only_one else "")) != hypervisor:
+            continue
+        if transport is HypervisorTransport.TLS:
+            yield Finding(
+                ("guests", guest, "hypervisor"),
+                f"guest '{guest}' is on hypervisor '{hypervisor}' (qemu+tls), and reconcile "
+                "copies what a remote guest boots from over SSH",
+                "reach the hypervisor as qemu+ssh://root@HOST/system with a pinned host_key",
+            )
+        elif spec.get("mode") == "disk":
+            yield Finding(
+                ("guests", guest, "hypervisor"),
+                f"disk guest '{guest}' is on remote hypervisor '{hypervisor}': this version "
+                "runs disk guests on this machine's libvirt only",
+                "put it on a local hypervisor (qemu:///system), or make it imageless",
+            )
 
 
 def _check_kernels(doc: dict[str, Json]) -> Iterator[Finding]:

@@ -89,6 +89,7 @@ class RemoveKernel:
 class MakeView:
     kind: ClassVar[ActionKind] = ActionKind.VIEW
     view: View
+    hypervisor: str | None = None  # a remote hypervisor's view, made there
 
     @property
     def subject(self) -> str:
@@ -96,7 +97,8 @@ class MakeView:
 
     @property
     def key(self) -> str:
-        return f"view:{self.subject}"
+        where = f"{self.hypervisor}:" if self.hypervisor else ""
+        return f"view:{where}{self.subject}"
 
 
 def kernel_key(name: str) -> str:

@@ -67,11 +67,14 @@ def diff_lab(
     scope: frozenset[str] | None = None,
     views: Mapping[View, ViewState] | None = None,
     roots: Mapping[str, Mapping[str, GcRootFacts]] | None = None,
+    machines: Mapping[str, MachineFacts | None] | None = None,
 ) -> Diff:
     """The whole lab's diff. `scope` limits orphans to targeted names (None: all); `views`
     is each read-only view as observed, `roots` each guest's GC root links by name (None:
     not observed), `overlays` each disk guest's overlay by name (None: no file, a text:
-    unreadable; a guest without an entry is unknown)."""
+    unreadable; a guest without an entry is unknown). `views` and `roots` are this
+    machine's: `machines` has the same of each remote hypervisor (None: not observed, so
+    nothing of them is repaired)."""
     intents = list(intents)
     overlays = overlays or {}
     changes = [
@@ -101,9 +104,30 @@ def diff_lab(
         )
     unmanaged.sort()
     changes.sort(key=lambda c: c.name)
-    view_changes = diff_views(intents, views, changes) if views is not None else ()
-    root_changes = diff_roots(changes, observations, roots) if roots is not None else ()
-    return Diff(lab, tuple(changes), tuple(unmanaged), views=view_changes, roots=root_changes)
+    machines = machines or {}
+    here = [i for i in intents if i.guest.hypervisor not in machines]
+    local = [c for c in changes if c.hypervisor not in machines]
+    view_changes = list(diff_views(here, views, changes) if views is not None else ())
+    root_changes = list(diff_roots(local, observations, roots) if roots is not None else ())
+    for hypervisor, facts in sorted(machines.items()):
+        if facts is None:
+            continue
+        theirs = [i for i in intents if i.guest.hypervisor == hypervisor]
+        view_changes += diff_views(theirs, facts.views, changes, hypervisor)
+        on = [c for c in changes if c.hypervisor == hypervisor]
+        root_changes += diff_roots(on, observations, facts.roots)
+    root_changes.sort(key=lambda r: (r.guest, r.hypervisor))
+    return Diff(
+        lab, tuple(changes), tuple(unmanaged), views=tuple(view_changes), roots=tuple(root_changes)
+    )
+
+
+@dataclass(frozen=True)
+class MachineFacts:
+    """A remote hypervisor's own read-only views and GC root links, as observed there."""
+
+    views: Mapping[View, ViewState]
+    roots: Mapping[str, Mapping[str, GcRootFacts]]
 
 
 def _moved(

@@ -444,7 +444,7 @@ def make_plan(
         remove = RemoveKernel(Path(directory))
         nodes[remove.key] = remove
     for problem in diff.views:
-        view = MakeView(problem.view)
+        view = MakeView(problem.view, problem.hypervisor)
         nodes[view.key] = view
     plan = Plan(
         diff=diff,

@@ -142,8 +142,9 @@ def _host_lines(change: HostChange, blocked: str = "") -> list[str]:
 
 def _view_lines(change: ViewChange) -> list[str]:
     users = ", ".join(f"{guest} ({tag})" for guest, tag in change.users)
+    where = f" on hypervisor '{change.hypervisor}'" if change.hypervisor else ""
     return [
-        f"  ! view {change.view.path} of {change.view.source}: {change.state.problem}",
+        f"  ! view {change.view.path} of {change.view.source}{where}: {change.state.problem}",
         f"      (made anew, read-only; shares {users})",
     ]
 
@@ -385,6 +386,7 @@ def render_json(plan: Plan) -> dict[str, Any]:
                 "source": str(v.view.source),
                 "state": v.state.value,
                 "users": [{"guest": guest, "tag": tag} for guest, tag in v.users],
+                "hypervisor": v.hypervisor,  # null: this machine
             }
             for v in diff.views
         ],

@@ -1,0 +1,102 @@
+"""The machine a hypervisor runs on, as its guests' boot files need it: this one, or a remote
+one over pinned SSH (adapters/remote_hypervisor.py).
+
+An imageless guest's performer asks its hypervisor's machine to hold the closure, the
+kernel and the initrd its definition names, to make its read-only views and GC roots, and
+to show its serial log. On this machine the files are already where the definition says,
+so only views, roots and the log are work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from reconcile.adapters import nix, views
+from reconcile.adapters.deploy import known_hosts_file
+from reconcile.core.desired import Hypervisor, Lab
+from reconcile.core.guests.imageless import BootKernel
+from reconcile.core.guests.observed import GcRootFacts, ViewState
+from reconcile.core.guests.placement import hypervisor_ssh, is_remote
+from reconcile.core.guests.shares import View
+
+
+class Machine(Protocol):
+    remote: bool
+
+    def observe(
+        self, views: Sequence[View], gcroots: Path
+    ) -> tuple[dict[View, ViewState], dict[str, dict[str, GcRootFacts]]]:
+        """Its views' states and its guests' GC root links."""
+        ...
+
+    def read_console(self, path: Path) -> str: ...
+
+    def put_closure(self, toplevel: str) -> None: ...
+
+    def put_kernel(self, image: Path, modules: Path, placed: BootKernel) -> None: ...
+
+    def put_file(self, path: Path) -> None: ...
+
+    def ensure_views(self, views: Iterable[View], gcroots: Path) -> None: ...
+
+    def sync_gc_roots(self, directory: Path, targets: set[str]) -> None: ...
+
+    def fresh_console(self, path: Path) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LocalMachine:
+    """This machine: the controller's store and state directory are the hypervisor's."""
+
+    remote = False
+
+    def __init__(self, views_lock: Path) -> None:
+        self.views_lock = views_lock
+
+    def observe(
+        self, wanted: Sequence[View], gcroots: Path
+    ) -> tuple[dict[View, ViewState], dict[str, dict[str, GcRootFacts]]]:
+        return views.observe(wanted), nix.observe_gc_roots(gcroots)
+
+    def read_console(self, path: Path) -> str:
+        try:
+            return path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def put_closure(self, toplevel: str) -> None:
+        pass  # built here
+
+    def put_kernel(self, image: Path, modules: Path, placed: BootKernel) -> None:
+        pass  # the definition names the controller's own files
+
+    def put_file(self, path: Path) -> None:
+        pass  # made here
+
+    def ensure_views(self, wanted: Iterable[View], gcroots: Path) -> None:
+        views.ensure(self.views_lock, wanted)
+
+    def sync_gc_roots(self, directory: Path, targets: set[str]) -> None:
+        nix.sync_gc_roots(directory, targets)
+
+    def fresh_console(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        pass
+
+
+def machine_for(hypervisor: Hypervisor, lab: Lab) -> Machine:
+    """The machine `hypervisor`'s guests run on (a remote one connects on first use)."""
+    layout = lab.layout
+    if not is_remote(hypervisor):
+        return LocalMachine(layout.views_lock)
+    from reconcile.adapters.remote_hypervisor import RemoteMachine  # noqa: PLC0415 - fabric
+
+    ssh = hypervisor_ssh(hypervisor)
+    pin = known_hosts_file(ssh, layout.hypervisor_known_hosts(hypervisor.name))
+    return RemoteMachine(hypervisor.name, ssh, pin)

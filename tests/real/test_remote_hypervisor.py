@@ -1,0 +1,236 @@
+"""A second hypervisor: a libvirtd inside a test host (its own network and mount namespace,
+/run, /var/lib/libvirt, Nix store and lab state directory), reached over pinned SSH.
+
+One lab for the module, tests in order: a guest boots there from what was copied into that
+host's store, an unreachable host makes only its guests unknown, a wrong key is refused,
+and a guest moved between the hypervisors leaves exactly one domain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconcile.core.layout import StateLayout
+from testbed.hosts import TestHost
+from tests.conftest import ROOT
+from tests.support.cli import reconcile
+from tests.support.stack import SYSTEM_URI, ensure_libvirtd, remove_tree
+
+pytestmark = pytest.mark.real
+
+LAB = "rhv"
+BASE = Path("/var/lib/reconcile-tests")  # QEMU (libvirt-qemu) reads kernels and initrds here
+ROOT_DIR = BASE / LAB
+STATE = ROOT_DIR / "state"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVhmTUhVpvXYpbmqi7rMc9QIr4ldbyGFPIWu5SnU6RB"
+
+
+def _imageless_only(directory: str, names: list[str]) -> list[str]:
+    skip = [n for n in names if n.startswith("result")]
+    return [*skip, "disk"] if Path(directory).name == "bb" and "disk" in names else skip
+
+
+def local_virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-c", SYSTEM_URI, *args], capture_output=True, text=True, check=check
+    )
+
+
+def local_domains() -> set[str]:
+    out = local_virsh("list", "--all", "--name").stdout
+    return {n.strip() for n in out.splitlines() if n.strip().startswith(f"{LAB}-")}
+
+
+def remote_domains(host: TestHost, state: str = "--all") -> set[str]:
+    out = host.run(["virsh", "-c", "qemu:///system", "list", state, "--name"]).stdout
+    return {n.strip() for n in out.splitlines() if n.strip().startswith(f"{LAB}-")}
+
+
+def cleanup_local() -> None:
+    for name in local_domains():
+        local_virsh("destroy", name, check=False)
+        local_virsh("undefine", name, check=False)
+
+
+class Lab:
+    def __init__(self, host: TestHost) -> None:
+        self.host = host
+        self.manifest = ROOT_DIR / "lab.toml"
+        self.far_on = "far"
+        self.far_key = host.host_key_line
+        self.extra = ""
+
+    def write(self) -> Path:
+        host = self.host
+        self.manifest.write_text(f"""
+[lab]
+name = "{LAB}"
+flake = "{ROOT_DIR / "flake"}"
+state_dir = "{STATE}"
+[hypervisors.local]
+uri = "{SYSTEM_URI}"
+accel = "qemu"
+[hypervisors.far]
+uri = "qemu+ssh://root@{host.address}/system"
+host_key = "{self.far_key}"
+identity = "{host.identity}"
+accel = "qemu"
+[kernels.host]
+image = "/vmlinuz"
+initrd_modules = ["virtio_pci", "virtiofs"]
+[guests.near]
+mode = "imageless"
+system = "demo-a"
+kernel = "host"
+hypervisor = "local"
+memory = "384MiB"
+boot_timeout = "120s"
+[guests.far]
+mode = "imageless"
+system = "demo-b"
+kernel = "host"
+hypervisor = "{self.far_on}"
+memory = "384MiB"
+boot_timeout = "120s"
+{self.extra}
+""")
+        return self.manifest
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return reconcile(*args)
+
+    def apply(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run("apply", str(self.write()), "--yes", *extra)
+
+    def plan_json(self) -> dict[str, object]:
+        proc = self.run("plan", str(self.write()), "--json")
+        doc: dict[str, object] = json.loads(proc.stdout)
+        return doc
+
+    def assert_converged(self) -> None:
+        proc = self.run("plan", str(self.write()), "--detailed-exitcode")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "No changes." in proc.stdout
+
+    def toplevel(self, system: str) -> str:
+        attr = (
+            f"path:{ROOT_DIR / 'flake'}#nixosConfigurations.{system}.config.system.build.toplevel"
+        )
+        return subprocess.run(
+            ["nix", "eval", "--raw", f"{attr}.outPath"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    ensure_libvirtd()
+    cleanup_local()
+    remove_tree(ROOT_DIR)
+    STATE.mkdir(parents=True)
+    os.chmod(BASE, 0o755)
+    shutil.copytree(ROOT / "nix", ROOT_DIR / "flake", ignore=_imageless_only)
+    shutil.copy2("/bin/busybox", ROOT_DIR / "flake" / "bb" / "busybox")
+    # The host sees its own directory at STATE: what reconcile puts there is not here.
+    with TestHost(libvirtd=True, private_dirs=(STATE,)) as host:
+        made = Lab(host)
+        try:
+            yield made
+        finally:
+            cleanup_local()
+    remove_tree(ROOT_DIR)
+
+
+def mount_root(mountinfo: str, point: Path) -> str | None:
+    """The root (field 4) of the topmost mount at `point`: what a bind mount shows."""
+    found = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == str(point):
+            found = fields[3]
+    return found
+
+
+def test_a_guest_boots_on_the_remote_hypervisor_from_its_own_store(lab: Lab) -> None:
+    host = lab.host
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert remote_domains(host, "--state-running") == {f"{LAB}-far"}
+    assert local_domains() == {f"{LAB}-near"}  # far is not here
+    far_top = lab.toplevel("demo-b")
+    assert host.has_path(far_top)  # copied into the host's own store
+    layout = StateLayout(STATE)
+    # Its console log, kernel and views are the host's, not this machine's.
+    log = host.run(["cat", str(layout.serial_log("far"))]).stdout
+    assert f"reconcile-ready: {far_top}" in log
+    assert not layout.serial_log("far").exists()
+    xml = host.run(["virsh", "-c", "qemu:///system", "dumpxml", f"{LAB}-far"]).stdout
+    placed = re.search(r"<kernel>([^<]+)</kernel>", xml)[1]  # type: ignore[index]
+    assert placed.startswith(str(layout.placed_kernels)), xml
+    assert host.run(["test", "-s", placed], check=False).returncode == 0
+    assert not Path(placed).exists()
+    # The store it boots from is the host's: its view binds the host's /nix/store, whose
+    # directory is not this machine's /nix/store.
+    theirs = mount_root(host.run(["cat", "/proc/self/mountinfo"]).stdout, layout.store_view)
+    ours = mount_root(Path("/proc/self/mountinfo").read_text(), layout.store_view)
+    assert theirs is not None and theirs.endswith("/nix/store") and theirs != "/nix/store"
+    assert str(host.dir) in theirs
+    assert ours == "/nix/store"  # near's view here
+    # GC roots there keep the closure there.
+    roots = host.run(["ls", str(layout.gcroot("far"))]).stdout.split()
+    assert roots == [far_top.rsplit("/", 1)[-1]]
+    lab.assert_converged()
+
+
+def test_an_unreachable_hypervisor_makes_only_its_guests_unknown(lab: Lab) -> None:
+    lab.extra = """
+[guests.near2]
+mode = "imageless"
+system = "demo-a"
+kernel = "host"
+hypervisor = "local"
+memory = "384MiB"
+state = "stopped"
+"""
+    lab.host.kill_network()
+    try:
+        proc = lab.apply()
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        said = proc.stdout + proc.stderr
+        assert "far" in said and "unreachable" in said, said
+        assert local_domains() == {f"{LAB}-near", f"{LAB}-near2"}  # the local one converged
+    finally:
+        lab.host.restore_network()
+    assert remote_domains(lab.host, "--state-running") == {f"{LAB}-far"}  # untouched
+    lab.assert_converged()
+
+
+def test_a_wrong_host_key_is_refused(lab: Lab) -> None:
+    lab.far_key = OTHER_KEY
+    try:
+        proc = lab.run("plan", str(lab.write()), "--detailed-exitcode")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        said = proc.stdout + proc.stderr
+        assert "host key" in said, said
+    finally:
+        lab.far_key = lab.host.host_key_line
+    lab.assert_converged()
+
+
+def test_moving_a_guest_between_hypervisors_leaves_exactly_one_domain(lab: Lab) -> None:
+    lab.far_on = "local"
+    doc = lab.plan_json()
+    kinds = {(c["guest"], c["hypervisor"]): c["change"] for c in doc["changes"]}  # type: ignore[attr-defined,index]
+    assert kinds[("far", "far")] != "noop" and kinds[("far", "local")] == "create", kinds
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert remote_domains(lab.host) == set()
+    assert local_domains() == {f"{LAB}-near", f"{LAB}-near2", f"{LAB}-far"}
+    lab.assert_converged()
