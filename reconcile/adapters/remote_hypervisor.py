@@ -15,6 +15,7 @@ next observation reports as writable and the next start replaces, never uses.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import threading
 from collections.abc import Iterable, Sequence
@@ -144,9 +145,13 @@ class RemoteMachine:
             self.session.run(["sh", "-c", FINISH_DIR, "sh", str(part), str(home)])
 
     def put_file(self, path: Path) -> None:
-        """A content-addressed file of the state directory (an initrd), at the same path."""
+        """A file of the state directory (an initrd) at the same path there, copied unless
+        the one there has the same sha256 (a damaged copy is made anew, never booted)."""
+        with path.open("rb") as data:
+            want = hashlib.file_digest(data, "sha256").hexdigest()
         with self._lock:
-            if self.session.run(["test", "-e", str(path)], check=False).returncode == 0:
+            there = self.session.run(["sha256sum", "--", str(path)], check=False)
+            if there.returncode == 0 and there.stdout.split()[:1] == [want]:
                 return
             self._send(["sh", "-c", RECEIVE, "sh", str(path)], path)
 

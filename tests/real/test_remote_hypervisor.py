@@ -224,6 +224,43 @@ def test_a_wrong_host_key_is_refused(lab: Lab) -> None:
     lab.assert_converged()
 
 
+SPARE = """
+[guests.spare]
+mode = "imageless"
+system = "demo-a"
+kernel = "host"
+hypervisor = "far"
+memory = "384MiB"
+state = "stopped"
+"""
+
+
+def test_pruning_on_a_remote_hypervisor_obeys_the_same_rules(lab: Lab) -> None:
+    host, layout = lab.host, StateLayout(STATE)
+    kept = lab.extra
+    lab.extra = kept + SPARE
+    proc = lab.apply()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{LAB}-spare" in remote_domains(host)
+    assert host.run(["ls", str(layout.gcroot("spare"))]).stdout.split()  # rooted there
+    lab.extra = kept  # gone from the manifest
+    changes = {c["guest"]: c["change"] for c in lab.plan_json()["changes"]}  # type: ignore[attr-defined,index]
+    assert changes["spare"] == "keep", changes  # an orphan: kept without --prune
+    host.kill_network()
+    try:
+        proc = lab.apply("--prune")
+        assert proc.returncode == 1, proc.stdout + proc.stderr  # unknown: nothing pruned
+    finally:
+        host.restore_network()
+    assert f"{LAB}-spare" in remote_domains(host)
+    proc = lab.apply("--prune")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert remote_domains(host) == {f"{LAB}-far"}
+    gone = host.run(["test", "-e", str(layout.gcroot("spare"))], check=False)
+    assert gone.returncode != 0  # its roots there went with it
+    lab.assert_converged()
+
+
 def test_moving_a_guest_between_hypervisors_leaves_exactly_one_domain(lab: Lab) -> None:
     lab.far_on = "local"
     doc = lab.plan_json()
