@@ -95,6 +95,27 @@ def initrd_key(toplevel: str, modules_dir: Path, files: tuple[str, ...]) -> str:
     ).hexdigest()[:32]
 
 
+def initrd_path(out_dir: Path, toplevel: str, modules_dir: Path, files: tuple[str, ...]) -> Path:
+    """Where the guest initrd of these inputs is kept (with early modules: else the
+    system's own initrd is booted as it is)."""
+    return out_dir / f"{initrd_key(toplevel, modules_dir, files)}.img"
+
+
+def early_archive(modules_dir: Path, files: tuple[str, ...]) -> bytes:
+    """The early modules' archive, which goes before the system's initrd: uncompressed
+    first, like early microcode (the kernel did not find an archive that followed the
+    gzip-compressed one)."""
+    entries: list[tuple[str, bytes, int]] = [("early", b"", 0o040755)]
+    names = []
+    for rel in files:
+        name = module_name(rel) + ".ko"
+        names.append(name)
+        data = read_regular(module_file(modules_dir, rel), MODULE_MAX_BYTES)
+        entries.append((f"early/{name}", data, 0o100644))
+    entries.append(("early/order", ("\n".join(names) + "\n").encode(), 0o100644))
+    return cpio(entries)
+
+
 def guest_initrd(
     system_initrd: Path, toplevel: str, modules_dir: Path, files: tuple[str, ...], out_dir: Path
 ) -> Path:
@@ -107,25 +128,15 @@ def guest_initrd(
     """
     if not files:
         return system_initrd
-    target = out_dir / f"{initrd_key(toplevel, modules_dir, files)}.img"
+    target = initrd_path(out_dir, toplevel, modules_dir, files)
     digest_file = target.with_name(target.name + DIGEST_SUFFIX)
     if target.exists():
         if _intact(target, digest_file):
             return target
         log.warning("cached initrd damaged or unverified: making it anew", path=str(target))
-    entries: list[tuple[str, bytes, int]] = [("early", b"", 0o040755)]
-    names = []
-    for rel in files:
-        name = module_name(rel) + ".ko"
-        names.append(name)
-        data = read_regular(module_file(modules_dir, rel), MODULE_MAX_BYTES)
-        entries.append((f"early/{name}", data, 0o100644))
-    entries.append(("early/order", ("\n".join(names) + "\n").encode(), 0o100644))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    # Uncompressed first, like early microcode: the kernel did not find an archive that
-    # followed the gzip-compressed one here.
-    data = cpio(entries) + system_initrd.read_bytes()
+    data = early_archive(modules_dir, files) + system_initrd.read_bytes()
     tmp.write_bytes(data)
     tmp.chmod(0o644)  # QEMU runs as libvirt-qemu and reads it itself
     tmp.replace(target)

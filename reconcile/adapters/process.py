@@ -284,3 +284,32 @@ def run_fed(
         raise CommandError(args, done.returncode, tail(stderr), hint=hint)
     out = done.stdout.decode(errors="replace")
     return Completed(args, done.returncode, out, stderr, time.monotonic() - started)
+
+
+def stream(argv: Sequence[str], emit: Callable[[bytes], None]) -> int:
+    """Run argv, handing its output to `emit` as it comes, until it exits (its exit code)
+    or this process is interrupted (the command and what it started are killed)."""
+    args = tuple(str(a) for a in argv)
+    log.debug("exec", argv=args, streaming=True)
+    try:
+        proc = subprocess.Popen(  # argv, never a shell string
+            args,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise ReconcileError(f"program not found: {args[0]}") from exc
+    assert proc.stdout is not None
+    try:
+        while data := os.read(proc.stdout.fileno(), 1 << 16):
+            emit(data)
+        return proc.wait()
+    except BaseException:
+        _kill_group(proc)  # type: ignore[arg-type]
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()

@@ -16,10 +16,13 @@ next observation reports as writable and the next start replaces, never uses.
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
+import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from reconcile.adapters import deploy, process
 from reconcile.adapters.nix import GCROOTS_AUTO
@@ -72,6 +75,12 @@ FINISH_DIR = 'touch -- "$1/.complete" && rm -rf -- "$2" && mv -T -- "$1" "$2"'
 # $1 a file: written from stdin beside it, then renamed over it.
 RECEIVE = 'mkdir -p -- "${1%/*}" && cat > "$1.part" && mv -f -- "$1.part" "$1"'
 FRESH_LOG = 'mkdir -p -- "${1%/*}" && rm -f -- "$1"'
+# $1 a guest initrd, $2 the system's initrd there: stdin (the early modules) goes first.
+JOIN_INITRD = (
+    'mkdir -p -- "${1%/*}" && cat - "$2" > "$1.part" && chmod 0644 "$1.part" '
+    '&& mv -f -- "$1.part" "$1"'
+)
+BOOTSPEC_MAX_BYTES = 1 << 20
 
 
 class RemoteMachine:
@@ -119,7 +128,68 @@ class RemoteMachine:
     def read_console(self, path: Path) -> str:
         return self.session.run(["cat", "--", str(path)], check=False).stdout
 
+    def show_console(
+        self,
+        path: Path,
+        *,
+        lines: int,
+        follow: bool,
+        emit: Callable[[bytes], None],
+        note: Callable[[str], None],
+    ) -> None:
+        """`reconcile console`: the log's last `lines` lines there, then (with `follow`)
+        what it writes, as `tail -F` sends it (its notes of a replaced log are not
+        passed on). FileNotFoundError when there is none."""
+        if self.session.run(["test", "-e", str(path)], check=False).returncode != 0:
+            raise FileNotFoundError(str(path))
+        tail = ["tail", "-n", str(lines), *(["-F"] if follow else []), "--", str(path)]
+        argv = login_argv(self.ssh, self.known_hosts, [shlex.join(tail)])
+        argv[1:1] = ["-o", "BatchMode=yes"]
+        code = process.stream(argv, emit)
+        if code != 0:
+            raise ReconcileError(f"reading the console log on {self} failed (exit {code})")
+
     # -- putting what guests boot from there -------------------------------------------
+
+    def has_path(self, store_path: str) -> bool:
+        return deploy.has_path(self.session, store_path)
+
+    def build(self, installable: str, toplevel: str, timeout_s: float) -> None:
+        """Evaluate `installable` here and build it in the hypervisor's own store (nothing
+        is copied back); it must be the `toplevel` the plan evaluated."""
+        if self.has_path(toplevel):
+            return
+        log.info("building on the hypervisor", hypervisor=self.name, installable=installable)
+        deploy.build_on_host(self.ssh, installable, self.known_hosts, timeout_s, {})
+        if not self.has_path(toplevel):
+            raise ReconcileError(
+                f"{self}: building {installable} did not make {toplevel}",
+                hint="the flake changed since the plan: plan again",
+            )
+
+    def read_bootspec(self, toplevel: str) -> dict[str, Any]:
+        """The closure's bootspec as the hypervisor's store has it."""
+        path = f"{toplevel}/boot.json"
+        done = self.session.run(["head", "-c", str(BOOTSPEC_MAX_BYTES), "--", path])
+        try:
+            spec: dict[str, Any] = json.loads(done.stdout)["org.nixos.bootspec.v1"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReconcileError(
+                f"{self}: {path}: not a NixOS bootspec v1 ({exc})",
+                hint="the system must be a NixOS toplevel (config.system.build.toplevel)",
+            ) from None
+        return spec
+
+    def join_initrd(self, target: Path, early: bytes, system_initrd: str) -> None:
+        """`target` there: the early modules' archive `early`, then the system's initrd
+        from the hypervisor's store. Content-addressed by its inputs: made once."""
+        with self._lock:
+            if self.session.run(["test", "-s", str(target)], check=False).returncode == 0:
+                return
+            with tempfile.TemporaryDirectory(prefix="reconcile-initrd-") as directory:
+                archive = Path(directory) / "early.cpio"
+                archive.write_bytes(early)
+                self._send(["sh", "-c", JOIN_INITRD, "sh", str(target), system_initrd], archive)
 
     def put_closure(self, toplevel: str) -> None:
         """`nix copy` the closure into the hypervisor's store (nothing when it is there)."""

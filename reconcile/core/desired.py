@@ -46,6 +46,7 @@ class Activation(StrEnum):
 class BuildOn(StrEnum):
     CONTROLLER = "controller"  # in the plan's one `nix build`, then copied
     HOST = "host"  # built in the host's own store (colmena's buildOnTarget)
+    HYPERVISOR = "hypervisor"  # a guest's system, built in its hypervisor's own store
 
 
 class GitOpsApply(StrEnum):
@@ -81,6 +82,7 @@ class Hypervisor:
     host_key: str | None = None
     known_hosts: Path | None = None
     identity: Path | None = None
+    build_on: BuildOn = BuildOn.CONTROLLER  # or HYPERVISOR: its guests' systems built there
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconcile.adapters import generations, nix
-from reconcile.adapters.initrd import guest_initrd
+from reconcile.adapters.initrd import early_archive, guest_initrd, initrd_path
+from reconcile.core.desired import BuildOn
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.diff import definition_matches
 from reconcile.core.guests.domain_xml import DomainSpec
 from reconcile.core.guests.gcroots import closures_in_use, root_problems
 from reconcile.core.guests.identity import domain_name
-from reconcile.core.guests.intent import GuestIntent
+from reconcile.core.guests.intent import GuestIntent, system_installable
 from reconcile.core.guests.observed import DomainState, ObservedDomain
 from reconcile.core.layout import StateLayout
 from reconcile.core.plan.actions import (
@@ -110,8 +111,7 @@ class GuestPerformer:
         match action:
             case DefineGuest():
                 assert isinstance(action.intent, GuestIntent)  # disk guests: disk_guests.py
-                spec = self.domain_spec(action.intent)
-                self._put_boot_files(action, action.intent, spec)
+                spec = self._boot_spec(action, action.intent)
                 self._hv(action).define(spec)
                 self._sync_roots(action.guest, also=action.intent.toplevel)
                 lab = self.ctx.manifest.lab
@@ -123,7 +123,7 @@ class GuestPerformer:
                 machine = self._machine(action)
                 machine.fresh_console(action.intent.definition.serial_log)
                 # the files it boots from exist (a state dir wiped, a hypervisor reinstalled?)
-                self._put_boot_files(action, action.intent, self.domain_spec(action.intent))
+                self._boot_spec(action, action.intent)
                 machine.ensure_views(action.intent.views, self._layout.gcroots)
                 self._hv(action).start(action.guest.domain)
                 self._sync_roots(action.guest)  # the old running closure needs no root now
@@ -148,15 +148,43 @@ class GuestPerformer:
     def _machine(self, action: GuestStep) -> Machine:
         return self.ctx.machine(action.guest.hypervisor)
 
-    def _put_boot_files(self, action: GuestStep, intent: GuestIntent, spec: DomainSpec) -> None:
-        """On a remote hypervisor: the closure, kernel and initrd the definition names."""
+    def _boot_spec(self, action: GuestStep, intent: GuestIntent) -> DomainSpec:
+        """The definition with its initrd; on a remote hypervisor, with the closure, kernel
+        and initrd it names put there (or built there, with `build_on = "hypervisor"`)."""
         machine = self._machine(action)
-        if not machine.remote:
-            return
-        kernel = intent.kernel  # the controller's; the definition names the copy
-        machine.put_closure(intent.toplevel)
-        machine.put_kernel(kernel.image, kernel.modules, spec.definition.kernel)
-        machine.put_file(spec.initrd)
+        kernel = intent.kernel  # the controller's; a remote definition names its copy
+        hypervisor = self.ctx.manifest.hypervisors[action.guest.hypervisor]
+        if hypervisor.build_on is BuildOn.HYPERVISOR:
+            return self._built_there(machine, intent)
+        spec = self.domain_spec(intent)
+        if machine.remote:
+            machine.put_closure(intent.toplevel)
+            machine.put_kernel(kernel.image, kernel.modules, intent.definition.kernel)
+            machine.put_file(spec.initrd)
+        return spec
+
+    def _built_there(self, machine: Machine, intent: GuestIntent) -> DomainSpec:
+        """The system built in the hypervisor's store, its initrd joined there from the
+        early modules (made here, from the controller's kernel) and the system's own."""
+        from reconcile.adapters.remote_hypervisor import RemoteMachine  # noqa: PLC0415
+
+        assert isinstance(machine, RemoteMachine)  # the manifest allows it on qemu+ssh only
+        lab, kernel = self.ctx.manifest.lab, intent.kernel
+        installable = system_installable(lab.flake, intent.guest.system)
+        machine.build(installable, intent.toplevel, lab.build_timeout_s)
+        bootspec = machine.read_bootspec(intent.toplevel)
+        if "initrd" not in bootspec:
+            raise ReconcileError(
+                f"{intent.toplevel} has no initrd in its boot.json",
+                hint="an imageless guest needs a systemd initrd that mounts the store",
+            )
+        machine.put_kernel(kernel.image, kernel.modules, intent.definition.kernel)
+        files = kernel.early_modules  # resolved already: module files, in load order
+        if not files:
+            return DomainSpec(intent.definition, Path(bootspec["initrd"]))
+        initrd = initrd_path(self._layout.initrd_dir, intent.toplevel, kernel.modules, files)
+        machine.join_initrd(initrd, early_archive(kernel.modules, files), bootspec["initrd"])
+        return DomainSpec(intent.definition, initrd)
 
     def _sync_roots(self, ref: GuestRef, also: str | None = None) -> None:
         """Roots for every closure the domain's persistent or running definition uses."""

@@ -9,11 +9,11 @@ so only views, roots and the log are work.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from reconcile.adapters import nix, views
+from reconcile.adapters import console, nix, views
 from reconcile.adapters.deploy import known_hosts_file
 from reconcile.core.desired import Hypervisor, Lab
 from reconcile.core.guests.imageless import BootKernel
@@ -32,6 +32,18 @@ class Machine(Protocol):
         ...
 
     def read_console(self, path: Path) -> str: ...
+
+    def show_console(
+        self,
+        path: Path,
+        *,
+        lines: int,
+        follow: bool,
+        emit: Callable[[bytes], None],
+        note: Callable[[str], None],
+    ) -> None:
+        """`reconcile console`: the last `lines` lines, then (with `follow`) what comes."""
+        ...
 
     def put_closure(self, toplevel: str) -> None: ...
 
@@ -66,6 +78,17 @@ class LocalMachine:
             return path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def show_console(
+        self,
+        path: Path,
+        *,
+        lines: int,
+        follow: bool,
+        emit: Callable[[bytes], None],
+        note: Callable[[str], None],
+    ) -> None:
+        console.follow(path, lines=lines, keep_following=follow, emit=emit, note=note)
 
     def put_closure(self, toplevel: str) -> None:
         pass  # built here

@@ -18,37 +18,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from reconcile.adapters import console as console_log
 from reconcile.adapters import files, generations, process
 from reconcile.core import inventory as inv
 from reconcile.core.console import TerminalFilter
 from reconcile.core.desired import Manifest, Ssh
 from reconcile.core.errors import ReconcileError
-from reconcile.core.guests.libvirt_uri import UriRefused, parse_uri
 from reconcile.core.ssh_login import login_argv
 from reconcile.orchestration import pipeline
+from reconcile.orchestration.machines import machine_for
 
 KNOWN_HOSTS_LIMIT = 1 << 20  # a known_hosts file larger than this is not a known_hosts file
 
 
 def inventory(path: Path, fmt: str) -> str:
     return inv.render(pipeline.load(path), fmt)
-
-
-def _remote_hint(manifest: Manifest, guest: str) -> str | None:
-    hypervisor = manifest.hypervisors.get(manifest.guests[guest].hypervisor)
-    if hypervisor is None:
-        return None
-    try:
-        remote = parse_uri(hypervisor.uri).remote
-    except UriRefused:
-        return None
-    if not remote:
-        return None
-    return (
-        f"guest '{guest}' runs on hypervisor '{hypervisor.name}' ({hypervisor.uri}): its "
-        "console log is written on that machine, at the same path"
-    )
 
 
 def console(
@@ -71,15 +54,17 @@ def console(
     def out(data: bytes) -> None:
         emit(data if raw else shown.feed(data).encode())
 
+    machine = machine_for(manifest.hypervisors[guest.hypervisor], manifest.lab)
     try:
-        console_log.follow(log_path, lines=lines, keep_following=follow, emit=out, note=note)
+        machine.show_console(log_path, lines=lines, follow=follow, emit=out, note=note)
     except FileNotFoundError:
+        where = f" on hypervisor '{guest.hypervisor}'" if machine.remote else ""
         raise ReconcileError(
-            f"guest '{name}' has no console log ({log_path}): the guest has not started yet",
-            hint=_remote_hint(manifest, name)
-            or f"start it with `reconcile apply {path} --target {name}`",
+            f"guest '{name}' has no console log ({log_path}{where}): the guest has not started yet",
+            hint=f"start it with `reconcile apply {path} --target {name}`",
         ) from None
     finally:
+        machine.close()
         if not raw:
             emit(shown.flush().encode())
 

@@ -25,6 +25,7 @@ from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
 from reconcile.core.closures import ClosureDiff, diff_closures
 from reconcile.core.desired import (
     Activation,
+    BuildOn,
     Guest,
     GuestMode,
     Host,
@@ -227,6 +228,7 @@ class Wanted:
     hosts: list[HostIntent]
     unbuilt: dict[str, str]  # installables not yet in the store, by guest or host name
     kernels: dict[str, str]  # kernels to build, with their build directory
+    built_there: frozenset[str] = frozenset()  # guests whose hypervisor builds their system
 
 
 def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
@@ -263,10 +265,15 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
     )
     result: list[GuestIntent | DiskIntent] = []
     pinned = generations.pins(manifest.lab.layout)  # `reconcile rollback`: in place of the manifest
+    built_there = {  # built in their hypervisor's own store, by their own steps
+        g.name for g in guests if manifest.hypervisors[g.hypervisor].build_on is BuildOn.HYPERVISOR
+    }
     unbuilt = {
         name: installable
         for name, installable in installables.items()
-        if name not in pinned and not nix.is_built(toplevels[installable])
+        if name not in pinned
+        and name not in built_there
+        and not nix.is_built(toplevels[installable])
     }
     for guest in guests:
         toplevel = pinned.get(guest.name) or toplevels[installables[guest.name]]
@@ -296,7 +303,7 @@ def intents(manifest: Manifest, targets: Sequence[str]) -> Wanted:
     host_intents = [
         HostIntent(h, toplevels[installables[h.name]], installables[h.name]) for h in hosts
     ]
-    return Wanted(result, host_intents, unbuilt, kernels_to_build)
+    return Wanted(result, host_intents, unbuilt, kernels_to_build, frozenset(built_there))
 
 
 def _image_installable(manifest: Manifest, guest: Guest) -> str:
@@ -507,11 +514,15 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
     claim_state_dir(ctx.manifest)
     wanted = intents(ctx.manifest, options.targets)
     prune_kernels = options.prune and not options.targets
-    observations = (
-        observe(ctx, every_domain=prune_kernels) if wanted.guests or not options.targets else {}
-    )
+    with ThreadPoolExecutor(max_workers=1) as side:
+        # The hosts are probed while the hypervisors are observed: one wait, not two.
+        hosts_seen = side.submit(observe_hosts, ctx, wanted.hosts)
+        observations = (
+            observe(ctx, every_domain=prune_kernels) if wanted.guests or not options.targets else {}
+        )
+        remote = observe_machines(ctx, wanted.guests, observations)
+        seen_hosts = hosts_seen.result()
     scope = frozenset(g.name for g in wanted.guests)
-    remote = observe_machines(ctx, wanted.guests, observations)
     here = [g for g in wanted.guests if g.guest.hypervisor not in remote]
     diff = diff_lab(
         ctx.manifest.lab.name,
@@ -525,7 +536,7 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
         overlays=observe_overlays(wanted.guests),  # 32 bytes of each header
     )
     diff = replace(diff, changes=with_addresses(ctx, diff.changes))
-    host_changes = observe_hosts(ctx, [*wanted.hosts, *running_disk_guests(ctx, diff)])
+    host_changes = [*seen_hosts, *observe_hosts(ctx, running_disk_guests(ctx, diff))]
     diff = with_closure_diffs(replace(diff, hosts=tuple(host_changes)), ctx.manifest.lab.layout)
     unbuilt, kernels = wanted.unbuilt, wanted.kernels
     stale = stale_kernel_builds(ctx.manifest, observations) if prune_kernels else ()
@@ -534,6 +545,8 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
     where = (("here",) if ctx.manifest.lab.build_locally or not machines else ()) + tuple(
         f"builder {b.name} ({b.user}@{b.host})" for b in machines
     )
+    building = sorted({g.guest.hypervisor for g in wanted.guests if g.name in wanted.built_there})
+    where += tuple(f"hypervisor {name} (its guests' systems)" for name in building)
     return replace(plan, built_on=where)
 
 

@@ -332,6 +332,15 @@ def test_stopped_state_and_restart_never() -> None:
     assert plan.action_keys() == ["b/shutdown", "c/define"]
 
 
+def test_a_stopped_guest_is_planned_as_created_not_started() -> None:
+    text = MANIFEST.replace(b'tags = ["x"]', b'tags = ["x"]\nstate = "stopped"')
+    a, b, c = intents(text)
+    plan = make_plan(diff_lab("t", [a, b, c], observation(running(a), running(c)), prune=False), {})
+    shown = render_text(plan)
+    assert '+ guest b will be created, not started (state = "stopped")' in shown
+    assert "b/start" not in plan.action_keys()
+
+
 def test_target_selects_by_name_and_tag_and_rejects_unknown() -> None:
     manifest = parse_manifest(MANIFEST, Path("/lab/m.toml"))
     assert [g.name for g in select(manifest, [])[0]] == ["a", "b", "c"]

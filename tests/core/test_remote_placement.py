@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reconcile.core.desired import BuildOn
 from reconcile.core.errors import ManifestError
 from reconcile.core.guests.intent import GuestIntent, guest_intent, lab_views
 from reconcile.core.guests.observed import GcRootFacts, HypervisorObservation, ViewState
@@ -50,6 +51,18 @@ def intents(text: bytes = TWO) -> dict[str, GuestIntent]:
         g.name: guest_intent(manifest, g, "/nix/store/aaa-sys-a", KERNEL)
         for g in manifest.guests.values()
     }
+
+
+def test_a_hypervisor_builds_its_guests_systems_only_when_asked() -> None:
+    manifest = parse_manifest(TWO, Path("/lab/m.toml"))
+    assert manifest.hypervisors["rack2"].build_on is BuildOn.CONTROLLER
+    built_there = TWO.replace(
+        b'accel = "qemu"\n[kernels', b'accel = "qemu"\nbuild_on = "hypervisor"\n[kernels'
+    )
+    assert (
+        parse_manifest(built_there, Path("/lab/m.toml")).hypervisors["rack2"].build_on
+        is BuildOn.HYPERVISOR
+    )
 
 
 def test_a_remote_guest_boots_the_kernel_copied_there_by_digest() -> None:
@@ -135,6 +148,12 @@ def test_this_machines_views_do_not_stand_for_a_remote_ones() -> None:
             lambda t: t.replace(b"qemu+ssh://root@rack2.example/system", b"qemu+tls://rack2/system")
             .replace(f'host_key = "{KEY}"\n'.encode(), b""),
             "guest 'far' is on hypervisor 'rack2' (qemu+tls)",
+        ),
+        (
+            lambda t: t.replace(b'[hypervisors.here]\nuri = "qemu:///system"',
+                                b'[hypervisors.here]\nuri = "qemu:///system"\n'
+                                b'build_on = "hypervisor"'),
+            "only a qemu+ssh:// hypervisor builds its guests' systems itself",
         ),
     ],
 )  # fmt: skip

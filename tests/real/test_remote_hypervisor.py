@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +67,8 @@ class Lab:
         self.manifest = ROOT_DIR / "lab.toml"
         self.far_on = "far"
         self.far_key = host.host_key_line
+        self.far_system = "demo-b"
+        self.far_build_on = "controller"
         self.extra = ""
 
     def write(self) -> Path:
@@ -83,6 +86,7 @@ uri = "qemu+ssh://root@{host.address}/system"
 host_key = "{self.far_key}"
 identity = "{host.identity}"
 accel = "qemu"
+build_on = "{self.far_build_on}"
 [kernels.host]
 image = "/vmlinuz"
 initrd_modules = ["virtio_pci", "virtiofs"]
@@ -95,7 +99,7 @@ memory = "384MiB"
 boot_timeout = "120s"
 [guests.far]
 mode = "imageless"
-system = "demo-b"
+system = "{self.far_system}"
 kernel = "host"
 hypervisor = "{self.far_on}"
 memory = "384MiB"
@@ -171,6 +175,8 @@ def test_a_guest_boots_on_the_remote_hypervisor_from_its_own_store(lab: Lab) -> 
     log = host.run(["cat", str(layout.serial_log("far"))]).stdout
     assert f"reconcile-ready: {far_top}" in log
     assert not layout.serial_log("far").exists()
+    shown = lab.run("console", str(lab.manifest), "far", "--no-follow", "-n", "400")
+    assert shown.returncode == 0 and f"reconcile-ready: {far_top}" in shown.stdout, shown
     xml = host.run(["virsh", "-c", "qemu:///system", "dumpxml", f"{LAB}-far"]).stdout
     placed = re.search(r"<kernel>([^<]+)</kernel>", xml)[1]  # type: ignore[index]
     assert placed.startswith(str(layout.placed_kernels)), xml
@@ -221,6 +227,43 @@ def test_a_wrong_host_key_is_refused(lab: Lab) -> None:
         assert "host key" in said, said
     finally:
         lab.far_key = lab.host.host_key_line
+    lab.assert_converged()
+
+
+def test_a_system_built_on_its_hypervisor_is_never_here(lab: Lab) -> None:
+    host, layout = lab.host, StateLayout(STATE)
+    systems = ROOT_DIR / "flake" / "systems.nix"
+    message = f"built on far {uuid.uuid4().hex[:8]}"  # a closure no run built before
+    systems.write_text(
+        re.sub(
+            r"demo-c = \{[^}]*\};", f'demo-c = {{ message = "{message}"; }};', systems.read_text()
+        )
+    )
+    lab.far_system, lab.far_build_on = "demo-c", "hypervisor"
+    try:
+        top = lab.toplevel("demo-c")
+        doc = lab.plan_json()
+        assert "hypervisor far (its guests' systems)" in doc["built_on"], doc  # type: ignore[operator]
+        assert doc["to_build"] == [], doc  # nothing of it is built here
+        proc = lab.apply()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert 'Systems built where their guests run (build_on = "hypervisor")' in proc.stdout
+        assert host.has_path(top)
+        here = subprocess.run(
+            ["nix-store", "--check-validity", top], check=False, capture_output=True
+        )
+        assert here.returncode != 0, "the system was built (or copied) here"
+        log = host.run(["cat", str(layout.serial_log("far"))]).stdout
+        assert f"reconcile-ready: {top}" in log and message in log
+        xml = host.run(["virsh", "-c", "qemu:///system", "dumpxml", f"{LAB}-far"]).stdout
+        initrd = re.search(r"<initrd>([^<]+)</initrd>", xml)[1]  # type: ignore[index]
+        assert initrd.startswith(str(layout.initrd_dir)), xml  # joined there, early modules first
+        assert host.run(["test", "-s", initrd], check=False).returncode == 0
+        lab.assert_converged()
+    finally:
+        lab.far_system, lab.far_build_on = "demo-b", "controller"
+    proc = lab.apply()  # back to a system built here and copied
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     lab.assert_converged()
 
 

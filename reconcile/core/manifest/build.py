@@ -41,6 +41,7 @@ def build(doc: dict[str, Json], manifest: Path, digest: str) -> d.Manifest:
             host_key=h.get("host_key"),
             known_hosts=resolve_path(base, h["known_hosts"]) if "known_hosts" in h else None,
             identity=resolve_path(base, h["identity"]) if "identity" in h else None,
+            build_on=d.BuildOn(h.get("build_on", "controller")),
         )
         for name, h in doc.get("hypervisors", {}).items()
     }

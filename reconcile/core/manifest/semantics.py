@@ -93,6 +93,12 @@ def _check_hypervisors(doc: dict[str, Json], raw: dict[str, Json]) -> Iterator[F
         path = ("hypervisors", name)
         if hypervisor["driver"] == "qemu":
             given = raw.get("hypervisors", {}).get(name, {})
+            if hypervisor.get("build_on") == "hypervisor":
+                yield Finding(
+                    (*path, "build_on"),
+                    "a qemu-driver hypervisor is this machine: its guests are built here",
+                    "remove build_on",
+                )
             for key in ("uri", "host_key", "known_hosts", "identity"):
                 if key in given:
                     yield Finding(
@@ -117,6 +123,15 @@ def _check_hypervisors(doc: dict[str, Json], raw: dict[str, Json]) -> Iterator[F
             yield Finding((*path, "uri"), refused.message, refused.hint)
             continue
         yield from _check_remote_guests(doc, name, uri.transport)
+        if (
+            hypervisor.get("build_on") == "hypervisor"
+            and uri.transport is not HypervisorTransport.SSH
+        ):
+            yield Finding(
+                (*path, "build_on"),
+                "only a qemu+ssh:// hypervisor builds its guests' systems itself",
+                "remove build_on, or reach it as qemu+ssh://root@HOST/system",
+            )
         pins = [key for key in ("host_key", "known_hosts") if key in hypervisor]
         if uri.transport is HypervisorTransport.SSH:
             if not pins:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from reconcile.core import closures
-from reconcile.core.desired import BuildOn
+from reconcile.core.desired import BuildOn, GuestState
 from reconcile.core.guests.diff import ChangeKind, GuestChange, RootChange, ViewChange
 from reconcile.core.guests.disk import DiskIntent
 from reconcile.core.guests.intent import GuestIntent
@@ -57,11 +57,21 @@ def _blocked_head(head: str, label: str, why: str) -> list[str]:
     ]
 
 
+def _label(change: GuestChange) -> str:
+    if (
+        change.kind is ChangeKind.CREATE
+        and change.intent is not None
+        and change.intent.guest.state is GuestState.STOPPED
+    ):
+        return 'will be created, not started (state = "stopped")'
+    return _LABELS.get(change.kind, "")
+
+
 def _change_lines(change: GuestChange, blocked: str = "") -> list[str]:
     head = f"  {change.kind.symbol} guest {change.name}"
-    lines = [f"{head} {_LABELS.get(change.kind, '')}".rstrip()]
+    lines = [f"{head} {_label(change)}".rstrip()]
     if blocked:
-        lines = _blocked_head(f"  ? guest {change.name}", _LABELS.get(change.kind, ""), blocked)
+        lines = _blocked_head(f"  ? guest {change.name}", _label(change), blocked)
     if change.kind is ChangeKind.CREATE and isinstance(change.intent, GuestIntent):
         intent = change.intent
         lines += [
@@ -140,6 +150,28 @@ def _host_lines(change: HostChange, blocked: str = "") -> list[str]:
     return lines
 
 
+THERE = "hypervisor "  # a `built_on` entry of a hypervisor that builds its guests' systems
+
+
+def _build_lines(plan: Plan) -> list[str]:
+    """What the plan builds, and where: its one `nix build`, and hypervisors that build
+    their guests' systems themselves (only those with a guest to define)."""
+    out = []
+    here = tuple(w for w in plan.built_on if not w.startswith(THERE))
+    if plan.to_build:
+        where = "" if here == ("here",) else f", on {' and '.join(here)}"
+        out.append(f"Closures to build ({len(plan.to_build)}{where}):")
+        out += [f"  * {i}" for i in plan.to_build]
+        out.append("")
+    redefined = {c.hypervisor for c in plan.diff.changes if c.redefine and c.kind.is_change()}
+    there = [w for w in plan.built_on if w.startswith(THERE) and w.split()[1] in redefined]
+    if there:
+        out.append('Systems built where their guests run (build_on = "hypervisor"):')
+        out += [f"  * {w}" for w in there]
+        out.append("")
+    return out
+
+
 def _view_lines(change: ViewChange) -> list[str]:
     users = ", ".join(f"{guest} ({tag})" for guest, tag in change.users)
     where = f" on hypervisor '{change.hypervisor}'" if change.hypervisor else ""
@@ -208,11 +240,7 @@ def render_text(plan: Plan, *, show_unmanaged: bool = False) -> str:
         )
         out += [f"  - {directory}" for directory in plan.kernels_to_remove]
         out.append("")
-    if plan.to_build:
-        where = "" if plan.built_on == ("here",) else f", on {' and '.join(plan.built_on)}"
-        out.append(f"Closures to build ({len(plan.to_build)}{where}):")
-        out += [f"  * {i}" for i in plan.to_build]
-        out.append("")
+    out += _build_lines(plan)
     if shown:
         out.append(f"Lab '{diff.lab}':")
         for change in shown:
