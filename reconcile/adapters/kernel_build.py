@@ -9,6 +9,9 @@ Inside, named here (KernelJob):
   release      `make kernelrelease`
   build.log    everything make printed
   complete     written last: a build without it is not one
+
+A kernel with a `builder` is compiled on that machine (adapters/kernel_builder.py); the
+same directory here ends the same way, so nothing downstream knows where make ran.
 """
 
 from __future__ import annotations
@@ -200,18 +203,25 @@ def locate(
         base_config=_base_identity(spec),
         fragments=[hashlib.sha256(_read(f, "fragment")).hexdigest() for f in spec.fragments],
         options=spec.options,
-        toolchain=toolchain_identity(),
+        # kconfig runs here; a builder's compile is another build, named by the builder
+        toolchain=toolchain_identity() + (f" | builder {spec.builder}" if spec.builder else ""),
     )
     return KernelJob(kernel.name, spec, key, layout, timeout_s)
 
 
 def make_argv(
-    job: KernelJob, *targets: str, options: tuple[str, ...] = (), assign: tuple[str, ...] = ()
+    job: KernelJob,
+    *targets: str,
+    options: tuple[str, ...] = (),
+    assign: tuple[str, ...] = (),
+    at: Path | None = None,
 ) -> list[str]:
     """make in the job's tree: `--` ends make's options (GNU make 4.3), so no target can
-    be read as one; variable assignments (`O=`) are reconcile's own and come before it."""
-    src = str(job.directory / "src")
-    return ["make", "-C", src, *options, f"O={job.build_dir}", *assign, "--", *targets]
+    be read as one; variable assignments (`O=`) are reconcile's own and come before it.
+    `at`: the build's directory on a builder instead of the job's here."""
+    directory = job.directory if at is None else at
+    src = str(directory / "src")
+    return ["make", "-C", src, *options, f"O={build_dir(directory)}", *assign, "--", *targets]
 
 
 def _make(
@@ -226,12 +236,12 @@ def _make(
         argv,
         job.log_path,
         timeout=job.timeout_s,
-        on_line=_progress(job, " ".join(targets)) if on_line else lambda _line: None,
+        on_line=make_progress(job, " ".join(targets)) if on_line else lambda _line: None,
         hint=f"rerun it: {' '.join(argv)}   (the whole log: {job.log_path})",
     )
 
 
-def _progress(job: KernelJob, what: str) -> Callable[[str], None]:
+def make_progress(job: KernelJob, what: str) -> Callable[[str], None]:
     """Counts the objects make reports (it knows no total, so there is no percentage): every
     10th to whoever shows the step (`reconcile.progress`), every 250th to the log."""
     count = 0
@@ -357,28 +367,37 @@ def _resolve_config(job: KernelJob, stamp: Path) -> dict[str, str]:
     return job.config()
 
 
-def build(job: KernelJob) -> None:
-    """make bzImage (and modules when the config has them), install into the job's dir."""
+Compile = Callable[[KernelJob, dict[str, str]], None]
+
+
+def build(job: KernelJob, compile_with: Compile | None = None) -> None:
+    """make bzImage (and modules when the config has them), install into the job's dir:
+    here, or by `compile_with` (a builder's compile, which ends with `finish` too)."""
     if job.complete():
         return
     config = resolve_config(job)
     with _locked(job):
         if not job.complete():
-            _build(job, config)
+            (compile_with or _build)(job, config)
 
 
 def _build(job: KernelJob, config: dict[str, str]) -> None:
     jobs = f"-j{os.cpu_count() or 1}"
     log.info("building kernel: bzImage", kernel=job.name, key=job.key, log=str(job.log_path))
     _make(job, "bzImage", options=(jobs,), on_line=True)
-    release = job.release()
     if config.get("MODULES") == "y":
         log.info("building kernel: modules", kernel=job.name)
         _make(job, "modules", options=(jobs,), on_line=True)
         _make(job, "modules_install", assign=(f"INSTALL_MOD_PATH={job.directory / 'modules'}",))
+    finish(job, job.build_dir / "arch" / "x86" / "boot" / "bzImage")
+
+
+def finish(job: KernelJob, image: Path) -> None:
+    """The image in place and the build marked complete (modules are in `modules/`)."""
+    release = job.release()
     job.modules_dir(release).mkdir(parents=True, exist_ok=True)  # the share needs it
     partial = job.image.with_name(".bzImage.tmp")
-    shutil.copyfile(job.build_dir / "arch" / "x86" / "boot" / "bzImage", partial)
+    shutil.copyfile(image, partial)
     partial.chmod(0o644)
     partial.replace(job.image)
     write_atomic(job.directory / "complete", job.key)

@@ -94,6 +94,7 @@ class KernelBuild:
     config: str
     fragments: tuple[Path, ...]
     options: tuple[tuple[str, str], ...]
+    builder: str | None = None  # a [builders] name: make runs there (adapters/kernel_builder.py)
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,10 @@ class StateLayout:
         # the known_hosts line pinning a qemu+ssh hypervisor's `host_key`, for OpenSSH and Nix
         return self.ssh_dir / f"hypervisor.{hypervisor}.known_hosts"
 
+    def builder_known_hosts(self, builder: str) -> Path:
+        # the known_hosts line pinning a builder's `host_key`, for OpenSSH (kernel builds there)
+        return self.ssh_dir / f"builder.{builder}.known_hosts"
+
     @functools.cached_property
     def gitops_dir(self) -> Path:
         # the GitOps copy of the lab's repository: `git/` (bare), `tree/`, `ssh_known_hosts`

@@ -74,4 +74,14 @@ class LabStepPerformer:
                     raise ReconcileError(f"kernel '{kernel.name}' is prebuilt: nothing to build")
                 key = action.directory.name.removeprefix(f"{kernel.name}-")
                 job = KernelJob(kernel.name, kernel.source, key, lab.layout, lab.build_timeout_s)
-                kernel_build.build(job)
+                kernel_build.build(job, self._compile_on(kernel.source.builder))
+
+    def _compile_on(self, builder: str | None) -> kernel_build.Compile | None:
+        """A kernel's compile on its builder (None: here); SSH is loaded only then."""
+        if builder is None:
+            return None
+        from reconcile.adapters.kernel_builder import KernelBuilder  # noqa: PLC0415 - paramiko
+
+        lab = self.ctx.manifest.lab
+        machine = self.ctx.manifest.builders[builder]
+        return KernelBuilder(machine, lab.layout, lab.build_timeout_s).compile

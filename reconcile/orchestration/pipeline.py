@@ -22,6 +22,7 @@ from reconcile.adapters import (
 )
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
+from reconcile.core.builders import kernels_built_on
 from reconcile.core.closures import ClosureDiff, diff_closures
 from reconcile.core.desired import (
     Activation,
@@ -547,7 +548,7 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
     )
     building = sorted({g.guest.hypervisor for g in wanted.guests if g.name in wanted.built_there})
     where += tuple(f"hypervisor {name} (its guests' systems)" for name in building)
-    return replace(plan, built_on=where)
+    return replace(plan, built_on=where, kernels_built_on=kernels_built_on(ctx.manifest, kernels))
 
 
 def with_closure_diffs(diff: Diff, layout: StateLayout) -> Diff:

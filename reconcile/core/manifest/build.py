@@ -91,6 +91,7 @@ def _kernel(base: Path, name: str, k: dict[str, Json]) -> d.Kernel:
             config=k["config"],
             fragments=tuple(resolve_path(base, f) for f in k["fragments"]),
             options=tuple(sorted(k["set"].items())),
+            builder=k.get("builder"),
         ),
     )
 

@@ -23,7 +23,7 @@ from reconcile.core.units import parse_duration
 Json = Any
 
 RESERVED_SHARE_TAGS = ("store", "modules")
-BUILD_KEYS = ("ref", "config", "fragments", "set")
+BUILD_KEYS = ("ref", "config", "fragments", "set", "builder")
 PREBUILT_KEYS = ("image", "modules", "initrd_modules")
 DISK_ONLY_KEYS = ("disk", "ssh", "data_disks", "config_shares")
 NETWORK_KINDS = ("libvirt", "bridge", "user")
@@ -76,6 +76,7 @@ def check(doc: dict[str, Json], raw: dict[str, Json]) -> list[Finding]:
     return [
         *_check_hypervisors(doc, raw),
         *_check_kernels(raw),
+        *_check_kernel_builders(doc),
         *_check_guests(doc),
         *_check_hosts(doc),
         *_check_after(doc),
@@ -199,6 +200,19 @@ def _check_kernels(doc: dict[str, Json]) -> Iterator[Finding]:
             for key in PREBUILT_KEYS:
                 if key in kernel:
                     yield Finding((*path, key), "only prebuilt kernels (`image`) take this key")
+
+
+def _check_kernel_builders(doc: dict[str, Json]) -> Iterator[Finding]:
+    """A kernel's `builder` names one of `builders` (a prebuilt one is refused above)."""
+    builders = sorted(doc.get("builders", {}))
+    for name, kernel in doc.get("kernels", {}).items():
+        builder = kernel.get("builder")
+        if builder is not None and "source" in kernel and builder not in builders:
+            yield Finding(
+                ("kernels", name, "builder"),
+                f"unknown builder '{builder}'",
+                _unknown("builders", builder, builders),
+            )
 
 
 def _check_guests(doc: dict[str, Json]) -> Iterator[Finding]:

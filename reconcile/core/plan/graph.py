@@ -75,6 +75,8 @@ class Plan:
     blocked: Mapping[str, str] = field(default_factory=dict)
     # Where the closures are built: "here", and each remote builder's name and target.
     built_on: tuple[str, ...] = ("here",)
+    # Kernels to build whose make runs on a builder, with where (`builder NAME (user@host)`).
+    kernels_built_on: Mapping[str, str] = field(default_factory=dict)
 
     def has_changes(self) -> bool:
         """Whether applying the plan changes anything (a blocked machine's changes do not

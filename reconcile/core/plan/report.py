@@ -232,7 +232,11 @@ def render_text(plan: Plan, *, show_unmanaged: bool = False) -> str:
     shown = [c for c in diff.changes if c.kind is not ChangeKind.NOOP]
     if plan.kernels_to_build:
         out.append(f"Kernels to build ({len(plan.kernels_to_build)}):")
-        out += [f"  * {name} in {directory}" for name, directory in plan.kernels_to_build]
+        out += [
+            f"  * {name} in {directory}"
+            + (f", on {plan.kernels_built_on[name]}" if name in plan.kernels_built_on else "")
+            for name, directory in plan.kernels_to_build
+        ]
         out.append("")
     if plan.kernels_to_remove:
         out.append(
@@ -376,7 +380,12 @@ def render_json(plan: Plan) -> dict[str, Any]:
         "built_on": list(plan.built_on),
         "kernels_to_remove": list(plan.kernels_to_remove),
         "kernels_to_build": [
-            {"kernel": name, "directory": directory} for name, directory in plan.kernels_to_build
+            {
+                "kernel": name,
+                "directory": directory,
+                "built_on": plan.kernels_built_on.get(name, "here"),
+            }
+            for name, directory in plan.kernels_to_build
         ],
         "changes": [_blocked_json(_change_json(c), plan, c.name) for c in diff.changes],
         "hosts": [_blocked_json(_host_json(h), plan, h.name) for h in diff.hosts],
