@@ -103,10 +103,12 @@ def render() -> str:
         ("kernels", "kernels.<name>"),
         ("guests", "guests.<name>"),
         ("hosts", "hosts.<name>"),
+        ("builders", "builders.<name>"),
     ):
         sub = props[section]["additionalProperties"]
         table(root, {**resolve(root, sub), "description": props[section]["description"]}, item, out)
     table(root, props["gitops"], "gitops", out)
+    table(root, props["drift"], "drift", out)
     return "\n".join(out) + "\n"
 
 
