@@ -33,6 +33,8 @@ from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.imageless import BootKernel
 from reconcile.core.guests.observed import GcRootFacts, ViewState
 from reconcile.core.guests.shares import View
+from reconcile.core.layout import StateLayout
+from reconcile.core.plan.diff import MachineFacts
 from reconcile.core.ssh_login import login_argv
 from reconcile.logs import get_logger
 
@@ -40,15 +42,17 @@ log = get_logger(__name__)
 
 COPY_TIMEOUT_S = 1800.0
 
-# $1 the GC root directory, then paths to stat: the mount table, each path's identity and
-# real path (in order), each root link with its target and its registration's target.
+# $1 the GC root directory, $2 the kernel copies' directory, then paths to stat: the mount
+# table, each path's identity and real path (in order), each root link with its target and
+# its registration's target, the kernel copies' names.
 OBSERVE = (
-    'd=$1; shift; cat /proc/self/mountinfo; echo "::stat"; '
+    'd=$1; k=$2; shift 2; cat /proc/self/mountinfo; echo "::stat"; '
     'for p; do printf "%s %s\\n" "$(stat -L -c %d:%i -- "$p" 2>/dev/null || echo -)" '
     '"$(readlink -f -- "$p" 2>/dev/null || echo "$p")"; done; echo "::roots"; '
     'for l in "$d"/*/*; do [ -L "$l" ] || continue; '
     'a="' + str(GCROOTS_AUTO) + '/$(printf %s "$l" | sha256sum | cut -c1-32)"; '
-    'printf "%s\\t%s\\t%s\\n" "$l" "$(readlink -- "$l")" "$(readlink -- "$a")"; done'
+    'printf "%s\\t%s\\t%s\\n" "$l" "$(readlink -- "$l")" "$(readlink -- "$a")"; done; '
+    'echo "::kernels"; [ ! -d "$k" ] || ls -1A -- "$k"'
 )
 # $1 view, $2 source: replace whatever is mounted at the view with a read-only bind.
 MAKE_VIEW = (
@@ -100,14 +104,15 @@ class RemoteMachine:
 
     # -- observing ---------------------------------------------------------------------
 
-    def observe(
-        self, views: Sequence[View], gcroots: Path
-    ) -> tuple[dict[View, ViewState], dict[str, dict[str, GcRootFacts]]]:
-        """Its views' states and its guests' GC root links, in one round trip."""
+    def observe(self, views: Sequence[View], layout: StateLayout) -> MachineFacts:
+        """Its views' states, its guests' GC root links and its kernel copies, in one round
+        trip."""
         paths = [str(p) for v in views for p in (v.path, v.source)]
-        out = self.session.run(["sh", "-c", OBSERVE, "sh", str(gcroots), *paths]).stdout
+        where = [str(layout.gcroots), str(layout.placed_kernels)]
+        out = self.session.run(["sh", "-c", OBSERVE, "sh", *where, *paths]).stdout
         table, _, rest = out.partition("::stat\n")
-        stats, _, roots_text = rest.partition("::roots\n")
+        stats, _, rest = rest.partition("::roots\n")
+        roots_text, _, kernels = rest.partition("::kernels\n")
         mounts = parse_mountinfo(table.encode())
         lines = stats.splitlines()
         if len(lines) != len(paths):
@@ -123,7 +128,7 @@ class RemoteMachine:
             target, _, registered = rest.partition("\t")
             guest, name = Path(link).parent.name, Path(link).name
             roots.setdefault(guest, {})[name] = GcRootFacts(target, registered == link)
-        return states, roots
+        return MachineFacts(states, roots, tuple(kernels.split()))
 
     def read_console(self, path: Path) -> str:
         return self.session.run(["cat", "--", str(path)], check=False).stdout
@@ -225,17 +230,17 @@ class RemoteMachine:
                 return
             self._send(["sh", "-c", RECEIVE, "sh", str(path)], path)
 
-    def ensure_views(self, views: Iterable[View], gcroots: Path) -> None:
+    def ensure_views(self, views: Iterable[View], layout: StateLayout) -> None:
         """Each view a read-only bind of its source there; a writable or stale one replaced."""
         views = list(views)
         with self._lock:
-            states, _ = self.observe(views, gcroots)
+            states = self.observe(views, layout).views
             todo = [v for v in views if states[v] is not ViewState.READ_ONLY]
             for view in todo:
                 self.session.run(["sh", "-c", MAKE_VIEW, "sh", str(view.path), str(view.source)])
             if not todo:
                 return
-            states, _ = self.observe(todo, gcroots)
+            states = self.observe(todo, layout).views
             for view in todo:
                 if states[view] is not ViewState.READ_ONLY:
                     self.session.run(["sh", "-c", UNMOUNT, "sh", str(view.path)])
@@ -247,6 +252,9 @@ class RemoteMachine:
 
     def sync_gc_roots(self, directory: Path, targets: set[str]) -> None:
         self.session.run(["sh", "-c", SYNC_ROOTS, "sh", str(directory), *sorted(targets)])
+
+    def remove_kernel_copy(self, directory: Path) -> None:
+        self.session.run(["rm", "-rf", "--", str(directory)])
 
     def fresh_console(self, path: Path) -> None:
         self.session.run(["sh", "-c", FRESH_LOG, "sh", str(path)])

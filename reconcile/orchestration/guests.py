@@ -93,7 +93,7 @@ class GuestPerformer:
                 )
             case SyncGcRoots():
                 wanted = closures_in_use(domain) if domain is not None else set()
-                _, roots = self._machine(action).observe((), self._layout.gcroots)
+                roots = self._machine(action).observe((), self._layout).roots
                 satisfied = not root_problems(wanted, roots.get(action.subject, {}))
             case StartGuest():
                 if domain is None:
@@ -124,7 +124,7 @@ class GuestPerformer:
                 machine.fresh_console(action.intent.definition.serial_log)
                 # the files it boots from exist (a state dir wiped, a hypervisor reinstalled?)
                 self._boot_spec(action, action.intent)
-                machine.ensure_views(action.intent.views, self._layout.gcroots)
+                machine.ensure_views(action.intent.views, self._layout)
                 self._hv(action).start(action.guest.domain)
                 self._sync_roots(action.guest)  # the old running closure needs no root now
             case WaitReady():

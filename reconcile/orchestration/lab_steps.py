@@ -11,6 +11,7 @@ from reconcile.core.builders import builders_option
 from reconcile.core.desired import KernelBuild
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.observed import ViewState
+from reconcile.core.guests.placement import stale_copies
 from reconcile.core.plan.actions import BuildClosures, BuildKernel, LabStep, MakeView, RemoveKernel
 from reconcile.orchestration.executor import Check, StaleError
 from reconcile.orchestration.pipeline import Context, kernel_builds_in_use, observe
@@ -29,6 +30,8 @@ class LabStepPerformer:
             case BuildKernel():
                 done = (action.directory / "complete").exists()
                 return Check.SATISFIED if done else Check.NEEDED
+            case RemoveKernel() if action.hypervisor is not None:
+                return self._copy_still_unused(action.hypervisor, action.directory)
             case RemoveKernel():
                 if not action.directory.exists():
                     return Check.SATISFIED
@@ -37,7 +40,7 @@ class LabStepPerformer:
             case MakeView():
                 if action.hypervisor is not None:
                     machine = self.ctx.machine(action.hypervisor)
-                    states, _ = machine.observe([action.view], self.ctx.manifest.lab.layout.gcroots)
+                    states = machine.observe([action.view], self.ctx.manifest.lab.layout).views
                 else:
                     states = views.observe([action.view])
                 ready = states[action.view] is ViewState.READ_ONLY
@@ -51,6 +54,19 @@ class LabStepPerformer:
         if build.name in kernel_builds_in_use(build.parent, observations):
             raise StaleError(f"kept {build.name}: a domain boots it now")
 
+    def _copy_still_unused(self, hypervisor: str, directory: Path) -> Check:
+        """Look again there, just before deleting: a domain defined since the plan keeps it."""
+        layout = self.ctx.manifest.lab.layout
+        if directory.parent != layout.placed_kernels:
+            raise StaleError(f"kept {directory}: not a kernel copy of this lab")
+        facts = self.ctx.machine(hypervisor).observe((), layout)
+        if directory.name not in facts.kernel_copies:
+            return Check.SATISFIED
+        seen = self.ctx.hypervisor(hypervisor).observe("")  # every domain: any may boot it
+        if not stale_copies(layout, seen, [directory.name], ()):
+            raise StaleError(f"kept {directory.name} on '{hypervisor}': unknown or booted now")
+        return Check.NEEDED
+
     def perform(self, action: LabStep) -> None:
         lab = self.ctx.manifest.lab
         match action:
@@ -62,10 +78,12 @@ class LabStepPerformer:
                     builders=builders_option(machines),
                     local=lab.build_locally,
                 )
+            case RemoveKernel() if action.hypervisor is not None:
+                self.ctx.machine(action.hypervisor).remove_kernel_copy(action.directory)
             case RemoveKernel():
                 kernel_build.remove(lab.layout, action.directory)
             case MakeView() if action.hypervisor is not None:
-                self.ctx.machine(action.hypervisor).ensure_views([action.view], lab.layout.gcroots)
+                self.ctx.machine(action.hypervisor).ensure_views([action.view], lab.layout)
             case MakeView():
                 views.ensure(lab.layout.views_lock, [action.view])
             case BuildKernel():

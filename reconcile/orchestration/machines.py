@@ -17,18 +17,17 @@ from reconcile.adapters import console, nix, views
 from reconcile.adapters.deploy import known_hosts_file
 from reconcile.core.desired import Hypervisor, Lab
 from reconcile.core.guests.imageless import BootKernel
-from reconcile.core.guests.observed import GcRootFacts, ViewState
 from reconcile.core.guests.placement import hypervisor_ssh, is_remote
 from reconcile.core.guests.shares import View
+from reconcile.core.layout import StateLayout
+from reconcile.core.plan.diff import MachineFacts
 
 
 class Machine(Protocol):
     remote: bool
 
-    def observe(
-        self, views: Sequence[View], gcroots: Path
-    ) -> tuple[dict[View, ViewState], dict[str, dict[str, GcRootFacts]]]:
-        """Its views' states and its guests' GC root links."""
+    def observe(self, views: Sequence[View], layout: StateLayout) -> MachineFacts:
+        """Its views' states, its guests' GC root links and its kernel copies."""
         ...
 
     def read_console(self, path: Path) -> str: ...
@@ -51,9 +50,11 @@ class Machine(Protocol):
 
     def put_file(self, path: Path) -> None: ...
 
-    def ensure_views(self, views: Iterable[View], gcroots: Path) -> None: ...
+    def ensure_views(self, views: Iterable[View], layout: StateLayout) -> None: ...
 
     def sync_gc_roots(self, directory: Path, targets: set[str]) -> None: ...
+
+    def remove_kernel_copy(self, directory: Path) -> None: ...
 
     def fresh_console(self, path: Path) -> None: ...
 
@@ -68,10 +69,8 @@ class LocalMachine:
     def __init__(self, views_lock: Path) -> None:
         self.views_lock = views_lock
 
-    def observe(
-        self, wanted: Sequence[View], gcroots: Path
-    ) -> tuple[dict[View, ViewState], dict[str, dict[str, GcRootFacts]]]:
-        return views.observe(wanted), nix.observe_gc_roots(gcroots)
+    def observe(self, wanted: Sequence[View], layout: StateLayout) -> MachineFacts:
+        return MachineFacts(views.observe(wanted), nix.observe_gc_roots(layout.gcroots))
 
     def read_console(self, path: Path) -> str:
         try:
@@ -99,11 +98,14 @@ class LocalMachine:
     def put_file(self, path: Path) -> None:
         pass  # made here
 
-    def ensure_views(self, wanted: Iterable[View], gcroots: Path) -> None:
+    def ensure_views(self, wanted: Iterable[View], layout: StateLayout) -> None:
         views.ensure(self.views_lock, wanted)
 
     def sync_gc_roots(self, directory: Path, targets: set[str]) -> None:
         nix.sync_gc_roots(directory, targets)
+
+    def remove_kernel_copy(self, directory: Path) -> None:
+        raise AssertionError("this machine's guests boot the controller's kernels: no copies")
 
     def fresh_console(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from reconcile.core.desired import (
     Ssh,
 )
 from reconcile.core.errors import PlanError, ProbeError, ReconcileError
+from reconcile.core.guests import placement
 from reconcile.core.guests.diff import ChangeKind, GuestChange
 from reconcile.core.guests.disk import (
     DiskIntent,
@@ -354,7 +355,6 @@ def observe_machines(
     None where its libvirt could not be listed or its machine not be read (nothing of it
     is repaired then: unknown is never acted on)."""
     remote = sorted(n for n, hv in ctx.manifest.hypervisors.items() if is_remote(hv))
-    gcroots = ctx.manifest.lab.layout.gcroots
 
     def one(name: str) -> MachineFacts | None:
         seen = observations.get(name)
@@ -362,11 +362,10 @@ def observe_machines(
             return None
         theirs = lab_views([g for g in guests if g.guest.hypervisor == name])
         try:
-            states, roots = ctx.machine(name).observe(theirs, gcroots)
+            return ctx.machine(name).observe(theirs, ctx.manifest.lab.layout)
         except ReconcileError as error:
             log.warning("hypervisor's files unknown", hypervisor=name, error=error.message)
             return None
-        return MachineFacts(states, roots)
 
     for name in remote:
         ctx.machine(name)  # made here, not racing in the threads
@@ -541,7 +540,10 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
     diff = with_closure_diffs(replace(diff, hosts=tuple(host_changes)), ctx.manifest.lab.layout)
     unbuilt, kernels = wanted.unbuilt, wanted.kernels
     stale = stale_kernel_builds(ctx.manifest, observations) if prune_kernels else ()
-    plan = make_plan(diff, unbuilt, kernels, stale_kernels=stale)
+    copies = stale_kernel_copies(ctx.manifest, wanted.guests, observations, remote)
+    plan = make_plan(
+        diff, unbuilt, kernels, stale_kernels=stale, stale_copies=copies if prune_kernels else ()
+    )
     machines = ctx.manifest.builders.values()
     where = (("here",) if ctx.manifest.lab.build_locally or not machines else ()) + tuple(
         f"builder {b.name} ({b.user}@{b.host})" for b in machines
@@ -609,6 +611,30 @@ def stale_kernel_builds(
     }
     keep |= kernel_builds_in_use(root, observations)
     return tuple(str(d) for d in sorted(root.iterdir()) if d.is_dir() and d.name not in keep)
+
+
+def stale_kernel_copies(
+    manifest: Manifest,
+    guests: Sequence[GuestIntent | DiskIntent],
+    observations: Mapping[str, HypervisorObservation],
+    machines: Mapping[str, MachineFacts | None],
+) -> tuple[tuple[str, str], ...]:
+    """(hypervisor, directory) of each kernel copy on a remote hypervisor that nothing
+    there boots or will (for --prune); none of a hypervisor that is not fully observed."""
+    found = []
+    for name, facts in sorted(machines.items()):
+        seen = observations.get(name)
+        if facts is None or seen is None:
+            continue
+        wanted = [
+            g.definition.kernel
+            for g in guests
+            if isinstance(g, GuestIntent) and g.guest.hypervisor == name
+        ]
+        layout = manifest.lab.layout
+        stale = placement.stale_copies(layout, seen, facts.kernel_copies, wanted)
+        found += [(name, str(directory)) for directory in stale]
+    return tuple(found)
 
 
 def kernel_builds_in_use(root: Path, observations: Mapping[str, HypervisorObservation]) -> set[str]:

@@ -11,7 +11,9 @@ from reconcile.core.desired import BuildOn
 from reconcile.core.errors import ManifestError
 from reconcile.core.guests.intent import GuestIntent, guest_intent, lab_views
 from reconcile.core.guests.observed import GcRootFacts, HypervisorObservation, ViewState
+from reconcile.core.guests.placement import stale_copies
 from reconcile.core.guests.shares import STORE_TAG
+from reconcile.core.layout import StateLayout
 from reconcile.core.manifest import parse_manifest
 from reconcile.core.plan.actions import MakeView, SyncGcRoots
 from reconcile.core.plan.diff import MachineFacts, diff_lab
@@ -133,6 +135,25 @@ def test_this_machines_views_do_not_stand_for_a_remote_ones() -> None:
     }
     assert all(u[0] == "near" for v in diff.views for u in v.users)  # type: ignore[attr-defined]
     assert STORE_TAG in {u[1] for v in diff.views for u in v.users}  # type: ignore[attr-defined]
+
+
+def test_a_kernel_copy_goes_only_when_nothing_there_boots_it_or_will() -> None:
+    found = intents()
+    far = found["far"]
+    layout = StateLayout(Path("/state"))
+    booted = far.definition.kernel.image.parent.name
+    present = [booted, "0" * 32, "1" * 32 + ".part"]
+    seen = HypervisorObservation("qemu+ssh://x/system", {far.domain: running(far)}, None)
+    stale = stale_copies(layout, seen, present, ())
+    assert [p.name for p in stale] == ["0" * 32, "1" * 32 + ".part"]  # the booted one stays
+    empty = HypervisorObservation("qemu+ssh://x/system", {}, None)
+    assert booted in [p.name for p in stale_copies(layout, empty, present, ())]
+    kept = stale_copies(layout, empty, present, [far.definition.kernel])  # it will boot it
+    assert booted not in [p.name for p in kept]
+    unknown = HypervisorObservation("qemu+ssh://x/system", None, "unreachable")
+    assert stale_copies(layout, unknown, present, ()) == ()
+    partly = HypervisorObservation("qemu+ssh://x/system", {}, None, unknown={"t-x": "?"})
+    assert stale_copies(layout, partly, present, ()) == ()
 
 
 @pytest.mark.parametrize(

@@ -314,3 +314,15 @@ def test_moving_a_guest_between_hypervisors_leaves_exactly_one_domain(lab: Lab) 
     assert remote_domains(lab.host) == set()
     assert local_domains() == {f"{LAB}-near", f"{LAB}-near2", f"{LAB}-far"}
     lab.assert_converged()
+    # Nothing there boots its kernel copy now: --prune removes it, there.
+    placed = StateLayout(STATE).placed_kernels
+    copies = lab.host.run(["ls", "-A", str(placed)]).stdout.split()
+    assert len(copies) == 1, copies
+    doc = json.loads(lab.run("plan", str(lab.manifest), "--json", "--prune").stdout)
+    assert doc["kernel_copies_to_remove"] == [
+        {"hypervisor": "far", "directory": str(placed / copies[0])}
+    ], doc
+    proc = lab.apply("--prune")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert lab.host.run(["ls", "-A", str(placed)]).stdout.split() == []
+    lab.assert_converged()

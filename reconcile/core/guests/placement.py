@@ -11,9 +11,13 @@ digest is taken here), so a remote guest boots a copy kept by digest in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
 from reconcile.core.desired import Hypervisor, Ssh
 from reconcile.core.guests.imageless import BootKernel
 from reconcile.core.guests.libvirt_uri import Transport, UriRefused, parse_uri
+from reconcile.core.guests.observed import HypervisorObservation
 from reconcile.core.layout import StateLayout
 
 # How long the hypervisor's own commands may take (copying a modules tree is one of them).
@@ -55,3 +59,25 @@ def placed_kernel(layout: StateLayout, kernel: BootKernel) -> BootKernel:
         modules=home / "modules" / kernel.modules.name,
         early_modules=kernel.early_modules,
     )
+
+
+def stale_copies(
+    layout: StateLayout,
+    observation: HypervisorObservation,
+    present: Iterable[str],
+    wanted: Iterable[BootKernel],
+) -> tuple[Path, ...]:
+    """The kernel copies on a remote hypervisor (`present`: the names in its
+    `placed-kernels/`) that no persistent or live definition there boots and no guest of
+    the manifest will (for --prune). None while the hypervisor or any domain on it is
+    unknown: a failed probe is never absence."""
+    if observation.domains is None or observation.unknown:
+        return ()
+    home = layout.placed_kernels
+    keep = {k.image.parent.name for k in wanted if k.image.parent.parent == home}
+    for domain in observation.domains.values():
+        for facts in (domain.config, domain.live):
+            if facts is not None and facts.kernel and Path(facts.kernel).parent.parent == home:
+                keep.add(Path(facts.kernel).parent.name)
+    # an interrupted copy (`.part`) is booted by nothing: it goes too
+    return tuple(home / name for name in sorted(present) if name not in keep)

@@ -75,6 +75,7 @@ class BuildKernel:
 class RemoveKernel:
     kind: ClassVar[ActionKind] = ActionKind.REMOVE_KERNEL
     directory: Path
+    hypervisor: str | None = None  # a kernel's copy on this remote hypervisor
 
     @property
     def subject(self) -> str:
@@ -82,7 +83,8 @@ class RemoveKernel:
 
     @property
     def key(self) -> str:
-        return f"remove-kernel:{self.subject}"
+        where = f"{self.hypervisor}:" if self.hypervisor else ""
+        return f"remove-kernel:{where}{self.subject}"
 
 
 @dataclass(frozen=True)

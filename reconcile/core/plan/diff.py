@@ -128,6 +128,7 @@ class MachineFacts:
 
     views: Mapping[View, ViewState]
     roots: Mapping[str, Mapping[str, GcRootFacts]]
+    kernel_copies: tuple[str, ...] = ()  # the names in its `placed-kernels/`
 
 
 def _moved(

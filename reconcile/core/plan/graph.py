@@ -70,6 +70,8 @@ class Plan:
     to_build: tuple[str, ...]  # installables not yet in the store
     kernels_to_build: tuple[tuple[str, str], ...] = ()  # (kernel name, build directory)
     kernels_to_remove: tuple[str, ...] = ()  # build directories nothing uses (--prune)
+    # (hypervisor, directory): kernel copies on remote hypervisors nothing there boots
+    kernel_copies_to_remove: tuple[tuple[str, str], ...] = ()
     # Machines whose changes are not planned, with why: each comes `after` one that is
     # unknown, in conflict or blocked itself (a plan with any is not clean, like unknown).
     blocked: Mapping[str, str] = field(default_factory=dict)
@@ -88,7 +90,9 @@ class Plan:
                 changes=tuple(c for c in diff.changes if c.name not in self.blocked),
                 hosts=tuple(h for h in diff.hosts if h.name not in self.blocked),
             )
-        return diff.has_changes() or bool(self.kernels_to_remove)
+        return (
+            diff.has_changes() or bool(self.kernels_to_remove) or bool(self.kernel_copies_to_remove)
+        )
 
     def conflicts(self) -> dict[str, str]:
         """What blocks convergence (a domain that is not ours where a guest must be, a copy
@@ -379,6 +383,7 @@ def make_plan(
     kernels: Mapping[str, str] | None = None,
     *,
     stale_kernels: tuple[str, ...] = (),
+    stale_copies: tuple[tuple[str, str], ...] = (),
 ) -> Plan:
     """The plan for `diff`. `unbuilt` maps each guest's installable to build, by guest name;
     `kernels` maps each kernel to build to its build directory."""
@@ -445,6 +450,9 @@ def make_plan(
     for directory in stale_kernels:
         remove = RemoveKernel(Path(directory))
         nodes[remove.key] = remove
+    for hypervisor, directory in stale_copies:
+        remove = RemoveKernel(Path(directory), hypervisor)
+        nodes[remove.key] = remove
     for problem in diff.views:
         view = MakeView(problem.view, problem.hypervisor)
         nodes[view.key] = view
@@ -457,6 +465,7 @@ def make_plan(
             (a.name, str(a.directory)) for a in nodes.values() if isinstance(a, BuildKernel)
         ),
         kernels_to_remove=stale_kernels,
+        kernel_copies_to_remove=stale_copies,
         blocked=blocked,
     )
     plan.action_keys()  # a cycle is a bug: fail here, not half-way through apply

@@ -153,6 +153,23 @@ def _host_lines(change: HostChange, blocked: str = "") -> list[str]:
 THERE = "hypervisor "  # a `built_on` entry of a hypervisor that builds its guests' systems
 
 
+def _removal_lines(plan: Plan) -> list[str]:
+    """Kernel builds here, and kernel copies on remote hypervisors, that --prune removes."""
+    out = []
+    if plan.kernels_to_remove:
+        out.append(
+            f"Kernel builds to remove, used by nothing (--prune) ({len(plan.kernels_to_remove)}):"
+        )
+        out += [f"  - {directory}" for directory in plan.kernels_to_remove]
+        out.append("")
+    if plan.kernel_copies_to_remove:
+        count = len(plan.kernel_copies_to_remove)
+        out.append(f"Kernel copies to remove, booted by nothing there (--prune) ({count}):")
+        out += [f"  - {d} on hypervisor '{h}'" for h, d in plan.kernel_copies_to_remove]
+        out.append("")
+    return out
+
+
 def _build_lines(plan: Plan) -> list[str]:
     """What the plan builds, and where: its one `nix build`, and hypervisors that build
     their guests' systems themselves (only those with a guest to define)."""
@@ -238,12 +255,7 @@ def render_text(plan: Plan, *, show_unmanaged: bool = False) -> str:
             for name, directory in plan.kernels_to_build
         ]
         out.append("")
-    if plan.kernels_to_remove:
-        out.append(
-            f"Kernel builds to remove, used by nothing (--prune) ({len(plan.kernels_to_remove)}):"
-        )
-        out += [f"  - {directory}" for directory in plan.kernels_to_remove]
-        out.append("")
+    out += _removal_lines(plan)
     out += _build_lines(plan)
     if shown:
         out.append(f"Lab '{diff.lab}':")
@@ -270,6 +282,8 @@ def render_text(plan: Plan, *, show_unmanaged: bool = False) -> str:
         ]
         if plan.kernels_to_remove:
             parts.append(f"{len(plan.kernels_to_remove)} kernel build(s) to remove")
+        if plan.kernel_copies_to_remove:
+            parts.append(f"{len(plan.kernel_copies_to_remove)} kernel copy(ies) to remove")
         if diff.views:
             parts.append(f"{len(diff.views)} view(s) to make read-only")
         if diff.roots:
@@ -379,6 +393,9 @@ def render_json(plan: Plan) -> dict[str, Any]:
         "to_build": list(plan.to_build),
         "built_on": list(plan.built_on),
         "kernels_to_remove": list(plan.kernels_to_remove),
+        "kernel_copies_to_remove": [
+            {"hypervisor": h, "directory": d} for h, d in plan.kernel_copies_to_remove
+        ],
         "kernels_to_build": [
             {
                 "kernel": name,
