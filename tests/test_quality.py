@@ -54,3 +54,12 @@ def test_does_not_import_tests(tree: str) -> None:
                 if n.split(".")[0] == "tests"
             ]
     assert found == []
+
+
+def test_the_cli_imports_no_ssh_library_until_a_lab_needs_one() -> None:
+    """fabric and paramiko (~60 ms) load only for hosts, builders or remote hypervisors."""
+    probe = "import sys, reconcile.cli; print(sorted({'fabric', 'paramiko'} & set(sys.modules)))"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout

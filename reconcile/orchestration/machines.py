@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Protocol
 
 from reconcile.adapters import console, nix, views
-from reconcile.adapters.deploy import known_hosts_file
 from reconcile.core.desired import Hypervisor, Lab
 from reconcile.core.guests.imageless import BootKernel
 from reconcile.core.guests.placement import hypervisor_ssh, is_remote
@@ -120,7 +119,9 @@ def machine_for(hypervisor: Hypervisor, lab: Lab) -> Machine:
     layout = lab.layout
     if not is_remote(hypervisor):
         return LocalMachine(layout.views_lock)
-    from reconcile.adapters.remote_hypervisor import RemoteMachine  # noqa: PLC0415 - fabric
+    # fabric and paramiko (~60 ms) only for a lab with a remote hypervisor
+    from reconcile.adapters.deploy import known_hosts_file  # noqa: PLC0415
+    from reconcile.adapters.remote_hypervisor import RemoteMachine  # noqa: PLC0415
 
     ssh = hypervisor_ssh(hypervisor)
     pin = known_hosts_file(ssh, layout.hypervisor_known_hosts(hypervisor.name))
