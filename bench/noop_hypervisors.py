@@ -315,8 +315,9 @@ def undefine_local() -> None:
 
 
 def observe_parts(path: Path) -> tuple[float, float]:
-    """In process: the libvirt observation of all hypervisors (in parallel), then the remote
-    machines' files (views and GC roots over SSH, in parallel); connections included."""
+    """In process, one after the other: the libvirt observation of all hypervisors (in
+    parallel), then the remote machines' files (views, GC roots, kernel copies over SSH, in
+    parallel); connections included. (A plan runs the two at once.)"""
     manifest = pipeline.load(path)
     wanted = pipeline.intents(manifest, ()).guests
     ctx = pipeline.Context(manifest)
@@ -324,7 +325,7 @@ def observe_parts(path: Path) -> tuple[float, float]:
         started = time.perf_counter()
         observations = pipeline.observe(ctx)
         observed = time.perf_counter()
-        pipeline.observe_machines(ctx, wanted, observations)
+        pipeline.observe_machines(ctx, wanted)
         done = time.perf_counter()
     finally:
         ctx.close()
@@ -364,7 +365,13 @@ def remote(ks: list[int]) -> None:
         stack.callback(shutil.rmtree, RSTATE, True)
         stack.callback(undefine_local)
         started = time.perf_counter()
-        hosts = [stack.enter_context(testbed_hosts.TestHost(libvirtd=True)) for _ in range(max(ks))]
+        (RSTATE / "state").mkdir()
+        # each host has its own state directory at the lab's path, as separate machines do
+        private = (RSTATE / "state",)
+        hosts = [
+            stack.enter_context(testbed_hosts.TestHost(libvirtd=True, private_dirs=private))
+            for _ in range(max(ks))
+        ]
         up_s = time.perf_counter() - started
         flake = flake_copy(RSTATE / "flake")
         paths = {k: remote_manifest(flake, hosts, k) for k in ks}

@@ -20,6 +20,7 @@ import json
 import shlex
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,12 @@ SYNC_ROOTS = (
 )
 # $1 a directory to make anew (a kernel's copy in progress).
 FRESH_DIR = 'rm -rf -- "$1" && mkdir -p -- "$1/modules"'
-# $1 the finished copy, $2 its place: marked complete, then moved there in one rename.
-FINISH_DIR = 'touch -- "$1/.complete" && rm -rf -- "$2" && mv -T -- "$1" "$2"'
+# $1 the finished copy, $2 its place: marked complete, then moved there in one rename
+# (unless a complete one got there first: a state directory shared by hypervisors).
+FINISH_DIR = (
+    'touch -- "$1/.complete" || exit 1; '
+    'if [ -e "$2/.complete" ]; then rm -rf -- "$1"; else rm -rf -- "$2" && mv -T -- "$1" "$2"; fi'
+)
 # $1 a file: written from stdin beside it, then renamed over it.
 RECEIVE = 'mkdir -p -- "${1%/*}" && cat > "$1.part" && mv -f -- "$1.part" "$1"'
 FRESH_LOG = 'mkdir -p -- "${1%/*}" && rm -f -- "$1"'
@@ -197,11 +202,14 @@ class RemoteMachine:
                 self._send(["sh", "-c", JOIN_INITRD, "sh", str(target), system_initrd], archive)
 
     def put_closure(self, toplevel: str) -> None:
-        """`nix copy` the closure into the hypervisor's store (nothing when it is there)."""
-        if deploy.has_path(self.session, toplevel):
-            return
-        log.info("copying closure", hypervisor=self.name, path=toplevel)
-        deploy.copy_closure(self.ssh, toplevel, self.known_hosts, COPY_TIMEOUT_S, {})
+        """`nix copy` the closure into the hypervisor's store (nothing when it is there).
+        One copy at a time: two into one store at once race on the same paths (Nix 2.8:
+        "not an absolute path: 'nix-archive-1'")."""
+        with self._lock:
+            if deploy.has_path(self.session, toplevel):
+                return
+            log.info("copying closure", hypervisor=self.name, path=toplevel)
+            deploy.copy_closure(self.ssh, toplevel, self.known_hosts, COPY_TIMEOUT_S, {})
 
     def put_kernel(self, image: Path, modules: Path, placed: BootKernel) -> None:
         """The controller's kernel `image` and `modules` tree, as `placed` names them there:
@@ -212,7 +220,7 @@ class RemoteMachine:
             if done.returncode == 0:
                 return
             log.info("copying kernel", hypervisor=self.name, image=str(image))
-            part = home.with_name(home.name + ".part")
+            part = home.with_name(f"{home.name}.part-{uuid.uuid4().hex[:8]}")
             self.session.run(["sh", "-c", FRESH_DIR, "sh", str(part)])
             self._send(["sh", "-c", RECEIVE, "sh", str(part / "vmlinuz")], image)
             tar = ["tar", "-C", str(modules.parent), "-cf", "-", "--", modules.name]

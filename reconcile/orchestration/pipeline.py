@@ -347,19 +347,14 @@ def observe(ctx: Context, *, every_domain: bool = False) -> dict[str, Hypervisor
 
 
 def observe_machines(
-    ctx: Context,
-    guests: Sequence[GuestIntent | DiskIntent],
-    observations: Mapping[str, HypervisorObservation],
+    ctx: Context, guests: Sequence[GuestIntent | DiskIntent]
 ) -> dict[str, MachineFacts | None]:
-    """Each remote hypervisor's own views and GC roots, one round trip each, in parallel;
-    None where its libvirt could not be listed or its machine not be read (nothing of it
-    is repaired then: unknown is never acted on)."""
+    """Each remote hypervisor's own views, GC roots and kernel copies, one round trip each,
+    in parallel; None where its machine could not be read (nothing of it is repaired or
+    pruned then: unknown is never acted on)."""
     remote = sorted(n for n, hv in ctx.manifest.hypervisors.items() if is_remote(hv))
 
     def one(name: str) -> MachineFacts | None:
-        seen = observations.get(name)
-        if seen is None or seen.domains is None:
-            return None
         theirs = lab_views([g for g in guests if g.guest.hypervisor == name])
         try:
             return ctx.machine(name).observe(theirs, ctx.manifest.lab.layout)
@@ -514,13 +509,18 @@ def make(ctx: Context, options: PlanOptions) -> Plan:
     claim_state_dir(ctx.manifest)
     wanted = intents(ctx.manifest, options.targets)
     prune_kernels = options.prune and not options.targets
-    with ThreadPoolExecutor(max_workers=1) as side:
-        # The hosts are probed while the hypervisors are observed: one wait, not two.
+    with ThreadPoolExecutor(max_workers=2) as side:
+        # The hosts, and remote hypervisors' own files, are read while the hypervisors are
+        # observed: one wait, not three.
         hosts_seen = side.submit(observe_hosts, ctx, wanted.hosts)
+        files_seen = side.submit(observe_machines, ctx, wanted.guests)
         observations = (
             observe(ctx, every_domain=prune_kernels) if wanted.guests or not options.targets else {}
         )
-        remote = observe_machines(ctx, wanted.guests, observations)
+        remote = {  # a hypervisor whose libvirt is unknown: nothing of its files is used
+            name: facts if name in observations and observations[name].domains is not None else None
+            for name, facts in files_seen.result().items()
+        }
         seen_hosts = hosts_seen.result()
     scope = frozenset(g.name for g in wanted.guests)
     here = [g for g in wanted.guests if g.guest.hypervisor not in remote]

@@ -104,6 +104,13 @@ kernel = "host"
 hypervisor = "{self.far_on}"
 memory = "384MiB"
 boot_timeout = "120s"
+[guests.far2]
+mode = "imageless"
+system = "demo-a"
+kernel = "host"
+hypervisor = "{self.far_on}"
+memory = "384MiB"
+state = "stopped"
 {self.extra}
 """)
         return self.manifest
@@ -167,6 +174,9 @@ def test_a_guest_boots_on_the_remote_hypervisor_from_its_own_store(lab: Lab) -> 
     proc = lab.apply()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert remote_domains(host, "--state-running") == {f"{LAB}-far"}
+    # far2 (stopped) was defined there at once with far: one copy of their closures at a time
+    assert remote_domains(host) == {f"{LAB}-far", f"{LAB}-far2"}
+    assert host.has_path(lab.toplevel("demo-a"))
     assert local_domains() == {f"{LAB}-near"}  # far is not here
     far_top = lab.toplevel("demo-b")
     assert host.has_path(far_top)  # copied into the host's own store
@@ -298,7 +308,7 @@ def test_pruning_on_a_remote_hypervisor_obeys_the_same_rules(lab: Lab) -> None:
     assert f"{LAB}-spare" in remote_domains(host)
     proc = lab.apply("--prune")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert remote_domains(host) == {f"{LAB}-far"}
+    assert remote_domains(host) == {f"{LAB}-far", f"{LAB}-far2"}
     gone = host.run(["test", "-e", str(layout.gcroot("spare"))], check=False)
     assert gone.returncode != 0  # its roots there went with it
     lab.assert_converged()
@@ -312,7 +322,7 @@ def test_moving_a_guest_between_hypervisors_leaves_exactly_one_domain(lab: Lab) 
     proc = lab.apply()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert remote_domains(lab.host) == set()
-    assert local_domains() == {f"{LAB}-near", f"{LAB}-near2", f"{LAB}-far"}
+    assert local_domains() == {f"{LAB}-near", f"{LAB}-near2", f"{LAB}-far", f"{LAB}-far2"}
     lab.assert_converged()
     # Nothing there boots its kernel copy now: --prune removes it, there.
     placed = StateLayout(STATE).placed_kernels
