@@ -10,8 +10,14 @@
   # passes its own lib). flake.lock pins it to the copy vendored here, which
   # scripts/setup.sh adds to the store under the lock's hash, so nothing is ever fetched.
   inputs.nixpkgs-lib.url = "github:nix-community/nixpkgs.lib";
+  # nixpkgs, for packages.<system>.reconcile and apps (package.nix) only. By default it is
+  # the lib above, which has no packages, so nothing is fetched and those two outputs are
+  # absent; a lab's flake gives its own nixpkgs (`inputs.reconcile.inputs.nixpkgs.follows
+  # = "nixpkgs"`, or nixpkgs-lib's, which this follows), or the command line does
+  # (`--override-input nixpkgs github:NixOS/nixpkgs/nixos-unstable`).
+  inputs.nixpkgs.follows = "nixpkgs-lib";
 
-  outputs = { self, nixpkgs-lib }:
+  outputs = { self, nixpkgs-lib, nixpkgs }:
     let
       system = "x86_64-linux";
       # bb/ holds more than busybox (the disk guests' inputs, below): only busybox goes into
@@ -88,6 +94,9 @@
       toplevels = builtins.mapAttrs (_: s: s.config.system.build.toplevel) nixosConfigurations;
       builders = import ./lib.nix { inherit bb system; };
       inherit (builders) busybox;
+      # reconcile itself, where nixpkgs is a real one (see the nixpkgs input)
+      withPackages = nixpkgs ? legacyPackages;
+      reconcile = nixpkgs.legacyPackages.${system}.callPackage ./package.nix { };
     in
     {
       inherit nixosConfigurations;
@@ -102,6 +111,10 @@
           ${bb} mkdir $out
           ${bb} printf '%s\n' "$seed" > $out/seed.txt
         '';
+      } // lib.optionalAttrs withPackages { inherit reconcile; default = reconcile; };
+
+      apps.${system} = lib.optionalAttrs withPackages {
+        default = { type = "app"; program = "${reconcile}/bin/reconcile"; };
       };
 
       # The NixOS module set (modules/index.nix; docs/nix.md). Each is a module importing
@@ -118,7 +131,7 @@
       # of tests/nixos-stub.nix (nixpkgs' lib only; real NixOS is not evaluated here).
       checks.${system} = import ./tests/checks.nix { inherit bb system lib; };
 
-      # pkgs.reconcile for systems that have nixpkgs (package.nix; not evaluated here).
+      # pkgs.reconcile for systems that have nixpkgs (package.nix).
       overlays.default = final: prev: { reconcile = final.callPackage ./package.nix { }; };
 
       templates = {

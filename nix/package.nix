@@ -1,6 +1,8 @@
-# reconcile as a nixpkgs package, for `overlays.default` (pkgs.reconcile, the default of
-# services.reconcile.package). It needs nixpkgs (its python3Packages): nothing evaluates or
-# builds it on the machines this was written on, which have no nixpkgs.
+# reconcile as a nixpkgs package: `overlays.default` (pkgs.reconcile, the default of
+# services.reconcile.package), and packages.<system>.reconcile and apps.<system>.default
+# where the flake's nixpkgs input is a real nixpkgs. It needs nixpkgs (its python3Packages):
+# on the machines this was written on, which have no nixpkgs, it is evaluated against
+# tests/nixpkgs-stub only, never built.
 #
 # The Python source is the repository around this flake, so the flake must be used with
 # the repository in its source: `git+https://...?dir=nix` or `git+file:///...?dir=nix`,

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -442,3 +443,64 @@ def test_the_package_takes_the_python_source_and_nothing_else() -> None:
     assert (src / "reconcile" / "cli.py").exists()
     assert not list(src.rglob("__pycache__"))
     assert got["deps"] == ["tomlkit", "jsonschema", "networkx", "libvirt", "fabric", "structlog"]
+
+
+def repo_flake(tmp_path: Path) -> str:
+    """This repository's package sources and nix/ as a git repository: the shape users
+    fetch (`git+...?dir=nix`), where package.nix finds the Python source at `../`."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, repo / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "bb", "result*")
+    for name in ("reconcile", "schema", "nix"):
+        shutil.copytree(ROOT / name, repo / name, ignore=skip)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "sources"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    return f"git+file://{repo}?dir=nix"
+
+
+def package_eval(flake: str, attr: str, apply: str, *, stub: bool = True) -> Any:
+    argv = [str(NIX), *NIX_FLAGS, "eval", "--json", "--no-write-lock-file"]
+    argv += ["--override-input", "nixpkgs-lib", f"path:{LIB}"]
+    if stub:
+        argv += ["--override-input", "nixpkgs", f"path:{ROOT / 'nix' / 'tests' / 'nixpkgs-stub'}"]
+    argv += [f"{flake}#{attr}", "--apply", apply]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_the_package_and_app_with_a_nixpkgs(tmp_path: Path) -> None:
+    """packages.<system>.reconcile and apps.<system>.default, evaluated against the stub
+    nixpkgs (nix/tests/nixpkgs-stub): its name and version are pyproject's, its
+    dependencies pyproject's, its source this repository's package and nothing else."""
+    flake = repo_flake(tmp_path)
+    pkg = package_eval(
+        flake,
+        "packages.x86_64-linux",
+        "ps: { inherit (ps.reconcile) name version; same = ps.default == ps.reconcile; "
+        "deps = map (d: d.name) ps.reconcile.dependencies; src = ps.reconcile.src.outPath; "
+        "main = ps.reconcile.meta.mainProgram; imports = ps.reconcile.pythonImportsCheck; }",
+    )
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert pkg["name"] == f"reconcile-{project['version']}" and pkg["same"]
+    wanted = [d.split(">")[0].split("=")[0].split("<")[0].strip() for d in project["dependencies"]]
+    assert pkg["deps"] == [{"libvirt-python": "libvirt"}.get(d, d) for d in wanted]
+    assert sorted(os.listdir(pkg["src"])) == ["README.md", "pyproject.toml", "reconcile", "schema"]
+    assert (Path(pkg["src"]) / "reconcile" / "cli.py").exists()
+    assert (pkg["main"], pkg["imports"]) == ("reconcile", ["reconcile"])
+    app = package_eval(flake, "apps.x86_64-linux.default", "a: a")
+    assert app["type"] == "app" and app["program"].endswith(f"-{pkg['name']}/bin/reconcile")
+
+
+def test_without_a_nixpkgs_there_is_no_package_and_nothing_is_fetched(tmp_path: Path) -> None:
+    """The default: nixpkgs follows the lib, which has no packages; nothing to download."""
+    got = package_eval(
+        repo_flake(tmp_path),
+        "packages.x86_64-linux",
+        "ps: [ (ps ? reconcile) (ps ? default) (ps ? demo-a) ]",
+        stub=False,
+    )
+    assert got == [False, False, True]
