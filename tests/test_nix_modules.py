@@ -504,3 +504,31 @@ def test_without_a_nixpkgs_there_is_no_package_and_nothing_is_fetched(tmp_path: 
         stub=False,
     )
     assert got == [False, False, True]
+
+
+def test_a_lab_flake_gives_its_nixpkgs_to_the_package_by_the_templates_one_line(
+    tmp_path: Path,
+) -> None:
+    """The `lab` template's `reconcile.inputs.nixpkgs-lib.follows = "nixpkgs"` reaches the
+    package too (reconcile's `nixpkgs` follows its `nixpkgs-lib`); the stub stands in for
+    the lab's nixpkgs."""
+    reconcile_flake = repo_flake(tmp_path)
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    stub = ROOT / "nix" / "tests" / "nixpkgs-stub"
+    (lab / "flake.nix").write_text(
+        "{\n"
+        f'  inputs.nixpkgs.url = "path:{stub}";\n'
+        f'  inputs.reconcile.url = "{reconcile_flake}";\n'
+        '  inputs.reconcile.inputs.nixpkgs-lib.follows = "nixpkgs";\n'
+        "  outputs = { self, nixpkgs, reconcile }: {\n"
+        "    name = reconcile.packages.x86_64-linux.reconcile.name;\n"
+        "  };\n"
+        "}\n"
+    )
+    argv = [str(NIX), *NIX_FLAGS, "eval", "--json", "--no-write-lock-file"]
+    argv += ["--override-input", "nixpkgs/nixpkgs-lib", f"path:{LIB}", f"path:{lab}#name"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert json.loads(proc.stdout) == f"reconcile-{version}"

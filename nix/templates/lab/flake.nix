@@ -6,7 +6,9 @@
     # Where reconcile's flake is (its nix/ directory): a checkout, or its git repository
     # with `?dir=nix`. Change this to yours.
     reconcile.url = "path:/opt/reconcile/nix";
-    # reconcile's flake needs nixpkgs' lib only for its own checks; nixpkgs has it.
+    # reconcile's flake takes nixpkgs' lib for its checks, and nixpkgs for its package
+    # (packages.x86_64-linux.reconcile); its `nixpkgs` input follows `nixpkgs-lib`, so
+    # this one line gives it yours for both.
     reconcile.inputs.nixpkgs-lib.follows = "nixpkgs";
   };
 

@@ -41,6 +41,7 @@
       };
     in
     {
+      inherit lib; # as nixpkgs' flake has it (a lab's flake may make nixpkgs-lib follow it)
       legacyPackages.x86_64-linux = pkgs;
     };
 }
