@@ -225,13 +225,15 @@ class TestHost:
         base_dir: Path | None = None,
         ready_timeout_s: float = 10.0,
         fake_reboot: bool = False,
+        boot_loader: bool = False,
         libvirtd: bool = False,
         libvirtd_timeout_s: float = 30.0,
         private_dirs: Sequence[Path] = (),
     ) -> None:
         self.requested_index = index
         self.private_dirs = [Path(p) for p in private_dirs]
-        self.fake_reboot = fake_reboot
+        self.fake_reboot = fake_reboot or boot_loader
+        self.boot_loader = boot_loader
         self.libvirtd = libvirtd
         self.libvirtd_timeout_s = libvirtd_timeout_s
         self.nix_conf_extra = nix_conf_extra
@@ -518,7 +520,10 @@ class TestHost:
         `reboot` (and `systemctl`, which Debian's `reboot` links to) is a script that gives
         the host a new boot id (a file bind-mounted over /proc/sys/kernel/random/boot_id),
         boots the system profile (/run/booted-system and /run/current-system) and forgets
-        /run/reconcile, as a real reboot's fresh /run would.
+        /run/reconcile, as a real reboot's fresh /run would. With `boot_loader`, it boots
+        what a systemd-boot would (`_loader_choice`), and the booted system's activation
+        starts or stops the host's sshd as that system says: a system without sshd is a
+        boot that never comes back.
         """
         boot_id = self.dir / "boot_id"
         boot_id.write_text(Path("/proc/sys/kernel/random/boot_id").read_text())
@@ -527,18 +532,96 @@ class TestHost:
             "#!/bin/sh\n"
             "# the test host's reboot: see testbed/hosts.py\n"
             f"cat /proc/sys/kernel/random/uuid > {shlex.quote(str(boot_id))}\n"
-            "target=$(readlink -f /nix/var/nix/profiles/system)\n"
+            + (self._loader_choice() if self.boot_loader else "")
+            + "target=${target:-$(readlink -f /nix/var/nix/profiles/system)}\n"
             'ln -sfn "$target" /run/booted-system\n'
             'ln -sfn "$target" /run/current-system\n'
             "rm -rf /run/reconcile /run/next-boot-system\n"
             f"echo rebooted >> {shlex.quote(str(self.dir / 'reboots'))}\n"
+            # with a boot loader, the booted system's services come up as it says (sshd)
+            + (
+                f'"$target/bin/switch-to-configuration" test < /dev/null '
+                f">> {self._boots_log()} 2>&1\n"
+                if self.boot_loader
+                else ""
+            )
         )
         script.chmod(0o755)
         b, r = shlex.quote(str(boot_id)), shlex.quote(str(script))
-        return [
+        steps = [
             f"mount --bind {b} /proc/sys/kernel/random/boot_id",
             f"mount --bind {r} $(readlink -f /usr/sbin/reboot)",
         ]
+        if self.boot_loader:
+            steps += self._boot_loader_steps()
+        return steps
+
+    def _loader_choice(self) -> str:
+        """The reboot script's systemd-boot: the one-shot entry (used up as it boots), else
+        the default entry, else (as NixOS's loader.conf names the profile's newest
+        generation) the profile; entry `nixos-generation-N.conf` is profile generation N."""
+        efi = shlex.quote(str(self.dir / "efi"))
+        return (
+            f"efi={efi}; entry=\n"
+            'if [ -s "$efi/LoaderEntryOneShot" ]; then entry=$(cat "$efi/LoaderEntryOneShot"); '
+            'rm -f "$efi/LoaderEntryOneShot"\n'
+            'elif [ -s "$efi/LoaderEntryDefault" ]; then\n'
+            '  entry=$(cat "$efi/LoaderEntryDefault"); fi\n'
+            'target=; if [ -n "$entry" ]; then n=${entry#nixos-generation-}; n=${n%.conf}\n'
+            '  target=$(readlink -f "/nix/var/nix/profiles/system-$n-link"); fi\n'
+            f'echo "boot: entry ${{entry:-(loader.conf)}}" >> {self._boots_log()}\n'
+        )
+
+    def _boot_loader_steps(self) -> list[str]:
+        """A `bootctl` on the host's PATH (over /usr/local/sbin) that keeps systemd-boot's
+        two EFI variables in `<dir>/efi`, which outlive the host's reboots as NVRAM does;
+        and a process that keeps the host's namespaces while no sshd runs in them (a new
+        system that never comes up), so `power_cycle()` can still reset it."""
+        efi, sbin = self.dir / "efi", self.dir / "sbin"
+        efi.mkdir()
+        sbin.mkdir()
+        (sbin / "bootctl").write_text(
+            "#!/bin/sh\n"
+            "# the test host's bootctl: see testbed/hosts.py\n"
+            f"efi={shlex.quote(str(efi))}\n"
+            'case "$1" in\n'
+            "  is-installed) echo yes ;;\n"
+            "  set-default | set-oneshot)\n"
+            '    [ $# -eq 2 ] || { echo "usage: bootctl $1 ID" >&2; exit 1; }\n'
+            '    [ "$1" = set-default ] && v=LoaderEntryDefault || v=LoaderEntryOneShot\n'
+            '    if [ -z "$2" ]; then rm -f "$efi/$v"\n'
+            '    else printf "%s\\n" "$2" > "$efi/$v"; fi ;;\n'
+            '  *) echo "bootctl (test host): $1 is not emulated" >&2; exit 1 ;;\n'
+            "esac\n"
+        )
+        (sbin / "bootctl").chmod(0o755)
+        return [
+            f"mount --bind {shlex.quote(str(sbin))} /usr/local/sbin",
+            "setsid -f sleep infinity < /dev/null > /dev/null 2>&1",
+        ]
+
+    def efi_variable(self, name: str) -> str | None:
+        """An EFI variable of the host's boot loader (`boot_loader`), None when unset."""
+        path = self.dir / "efi" / name
+        return path.read_text().strip() if path.exists() else None
+
+    def power_cycle(self) -> None:
+        """Reset the host, as a watchdog or a person would: its boot loader boots what its
+        EFI variables say (`boot_loader`). Works while no sshd of it runs."""
+        inside = pids_in_mount_ns(self.mount_ns)
+        if not inside:
+            raise RuntimeError(f"{self.netns}: no process left in its namespaces")
+        detached = f"setsid -f {shlex.quote(str(self.dir / 'reboot'))} < /dev/null > /dev/null 2>&1"
+        argv = ["nsenter", f"--target={inside[0]}", "--mount", "--net", "--", "sh", "-c", detached]
+        subprocess.run(argv, check=True, timeout=30)
+
+    def _boots_log(self) -> str:
+        return shlex.quote(str(self.dir / "boots.log"))
+
+    def boots_log(self) -> str:
+        """What the boot loader booted, and the booted systems' activations."""
+        path = self.dir / "boots.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def reboots(self) -> int:
         """How many times `reboot` ran on this host (with `fake_reboot`)."""

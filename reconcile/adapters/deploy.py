@@ -23,6 +23,7 @@ from reconcile.adapters import process
 from reconcile.adapters.ssh import Session, UnreachableError
 from reconcile.core.desired import Activation, HealthCheck, Ssh
 from reconcile.core.errors import CommandError, ReconcileError
+from reconcile.core.hosts import boot_once
 from reconcile.core.hosts.baremetal import STATE_DIR, SYSTEM_PROFILE
 from reconcile.core.hosts.guard import (
     CONFIRM,
@@ -280,10 +281,13 @@ def guard_state(session: Session, guard_id: str) -> GuardState:
 def confirm(session: Session, expected: str, guard_id: str = "") -> ConfirmExit:
     """Win the guard's token and record the active system as healthy (read back by the
     next probe); GUARD_WON when the guard took the token first (it rolls back)."""
-    done = session.run(
-        ["sh", "-c", CONFIRM, STATE_DIR, expected, guard_id, CURRENT_SYSTEM], check=False
-    )
-    if done.returncode in (ConfirmExit.NOT_ACTIVE, ConfirmExit.GUARD_WON):
+    argv = ["sh", "-c", CONFIRM, STATE_DIR, expected, guard_id, CURRENT_SYSTEM, boot_once.RECORD]
+    done = session.run(argv, check=False)
+    if done.returncode in (
+        ConfirmExit.NOT_ACTIVE,
+        ConfirmExit.GUARD_WON,
+        ConfirmExit.DEFAULT_KEPT,
+    ):
         return ConfirmExit(done.returncode)
     if done.returncode != 0:
         raise CommandError(
@@ -343,20 +347,54 @@ def reboot(session: Session, systemd: bool) -> None:
     session.close()
 
 
-def wait_for_new_boot(ssh: Ssh, old_boot_id: str, deadline: float) -> str:
+def arm_boot_once(session: Session, toplevel: str, fallback: str) -> str:
+    """Make the next boot, and only it, boot `toplevel`; `fallback` the default after it
+    (core/hosts/boot_once.py). Returns what was set, for the log."""
+    done = session.run(
+        ["sh", "-c", boot_once.ARM, SYSTEM_PROFILE, toplevel, fallback, boot_once.RECORD],
+        check=False,
+    )
+    said = (done.stdout.strip() or done.stderr.strip())[-500:] or f"exit {done.returncode}"
+    if done.returncode == 0:
+        return said
+    raise ReconcileError(
+        f"{session.ssh.host}: cannot boot {toplevel} once (bootctl): {said}",
+        hint="nothing was rebooted, and its guard puts the previous system back as the boot "
+        "default unless confirmed; boot_once = false reboots into the new default instead",
+    )
+
+
+def restore_fallback(session: Session, toplevel: str, fallback: str) -> None:
+    """After the boot loader fell back to `fallback`: the profile and the boot default
+    back on it, as a rollback leaves them."""
+    session.run(
+        ["sh", "-c", boot_once.RESTORE, SYSTEM_PROFILE, toplevel, fallback, boot_once.RECORD]
+    )
+
+
+@dataclass(frozen=True)
+class NewBoot:
+    boot_id: str
+    booted: str  # what /run/booted-system points at ("" = nothing)
+
+
+def wait_for_new_boot(ssh: Ssh, old_boot_id: str, deadline: float, *, once: bool) -> NewBoot:
     """Poll with fresh connections until the host answers with another boot id."""
     while time.monotonic() < deadline:
         session = Session(ssh)
         try:
-            boot_id = session.run(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
-            if boot_id and boot_id != old_boot_id:
-                return boot_id
+            boot = boot_once.parse_new_boot(session.run(["sh", "-c", boot_once.NEW_BOOT]).stdout)
+            if boot[0] and boot[0] != old_boot_id:
+                return NewBoot(*boot)
         except (UnreachableError, CommandError):
             pass
         finally:
             session.close()
         time.sleep(RECONNECT_POLL_S)
-    raise ReconcileError(
-        f"{ssh.host}: no new boot before the deadline",
-        hint="check the host's console; the next run observes where it got to",
-    )
+    hint = "check the host's console; the next run observes where it got to"
+    if once:
+        hint = (
+            "it was to boot the new system once: its previous system stays the default, so "
+            "a reset (a watchdog, panic= on the kernel command line, or a person) boots it; " + hint
+        )
+    raise ReconcileError(f"{ssh.host}: no new boot before the deadline", hint=hint)

@@ -227,6 +227,7 @@ class Host:
     tags: tuple[str, ...]
     after: tuple[str, ...] = ()  # guests and hosts whose changes come first (`after`)
     build_on: BuildOn = BuildOn.CONTROLLER
+    boot_once: bool = True  # reboot: boot the new system once, the old staying the default
 
 
 @dataclass(frozen=True)

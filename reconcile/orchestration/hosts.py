@@ -136,21 +136,55 @@ class HostPerformer:
             case Activate():
                 self._activate(action, remaining)
             case Reboot():
-                # A guard does not outlive the boot it runs in (its unit, its /run)
-                before = self._guard(host.name, drop=True)
-                deploy.reboot(self._session(action), self._systemd(host.name))
-                self.ctx.reconnect(host.name)
-                boot_id = deploy.wait_for_new_boot(
-                    host.ssh, action.boot_id, time.monotonic() + remaining
-                )
-                log.info("host rebooted", host=host.name, boot_id=boot_id)
-                if before is not None:  # guard the new boot until its health is confirmed
-                    self._start_guard(action, before.previous, deploy.new_run_id(), "")
+                self._reboot(action, remaining)
             case CheckHealth():
                 self._health(action, remaining)
                 if intent.machine == "disk guest":  # its generations, as a guest's define records
                     lab = self.ctx.manifest.lab
                     generations.record(lab.layout, host.name, intent.toplevel, lab.generations)
+
+    def _reboot(self, action: Reboot, remaining: float) -> None:
+        intent = action.host
+        host = intent.host
+        session = self._session(action)
+        if action.fallback:  # booted once: a failed boot comes back to the fallback
+            armed = deploy.arm_boot_once(session, intent.toplevel, action.fallback)
+            log.info("booting the new system once", host=host.name, set=armed)
+        # A guard does not outlive the boot it runs in (its unit, its /run)
+        before = self._guard(host.name, drop=True)
+        deploy.reboot(session, self._systemd(host.name))
+        self.ctx.reconnect(host.name)
+        boot = deploy.wait_for_new_boot(
+            host.ssh, action.boot_id, time.monotonic() + remaining, once=bool(action.fallback)
+        )
+        log.info("host rebooted", host=host.name, boot_id=boot.boot_id, booted=boot.booted)
+        if action.fallback and boot.booted != intent.toplevel:
+            self._fell_back(action, boot.booted)
+        if before is not None:  # guard the new boot until its health is confirmed
+            self._start_guard(action, before.previous, deploy.new_run_id(), "")
+
+    def _fell_back(self, action: Reboot, booted: str) -> None:
+        """The boot loader booted something else than the new system; always raises."""
+        host, new, fallback = action.host.host, action.host.toplevel, action.fallback
+        if booted != fallback:
+            raise ReconcileError(
+                f"host '{host.name}': rebooted into {booted or '(no /run/booted-system)'}, "
+                f"neither the new system {new} nor {fallback}",
+                hint="something else changed its boot entries; plan shows what it runs",
+            )
+        why = (
+            f"host '{host.name}': the new system {new} did not come back from its reboot; "
+            f"the boot loader booted {fallback}, which stayed the default"
+        )
+        try:
+            deploy.restore_fallback(self.ctx.reconnect(host.name), new, fallback)
+        except ReconcileError as error:
+            raise ReconcileError(
+                f"{why}, but putting its profile and boot default back failed: {error.message}",
+                hint="it runs the previous system; until its profile is put back, its "
+                "next `switch-to-configuration boot` makes the new one the default again",
+            ) from None
+        raise RolledBackError(f"{why}: rolled back to it")
 
     def _known_hosts(self, host: Host) -> Path:
         return deploy.known_hosts_file(
@@ -262,6 +296,14 @@ class HostPerformer:
         match confirmed:
             case ConfirmExit.CONFIRMED:
                 self._guard(host.name, drop=True)
+            case ConfirmExit.DEFAULT_KEPT:
+                self._guard(host.name, drop=True)
+                raise ReconcileError(
+                    f"host '{host.name}': confirmed, but the boot default reconcile set when "
+                    "it booted the new system once could not be cleared (bootctl set-default)",
+                    hint="until `bootctl set-default ''` works on the host, a reboot boots the "
+                    "previous system",
+                )
             case ConfirmExit.NOT_ACTIVE:
                 raise ReconcileError(
                     f"host '{host.name}': the active system is not {expected}, "

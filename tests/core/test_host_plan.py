@@ -15,7 +15,7 @@ from reconcile.core.hosts.baremetal import (
     parse_probe,
 )
 from reconcile.core.manifest import parse_manifest
-from reconcile.core.plan.actions import Activate, CheckHealth
+from reconcile.core.plan.actions import Activate, CheckHealth, Reboot
 from reconcile.core.plan.diff import Diff
 from reconcile.core.plan.graph import make_plan
 from reconcile.core.plan.report import render_json, render_text
@@ -59,9 +59,40 @@ def plan_keys(*changes: object, unbuilt: dict[str, str] | None = None) -> list[s
 
 
 def test_probe_reads_profile_and_confirmation() -> None:
-    out = "current=/a\nbooted=/a\nprofile=/b\nconfirmed=\nboot_id=x\nsystemd=absent\nend=ok\n"
+    out = (
+        "current=/a\nbooted=/a\nprofile=/b\nconfirmed=\nboot_id=x\nloader=systemd-boot\n"
+        "systemd=absent\nend=ok\n"
+    )
     got = parse_probe(out)
     assert (got.profile, got.confirmed, got.has_systemd) == ("/b", None, False)
+    assert got.loader == "systemd-boot"
+    assert parse_probe(out.replace("systemd-boot", "")).loader == ""
+
+
+def test_a_reboot_boots_the_new_system_once_where_systemd_boot_is() -> None:
+    boot = 'activation = "boot"\nreboot = true'
+    once = seen(loader="systemd-boot")
+    change = diff_host(host(boot), once)
+    assert change.kind is HostChangeKind.SWITCH
+    assert "once (systemd-boot" in change.note
+    plan = make_plan(Diff("t", (), (), hosts=(change,)), {"bm1": "path:/lab#sys"})
+    reboot = next(a for a in plan.actions() if isinstance(a, Reboot))
+    assert reboot.fallback == OLD  # what it booted: the default until the new one is confirmed
+    # another boot loader, boot_once = false, or nothing booted yet: an ordinary reboot
+    for intent, observed in (
+        (host(boot), seen()),
+        (host(boot + "\nboot_once = false"), once),
+        (host(boot), seen(loader="systemd-boot", booted=None)),
+    ):
+        change = diff_host(intent, observed)
+        assert "once" not in change.note
+        plan = make_plan(Diff("t", (), (), hosts=(change,)), {"bm1": "path:/lab#sys"})
+        assert next(a for a in plan.actions() if isinstance(a, Reboot)).fallback == ""
+    # profile already set, not booted: the reboot alone, once as well
+    change = diff_host(host(boot), seen(loader="systemd-boot", profile=NEW))
+    assert change.kind is HostChangeKind.REBOOT and "once (systemd-boot" in change.note
+    plan = make_plan(Diff("t", (), (), hosts=(change,)), {})
+    assert next(a for a in plan.actions() if isinstance(a, Reboot)).fallback == OLD
 
 
 def test_switch_chain_and_its_previous_system() -> None:

@@ -9,7 +9,7 @@ from reconcile.logs import redact
 
 WHOLE = (
     "current=/nix/store/a-sys\nbooted=\nprofile=\nconfirmed=\n"
-    "boot_id=0b1c\nsystemd=degraded\nend=ok\n"
+    "boot_id=0b1c\nloader=\nsystemd=degraded\nend=ok\n"
 )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,3 +256,76 @@ def test_a_boot_activation_with_reboot_is_guarded_again_after_the_reboot(lab: La
     assert link(host, "/nix/var/nix/profiles/system") == new
     assert guard_files(host, ".outcome") == []
     assert lab.plan()["change"] == "no-op"
+
+
+def last_boot(host: TestHost) -> str:
+    """The entry the host's boot loader booted last."""
+    entries = [line for line in host.boots_log().splitlines() if line.startswith("boot: entry ")]
+    return entries[-1].removeprefix("boot: entry ") if entries else ""
+
+
+@pytest.fixture
+def loader_lab(flake: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A host that boots with (the test host's stand-in for) systemd-boot."""
+    root = BASE / request.node.name
+    root.mkdir()
+    with TestHost(boot_loader=True) as host:
+        yield Lab(root, flake, host)
+
+
+def test_a_new_system_that_never_comes_back_from_its_reboot_boots_the_previous_one(
+    loader_lab: Lab,
+) -> None:
+    """The guard dies with its boot; the boot loader does not. The new system is booted
+    once, the one that was booted stays the default, so the reset that follows a failed
+    boot (a watchdog, a person: `power_cycle()` here) brings the previous system back, and
+    the waiting run reports the host rolled back."""
+    lab, host = loader_lab, loader_lab.host
+    lab.health = "[{ tcp = 22 }]"
+    lab.extra = 'activation = "boot"\nreboot = true'
+    assert lab.apply().returncode == 0  # generation 1: nothing booted before, an ordinary reboot
+    lab.system = "guard-b"
+    good = lab.toplevel("guard-b")
+    text = output(proc := lab.apply())
+    assert proc.returncode == 0, text
+    # generation 2 was booted once, and confirming it gave the default back to the loader
+    assert last_boot(host) == "nixos-generation-2.conf"
+    assert host.efi_variable("LoaderEntryOneShot") is None
+    assert host.efi_variable("LoaderEntryDefault") is None
+    assert link(host, "/run/booted-system") == good
+
+    lab.system = "no-sshd"  # its boot never brings sshd up: to the controller, a dead host
+    bad = lab.toplevel("no-sshd")
+    plan = reconcile("plan", str(lab.write()))
+    assert "reboot into it once (systemd-boot: the booted system stays the default" in (
+        plan.stdout
+    ), output(plan)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "reconcile", "apply", str(lab.write()), "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until("the host reboots into the new system", lambda: host.reboots() == 3, 120)
+        wait_until("its sshd is gone", lambda: not host.sshd_running(), 30)
+        time.sleep(3)  # the run keeps polling a host that does not answer
+        assert run.poll() is None
+        assert host.efi_variable("LoaderEntryOneShot") is None  # used up by this boot
+        assert host.efi_variable("LoaderEntryDefault") == "nixos-generation-2.conf"
+        host.power_cycle()
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 4, out + err
+    assert "ROLLED BACK" in out and "bm1" in out.split("Apply results:")[-1]
+    assert f"the new system {bad} did not come back from its reboot" in out
+    assert f"the boot loader booted {good}, which stayed the default" in out
+    assert last_boot(host) == "nixos-generation-2.conf"  # the default, after the one-shot
+    # back on it: booted, profile and boot default; what reconcile set is cleared
+    assert link(host, "/run/booted-system") == good
+    assert link(host, "/nix/var/nix/profiles/system") == good
+    assert host.efi_variable("LoaderEntryDefault") is None
+    seen = lab.plan()
+    assert (seen["change"], seen["before"], seen["after"]) == ("switch", good, bad)

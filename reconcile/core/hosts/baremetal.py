@@ -34,13 +34,18 @@ _PROBE_SCRIPT = (
     f'if [ -e {CONFIRMED} ]; then t=$(cat {CONFIRMED}) && echo "confirmed=$t" '
     '|| echo "error=confirmed"; else echo "confirmed="; fi; '
     't=$(cat /proc/sys/kernel/random/boot_id) && echo "boot_id=$t" || echo "error=boot_id"; '
+    # the boot loader, for booting a new system once (core/hosts/boot_once.py)
+    "if command -v bootctl > /dev/null 2>&1 && bootctl is-installed > /dev/null 2>&1; "
+    'then echo "loader=systemd-boot"; else echo "loader="; fi; '
     "if [ -d /run/systemd/system ]; then "
     'echo "systemd=$(systemctl is-system-running 2>/dev/null)"; '
     'else echo "systemd=absent"; fi; '
     "echo end=ok"
 )
 PROBE = ("sh", "-c", _PROBE_SCRIPT)
-PROBE_KEYS = frozenset({"current", "booted", "profile", "confirmed", "boot_id", "systemd", "end"})
+PROBE_KEYS = frozenset(
+    {"current", "booted", "profile", "confirmed", "boot_id", "loader", "systemd", "end"}
+)
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,18 @@ class HostObservation:
     systemd: str  # "running", "degraded", ... or "absent" (no systemd: activate directly)
     profile: str | None = None  # the system profile's current generation, resolved
     confirmed: str | None = None  # the system whose health checks last passed
+    loader: str = ""  # "systemd-boot" (bootctl is-installed), or "" (another, or none)
 
     @property
     def has_systemd(self) -> bool:
         return self.systemd != "absent"
+
+    def boots_once(self, host: Host) -> bool:
+        """Whether a reboot of `host` into a new system boots it once (systemd-boot's
+        one-shot entry), the booted system staying the default until confirmed."""
+        return (
+            host.reboot and host.boot_once and self.loader == "systemd-boot" and bool(self.booted)
+        )
 
 
 def parse_probe(output: str) -> HostObservation:
@@ -81,7 +94,12 @@ def parse_probe(output: str) -> HostObservation:
         systemd=values["systemd"] or "unknown",
         profile=values["profile"] or None,
         confirmed=values["confirmed"] or None,
+        loader=values["loader"],
     )
+
+
+# How a reboot goes on a host that boots once (HostObservation.boots_once), for the plan.
+_ONCE = "once (systemd-boot: the booted system stays the default until it is confirmed)"
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,8 @@ def diff_host(intent: HostIntent, seen: HostObservation | None, error: str = "")
                 if host.reboot
                 else "boot: active at the next boot (reboot = false: not rebooted by reconcile)"
             )
+            if seen.boots_once(host):
+                note = f"boot: then reboot into it {_ONCE}"
             return replace(
                 base,
                 kind=HostChangeKind.SWITCH,
@@ -152,7 +172,8 @@ def diff_host(intent: HostIntent, seen: HostObservation | None, error: str = "")
                     base,
                     kind=HostChangeKind.REBOOT,
                     before=seen.booted,
-                    note="set to boot, not yet booted",
+                    note="set to boot, not yet booted"
+                    + (f": reboot into it {_ONCE}" if seen.boots_once(host) else ""),
                 )
             return replace(
                 base,

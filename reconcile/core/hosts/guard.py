@@ -98,9 +98,11 @@ START_BUSY = 3
 DETACH_ARGV = 'setsid -f "$@" < /dev/null > /dev/null 2>&1'
 
 # $0 the state directory, $1 the expected active system ("" = whatever is active), $2 the
-# guard's id ("" = none known), $3 the current-system link. Win the guard's token (exit 5
-# if the guard won it), and those of guards of earlier runs guarding the active system,
-# then record the active system as confirmed. Exit 4: the active system is not $1 (and
+# guard's id ("" = none known), $3 the current-system link, $4 the boot default reconcile
+# set (boot_once.RECORD). Win the guard's token (exit 5 if the guard won it), and those of
+# guards of earlier runs guarding the active system, then record the active system as
+# confirmed, and give the boot default back to the boot loader's configuration if
+# reconcile had set it (exit 6 if that failed). Exit 4: the active system is not $1 (and
 # the guard did not roll it back).
 CONFIRM = (
     'd="$0"; g="$d/guards"; c=$(readlink "$3"); [ -n "$c" ] || { [ -z "$1" ]; exit; }; '
@@ -110,7 +112,8 @@ CONFIRM = (
     'for t in "$g"/*.pending; do [ -e "$t" ] || continue; '
     '[ "$(cat "$t" 2>/dev/null)" = "$c" ] || continue; '
     'mv "$t" "${t%.pending}.confirmed" 2>/dev/null || exit 5; done; '
-    'mkdir -p "$d" && echo "$c" > "$d/confirmed.tmp" && mv "$d/confirmed.tmp" "$d/confirmed"'
+    'mkdir -p "$d" && echo "$c" > "$d/confirmed.tmp" && mv "$d/confirmed.tmp" "$d/confirmed" '
+    '|| exit 1; [ -e "$4" ] || exit 0; bootctl set-default "" && rm -f "$4" || exit 6'
 )
 
 
@@ -118,6 +121,7 @@ class ConfirmExit(IntEnum):
     CONFIRMED = 0
     NOT_ACTIVE = 4  # the active system is not the one health-checked
     GUARD_WON = 5  # the guard took its token first: it is rolling back, or has
+    DEFAULT_KEPT = 6  # confirmed, but the boot default reconcile set could not be cleared
 
 
 # $0 the guards' directory, $1 the id: its phase (checked in the order a guard moves, so a

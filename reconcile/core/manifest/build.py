@@ -213,6 +213,7 @@ def _host(base: Path, name: str, h: dict[str, Json]) -> d.Host:
         ssh=_ssh(base, h["ssh"]),
         activation=d.Activation(h["activation"]),
         reboot=h["reboot"],
+        boot_once=h["boot_once"],
         health=health,
         health_timeout_s=parse_duration(h["health_timeout"]),
         confirm_timeout_s=parse_duration(h["confirm_timeout"]),

@@ -254,6 +254,7 @@ class Activate(_HostStep):
 class Reboot(_HostStep):
     kind: ClassVar[ActionKind] = ActionKind.REBOOT
     boot_id: str  # the boot observed before it
+    fallback: str = ""  # boot the new system once, this one staying the default ("": no)
 
 
 @dataclass(frozen=True)

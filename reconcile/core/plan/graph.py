@@ -18,7 +18,7 @@ from reconcile.core.errors import PlanError
 from reconcile.core.guests.diff import ChangeKind, GuestChange
 from reconcile.core.guests.disk import DiskIntent, image_key, share_key
 from reconcile.core.guests.intent import GuestIntent
-from reconcile.core.hosts.baremetal import HostChange, HostChangeKind
+from reconcile.core.hosts.baremetal import HostChange, HostChangeKind, HostIntent, HostObservation
 from reconcile.core.plan.actions import (
     Action,
     Activate,
@@ -268,11 +268,17 @@ def _host_actions(change: HostChange, needs: list[str]) -> list[tuple[Action, li
             steps.append(SetProfile(intent))
         steps.append(Activate(intent, previous))
         if change.reboot:
-            steps.append(Reboot(intent, seen.boot_id))
+            steps.append(_reboot(intent, seen))
     elif change.kind is HostChangeKind.REBOOT:
-        steps.append(Reboot(intent, seen.boot_id))
+        steps.append(_reboot(intent, seen))
     steps.append(CheckHealth(intent, previous))
     return [(step, needs if i == 0 else [steps[i - 1].key]) for i, step in enumerate(steps)]
+
+
+def _reboot(intent: HostIntent, seen: HostObservation) -> Reboot:
+    """Into the new system, once where the host can (core/hosts/boot_once.py)."""
+    fallback = (seen.booted or "") if seen.boots_once(intent.host) else ""
+    return Reboot(intent, seen.boot_id, fallback)
 
 
 def _waits(diff: Diff) -> dict[str, tuple[str, ...]]:
