@@ -428,6 +428,12 @@ class TestHost:
             "echo $$ > /run/demo-units/sshd.pid",  # sh execs sshd: the same pid
             "nix-store --init",
         ]
+        if Path("/root/.bashrc").exists():
+            # The host's root is this machine's root, whose ~/.bashrc (a developer's: pyenv
+            # init, ~150 ms) bash would source for every command sshd runs: a host of its
+            # own has its own, here an empty one.
+            (self.dir / "bashrc").write_text("")
+            steps.append(f"mount --bind {d}/bashrc /root/.bashrc")
         if self.fake_reboot:
             steps += self._fake_reboot_steps()
         steps += self._private_dir_steps()
