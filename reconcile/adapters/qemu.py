@@ -4,10 +4,11 @@ Each guest has a run directory, `<state_dir>/qemu/<hypervisor>/<domain>/` (core
 `RunDir`): our mark (`mark.json`: lab, guest, spec hash), the persistent definition
 (`definition.json`, the record core/guests/qemu_argv.py makes), and while it runs the
 live definition, pid files and sockets, kept by its detached supervisor
-(adapters/qemu_supervisor.py). Observation reads those files and asks each running QEMU
-`query-status` over QMP: one round trip per running guest. A pid that is not alive (or is
-some other program now) means stopped, or crashed when QEMU's last exit was not clean;
-a record that cannot be read, or a QEMU that does not answer, is unknown.
+(adapters/qemu_supervisor.py), or on a host that runs systemd by its transient units
+(adapters/qemu_units.py), which leave the same files. Observation reads those files and
+asks each running QEMU `query-status` over QMP: one round trip per running guest. A pid
+that is not alive (or is some other program now) means stopped, or crashed when QEMU's
+last exit was not clean; a record that cannot be read, or a QEMU that does not answer, is unknown.
 
 A directory without our mark is not ours: it is listed as unmanaged and never touched. QEMU
 processes started by anything else live outside these directories and are never seen.
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconcile.adapters import files, process, qmp
+from reconcile.adapters import files, process, qemu_units, qmp
 from reconcile.core.desired import Hypervisor, Lab
 from reconcile.core.errors import ProbeError, ReconcileError
 from reconcile.core.guests.domain_xml import DomainFacts, DomainSpec
@@ -183,21 +184,21 @@ class QemuHypervisor:
     def start(self, name: str) -> None:
         run = self._run(name)
         self._ours(run, "start")
-        if SYSTEMD_RUNS.is_dir():
-            # Under systemd a detached process still belongs to the unit or session that
-            # started it, and dies with it (a GitOps cycle's unit ends every interval):
-            # there, guests need transient units of their own, which are not built yet.
-            raise QemuError(
-                f"refusing to start {name}: this host runs systemd, where the qemu driver "
-                "needs transient units (systemd-run) for its guests to outlive reconcile, "
-                "and this version does not make them yet",
-                hint='use driver = "libvirt" for this hypervisor',
-            )
         if _pid(run.qemu_pid, run) is not None:
             return
         document = _read_json(run.definition)
         _write_json(run.live, document)
         run.exit.unlink(missing_ok=True)
+        if SYSTEMD_RUNS.is_dir():
+            # Under systemd a detached process still belongs to the unit or session that
+            # started it, and dies with it: there, the guest is transient units of its own.
+            try:
+                qemu_units.start(run)
+            except ReconcileError:
+                run.live.unlink(missing_ok=True)
+                raise
+            log.info("started", driver="qemu", domain=name, units=qemu_units.unit(run))
+            return
         # The supervisor gets only the run directory: it reads the argv from live.json.
         process.run(
             [sys.executable, "-m", "reconcile.adapters.qemu_supervisor", str(run.root)],
