@@ -25,6 +25,7 @@ from testbed.hosts import TestHost, build_demo_closure, netns_pids
 from tests.conftest import ROOT
 from tests.support.cli import reconcile
 from tests.support.stack import remove_tree
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.real
 
@@ -107,13 +108,6 @@ def guard_processes(host: TestHost) -> list[int]:
         if any(arg.startswith(GUARDS.encode()) for arg in argv):
             found.append(pid)
     return found
-
-
-def wait_until(what: str, ok: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what}: not after {timeout_s}s"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -19,6 +19,7 @@ import pytest
 
 from testbed import hypervisor
 from testbed.hosts import TestHost, cgroup_pids, netns_pids
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.real
 
@@ -122,14 +123,6 @@ def processes_mentioning(word: str) -> list[int]:
     return pids
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s: {what}")
-        time.sleep(0.1)
-
-
 def comm(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
 
@@ -228,7 +221,7 @@ def test_a_guest_boots_on_the_host_and_leaves_nothing_on_the_machine(
             out = host.run(["cat", SERIAL], check=False).stdout
             return "Linux version" in out
 
-        wait_for("the kernel's banner on the serial log inside the host", booted)
+        wait_until("the kernel's banner on the serial log inside the host", booted, 30)
         print(f"kernel banner after {time.monotonic() - started:.1f}s")
         assert dom.isActive()
         assert not Path(SERIAL).exists(), "the serial log must stay inside the host"
@@ -241,7 +234,7 @@ def test_a_guest_boots_on_the_host_and_leaves_nothing_on_the_machine(
         if dom.isActive():
             dom.destroy()
         dom.undefine()
-    wait_for("QEMU to end", lambda: not processes_mentioning(f"guest={name}"), 10)
+    wait_until("QEMU to end", lambda: not processes_mentioning(f"guest={name}"), 10)
     assert machine_entries(name) == []
     assert cgroups_named(name) == []
 
@@ -260,7 +253,7 @@ def test_a_wrong_pinned_key_is_refused_before_auth(host: TestHost, tmp_path: Pat
     assert "host key verification" in str(refused.value).lower()
     assert refused.value.get_error_domain() == libvirt.VIR_FROM_SSH
     assert known.read_text() == pinned, "libvirt must not rewrite the pinned key"
-    wait_for("sshd to log the disconnect", lambda: "[preauth]" in host.log()[seen:], 5)
+    wait_until("sshd to log the disconnect", lambda: "[preauth]" in host.log()[seen:], 5)
     assert "Accepted" not in host.log()[seen:]
 
 
@@ -273,7 +266,7 @@ def test_a_virtiofs_share_starts_virtiofsd(host: TestHost, conn: libvirt.virConn
         assert "source=/nix/store" in daemons, daemons
     finally:
         dom.destroy()
-    wait_for("virtiofsd to end", lambda: not host.run("pgrep virtiofsd || true").stdout, 10)
+    wait_until("virtiofsd to end", lambda: not host.run("pgrep virtiofsd || true").stdout, 10)
     assert machine_entries(name) == []
     assert cgroups_named(name) == []
 

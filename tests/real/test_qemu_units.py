@@ -22,6 +22,7 @@ import pytest
 from testbed.systemd_host import SystemdHost
 from tests.conftest import ROOT
 from tests.support.stack import remove_tree
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.real
 
@@ -98,13 +99,6 @@ boot_timeout = "120s"
 
 def output(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout + proc.stderr
-
-
-def wait_until(what: str, ok: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what}: not after {timeout_s}s"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
