@@ -31,7 +31,9 @@ RUNS = 7
 
 
 def manifest(hosts: list[TestHost]) -> Path:
-    text = f'[lab]\nname = "benchhosts"\nflake = "{ROOT / "nix"}"\nstate_dir = "{STATE}"\n'
+    text = (
+        f'[lab]\nname = "benchhosts"\nflake = "{ROOT / "nix"}"\nstate_dir = "{STATE / "state"}"\n'
+    )
     for i, host in enumerate(hosts):
         text += f"""
 [hosts.h{i:03d}]
