@@ -14,25 +14,21 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from reconcile import __version__, apply_progress
+from reconcile import __version__
 from reconcile.adapters import files
+from reconcile.core.drift import FORMATS as DRIFT_FORMATS
 from reconcile.core.errors import ManifestError, ReconcileError
 from reconcile.core.exits import ExitCode
 from reconcile.core.gitops import timer_units
 from reconcile.core.plan.report import render_dot
 from reconcile.core.units import parse_duration
 from reconcile.logs import configure_logging
-from reconcile.orchestration import drift_runs, pipeline, runs
-from reconcile.orchestration.executor import (
-    Outcome,
-    Result,
-    SubjectStatus,
-    by_subject,
-    exit_code,
-    subject_status,
-)
+from reconcile.orchestration import pipeline, runs
+
+if TYPE_CHECKING:
+    from reconcile.orchestration.executor import Result
 
 EPILOG = """\
 exit codes:
@@ -147,6 +143,14 @@ def _summary(
 ) -> str:
     """Per guest and host: its status, each step's outcome and time, and what went wrong.
     `blocked`: machines the plan left out, `after` one that could not be planned."""
+    from reconcile.orchestration.executor import (  # noqa: PLC0415 - see _cmd_apply
+        Outcome,
+        SubjectStatus,
+        by_subject,
+        exit_code,
+        subject_status,
+    )
+
     blocked = blocked or {}
     subjects = by_subject(results)
     lines = ["", "Apply results:"]
@@ -187,6 +191,12 @@ def _summary(
 
 
 def _cmd_apply(args: argparse.Namespace) -> ExitCode:
+    # What only apply needs is imported here, not for every command: most of a no-op
+    # plan's time is imports (docs/performance.md, "A no-op plan").
+    from reconcile import apply_progress  # noqa: PLC0415
+    from reconcile.orchestration import drift_runs  # noqa: PLC0415
+    from reconcile.orchestration.executor import exit_code  # noqa: PLC0415
+
     plan_options = runs.PlanOptions(tuple(args.target), args.prune)
     options = runs.ApplyOptions(
         yes=args.yes,
@@ -277,6 +287,8 @@ def _print_results(
 
 
 def _cmd_drift(args: argparse.Namespace) -> ExitCode:
+    from reconcile.orchestration import drift_runs  # noqa: PLC0415 - see _cmd_apply
+
     report = drift_runs.drift(
         args.manifest, drift_runs.DriftOptions(tuple(args.target), metrics=args.metrics)
     )
@@ -290,6 +302,8 @@ def _cmd_drift(args: argparse.Namespace) -> ExitCode:
 
 
 def _cmd_history(args: argparse.Namespace) -> ExitCode:
+    from reconcile.orchestration import drift_runs  # noqa: PLC0415 - see _cmd_apply
+
     runs_ = drift_runs.recent(args.manifest, args.limit, args.kind)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in runs_], indent=2))
@@ -478,7 +492,7 @@ def _add_drift(sub: _Commands) -> None:
     )
     drift.add_argument(
         "--format",
-        choices=drift_runs.FORMATS,
+        choices=DRIFT_FORMATS,
         default="text",
         help="text (default), json (docs/drift-format.md), markdown, or html (one page)",
     )

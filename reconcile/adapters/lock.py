@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from reconcile.core.errors import LockError
+from reconcile.core.lockage import held_too_long
 
 
 def flock_within(fd: int, timeout_s: float, poll_s: float = 0.05) -> bool:
@@ -158,3 +159,12 @@ def _read_holder(path: Path) -> str:
         return f"pid {info['pid']} on {info['host']} since {info['started']} ({argv})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
+
+
+def lock_state(path: Path, warn_after_s: float) -> tuple[str | None, float]:
+    """A warning when the lock at `path` has been held past `warn_after_s`, and for how
+    long it has been held (0 when free). Read without taking the lock."""
+    found = holder(path)
+    if found is None:
+        return None, 0.0
+    return held_too_long(found.describe(), found.age_s, warn_after_s), found.age_s

@@ -29,14 +29,12 @@ from reconcile.core.drift.report import (
     render_text,
 )
 from reconcile.core.exits import ExitCode
-from reconcile.core.lockage import held_too_long, lock_metric
+from reconcile.core.lockage import lock_metric
 from reconcile.core.metrics import Metric, render_metrics
 from reconcile.core.plan.graph import Plan
 from reconcile.orchestration import pipeline
 from reconcile.orchestration.executor import Outcome, Result
 from reconcile.orchestration.pipeline import Context, PlanOptions
-
-FORMATS = ("text", "json", "markdown", "html")
 
 
 def history(manifest: Manifest) -> History:
@@ -134,7 +132,7 @@ def drift(path: Path, options: DriftOptions) -> DriftReport:
     finally:
         ctx.close()
     manifest = ctx.manifest
-    warning, age = lock_state(manifest)
+    warning, age = lock.lock_state(manifest.lab.layout.lock, manifest.lab.lock_warn_after_s)
     report = record_drift(
         manifest,
         plan,
@@ -147,18 +145,6 @@ def drift(path: Path, options: DriftOptions) -> DriftReport:
         extra = [lock_metric(manifest.lab.name, age)]
         write_metrics(options.metrics, report, "drift", report.exit_code, started, extra=extra)
     return report
-
-
-def lock_state(manifest: Manifest) -> tuple[str | None, float]:
-    """A warning when the lab's lock has been held past lab.lock_warn_after, and for how long
-    it has been held (0 when free). Read without taking the lock."""
-    holder = lock.holder(manifest.lab.layout.lock)
-    if holder is None:
-        return None, 0.0
-    return (
-        held_too_long(holder.describe(), holder.age_s, manifest.lab.lock_warn_after_s),
-        holder.age_s,
-    )
 
 
 def write_metrics(

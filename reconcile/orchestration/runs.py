@@ -8,18 +8,19 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconcile.adapters import files
-from reconcile.adapters.lock import LabLock
+from reconcile.adapters.lock import LabLock, lock_state
 from reconcile.core.errors import PlanError, ReconcileError
 from reconcile.core.plan.actions import Action
 from reconcile.core.plan.graph import Plan
 from reconcile.core.plan.report import render_json, render_text
-from reconcile.orchestration import drift_runs, pipeline
-from reconcile.orchestration.executor import Result, execute
-from reconcile.orchestration.kinds import Router
+from reconcile.orchestration import pipeline
 from reconcile.orchestration.pipeline import Context, PlanOptions
+
+if TYPE_CHECKING:
+    from reconcile.orchestration.executor import Result
 
 __all__ = ["ApplyOptions", "PlanOptions", "Planned", "plan", "session"]
 
@@ -66,7 +67,8 @@ def plan(path: Path, options: PlanOptions, *, saved: Path | None = None) -> Plan
         planned = _plan(ctx, options)
     finally:
         ctx.close()
-    planned = replace(planned, lock_warning=drift_runs.lock_state(ctx.manifest)[0])
+    lab = ctx.manifest.lab
+    planned = replace(planned, lock_warning=lock_state(lab.layout.lock, lab.lock_warn_after_s)[0])
     if saved is not None:
         document = {
             "format": SAVED_FORMAT,
@@ -120,6 +122,11 @@ class ApplySession:
     ) -> list[Result]:
         """Walk the plan: `on_start` sees each step begin, `on_progress` what a long one
         reports on the way (a kernel build's objects), `on_result` how each ended."""
+        # Only an apply with something to do needs the performers and what they import
+        # (a plan does not): a no-op's cost is mostly imports (docs/performance.md).
+        from reconcile.orchestration.executor import execute  # noqa: PLC0415
+        from reconcile.orchestration.kinds import Router  # noqa: PLC0415
+
         return execute(
             self.planned.plan,
             Router(self.ctx),

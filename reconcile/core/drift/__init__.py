@@ -1,1 +1,3 @@
 """Drift: items from a diff, the report, metrics."""
+
+FORMATS = ("text", "json", "markdown", "html")  # what `reconcile drift --format` writes
