@@ -279,8 +279,12 @@ def test_fstests_runs_from_its_options_and_writes_results_to_the_share(tmp_path:
     assert got["fileSystems"]["/results"]["device"] == "results"
 
 
+BLKTESTS = {"type": "derivation", "name": "blktests", "outPath": "/nix/store/" + "0" * 32 + "-b"}
+
+
 def test_blktests_runs_from_its_options(tmp_path: Path) -> None:
-    config = {"reconcile": {"testSuites": {"blktests": {"enable": True, "testDevs": ["/dev/vdb"]}}}}
+    suite = {"enable": True, "testDevs": ["/dev/vdb"], "package": BLKTESTS}
+    config = {"reconcile": {"testSuites": {"blktests": suite}}}
     got = evaluate(["imageless", "blktests"], config, "config", tmp_path)
     assert "TEST_DEVS=(/dev/vdb)" in got["environment"]["etc"]["blktests/config"]["text"]
     assert "blktests -c /etc/blktests/config" in got["systemd"]["services"]["blktests"]["script"]
@@ -532,3 +536,13 @@ def test_a_lab_flake_gives_its_nixpkgs_to_the_package_by_the_templates_one_line(
     assert proc.returncode == 0, proc.stderr
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert json.loads(proc.stdout) == f"reconcile-{version}"
+
+
+def test_blktests_without_a_package_says_nixpkgs_has_none() -> None:
+    """nixpkgs has no blktests package: the suite's default fails with what to set."""
+    said = fails(
+        ["imageless", "blktests"],
+        "{ reconcile.testSuites.blktests.enable = true; }",
+        "config.environment.systemPackages",
+    )
+    assert "nixpkgs has no blktests; set it to a package" in said

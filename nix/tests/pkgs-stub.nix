@@ -5,7 +5,7 @@ let
     "git" "vim" "gdb" "strace" "ltrace" "tmux" "htop" "file" "less"
     "gcc" "gnumake" "bc" "bison" "flex" "elfutils" "openssl" "pkg-config" "ncurses" "perl"
     "python3" "cpio" "zstd" "openssh" "qemu-utils" "nix" "util-linux"
-    "xfstests" "xfsprogs" "e2fsprogs" "btrfs-progs" "blktests" "fio" "reconcile"
+    "xfstests" "xfsprogs" "e2fsprogs" "btrfs-progs" "fio" "reconcile"
   ];
   fake = name: {
     type = "derivation";

@@ -15,9 +15,12 @@ in
   options.reconcile.testSuites.blktests = runner.options "blktests" [ "block" ] // {
     package = mkOption {
       type = types.package;
-      default = pkgs.blktests;
-      defaultText = "pkgs.blktests";
-      description = "The suite (nixpkgs' blktests: `bin/blktests` runs its `check`).";
+      # nixpkgs has no blktests package (pkgs/by-name/bl/ holds none): a lab brings its
+      # own, or an overlay's `pkgs.blktests`
+      default = pkgs.blktests or (throw
+        "reconcile.testSuites.blktests.package: nixpkgs has no blktests; set it to a package whose bin/blktests runs blktests' ./check");
+      defaultText = "pkgs.blktests (from an overlay: nixpkgs has none)";
+      description = "The suite: a package whose `bin/blktests` runs blktests' `check` (nixpkgs has none; bring one, or an overlay's `pkgs.blktests`).";
     };
     testDevs = mkOption {
       type = types.listOf types.str;
