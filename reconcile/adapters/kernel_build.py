@@ -8,6 +8,8 @@ Inside, named here (KernelJob):
   modules/     INSTALL_MOD_PATH: modules/lib/modules/<release>
   release      `make kernelrelease`
   build.log    everything make printed
+  objects.json how many objects each make target made: the next build's estimate of its
+               total, for a percentage (make knows none)
   complete     written last: a build without it is not one
 
 A kernel with a `builder` is compiled on that machine (adapters/kernel_builder.py); the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -43,6 +46,8 @@ from reconcile.core.layout import StateLayout
 from reconcile.logs import get_logger
 
 log = get_logger(__name__)
+
+OBJECTS = "objects.json"  # per make target, how many objects the build made
 
 
 def build_dir(directory: Path) -> Path:
@@ -232,31 +237,85 @@ def _make(
     on_line: bool = False,
 ) -> None:
     argv = make_argv(job, *targets, options=options, assign=assign)
+    what = " ".join(targets)
+    shown = MakeProgress(job, what)
     process.run_logged(
         argv,
         job.log_path,
         timeout=job.timeout_s,
-        on_line=make_progress(job, " ".join(targets)) if on_line else lambda _line: None,
+        on_line=shown if on_line else lambda _line: None,
         hint=f"rerun it: {' '.join(argv)}   (the whole log: {job.log_path})",
     )
+    if on_line:
+        shown.record()
 
 
-def make_progress(job: KernelJob, what: str) -> Callable[[str], None]:
-    """Counts the objects make reports (it knows no total, so there is no percentage): every
-    10th to whoever shows the step (`reconcile.progress`), every 250th to the log."""
-    count = 0
-    progress.report(f"make {what}")
+class MakeProgress:
+    """Counts the objects make reports, every 10th to whoever shows the step
+    (`reconcile.progress`), every 250th to the log. make knows no total: the count the
+    newest other complete build of this kernel recorded (`OBJECTS`, per target) stands in
+    for one, so a percentage is shown, "≈" and at most 99 % until make is done."""
 
-    def show(line: str) -> None:
-        nonlocal count
-        if line.lstrip().startswith(("CC", "LD", "AR", "AS")):
-            count += 1
-            if count % 10 == 0:
-                progress.report(f"make {what}: {count} objects")
-            if count % 250 == 0:
-                log.info("kernel build progress", kernel=job.name, objects=count)
+    def __init__(self, job: KernelJob, what: str, target: str | None = None) -> None:
+        self.job = job
+        self.what = what
+        self.target = target or what
+        self.count = 0
+        self.expected = expected_objects(job, self.target)
+        progress.report(f"make {what}")
 
-    return show
+    def __call__(self, line: str) -> None:
+        if not line.lstrip().startswith(("CC", "LD", "AR", "AS")):
+            return
+        self.count += 1
+        if self.count % 10 == 0:
+            progress.report(f"make {self.what}: {self.said()}")
+        if self.count % 250 == 0:
+            log.info("kernel build progress", kernel=self.job.name, made=self.said())
+
+    def said(self) -> str:
+        if not self.expected:
+            return f"{self.count} objects"
+        percent = min(99, self.count * 100 // self.expected)
+        return f"{self.count} of ≈{self.expected} objects ({percent}%)"
+
+    def record(self) -> None:
+        """This build's count, for the builds after it (make succeeded)."""
+        path = self.job.directory / OBJECTS
+        try:
+            counts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            counts = {}
+        if not isinstance(counts, dict):
+            counts = {}
+        counts[self.target] = self.count
+        write_atomic(path, json.dumps(counts) + "\n")
+
+
+def expected_objects(job: KernelJob, target: str) -> int | None:
+    """How many objects `target` made in the newest other complete build of this kernel."""
+    newest: tuple[float, int] | None = None
+    prefix = f"{job.name}-"
+    try:
+        siblings = list(job.layout.kernels.iterdir())
+    except OSError:
+        return None
+    for directory in siblings:
+        key = directory.name.removeprefix(prefix)
+        if directory == job.directory or not directory.name.startswith(prefix):
+            continue
+        if len(key) != len(job.key) or not all(c in "0123456789abcdef" for c in key):
+            continue  # another kernel whose name starts with this one's
+        path = directory / OBJECTS
+        try:
+            counts = json.loads(path.read_text())
+            at = path.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        made = counts.get(target) if isinstance(counts, dict) else None
+        if isinstance(made, int) and made > 0 and (newest is None or at > newest[0]):
+            newest = (at, made)
+    return newest[1] if newest else None
 
 
 def _prepare_source(job: KernelJob) -> None:

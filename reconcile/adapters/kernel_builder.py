@@ -187,14 +187,16 @@ class KernelBuilder:
         argv = self._over_ssh(
             known_hosts, ["flock", "-w", f"{self.timeout_s:.0f}", str(d / "lock"), *make]
         )
-        what = f"{target} on builder {self.builder.name}"
+        shown = kernel_build.MakeProgress(job, f"{target} on builder {self.builder.name}", target)
         process.run_logged(
             argv,
             job.log_path,
             timeout=self.timeout_s,
-            on_line=kernel_build.make_progress(job, what) if progress else lambda _line: None,
+            on_line=shown if progress else lambda _line: None,
             hint=f"make ran on {self} in {d}; the whole log: {job.log_path}",
         )
+        if progress:
+            shown.record()
 
     def _fetch(self, job: KernelJob, known_hosts: Path, d: Path, modules: bool) -> None:
         """The result into the build directory here, then `finish` marks it complete."""

@@ -10,6 +10,7 @@ there is real every run (about 4 minutes on 2 cores, nearly all of it make).
 
 from __future__ import annotations
 
+import json
 import pwd
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,8 @@ def test_make_runs_on_the_builder_and_the_kernel_comes_back(
     log = (build / "build.log").read_text()
     assert f"# on builder b1 (root@{builder.address}) in {CACHE}/reconcile-kernels/" in log
     assert "  LD      vmlinux" in log  # make's output came back as it ran
+    # and was counted: kept for the next build's percentage (make knows no total)
+    assert json.loads((build / "objects.json").read_text())["bzImage"] > 100  # tinyconfig
 
     again = reconcile("plan", str(manifest), "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
