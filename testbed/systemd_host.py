@@ -36,7 +36,15 @@ CGROUPS = Path("/sys/fs/cgroup/systemd")  # the named hierarchy systemd keeps it
 class SystemdHost:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, base: Path = Path("/var/lib/reconcile-tests/systemd-host")) -> None:
+    def __init__(
+        self,
+        base: Path = Path("/var/lib/reconcile-tests/systemd-host"),
+        *,
+        steps: Sequence[str] = (),
+    ) -> None:
+        """`steps`: more shell lines run inside before systemd starts (after the private
+        mounts): a test's own mounts, or units written to /etc/systemd/system."""
+        self.steps = list(steps)
         self.dir = base
         self.cgroup = CGROUPS / f"reconcile-test-{base.name}"
         self.pid = -1
@@ -69,6 +77,7 @@ class SystemdHost:
             "mkdir /sys/fs/cgroup/systemd",
             "mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd",
             "ip link set lo up",
+            *self.steps,
             f"exec env container=reconcile-test {SYSTEMD} --system --unit={TARGET}"
             " --log-target=console --log-level=notice",
         ]
