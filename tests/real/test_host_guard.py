@@ -12,7 +12,6 @@ again once its guard has activated the previous system.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -22,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from testbed.hosts import TestHost, build_demo_closure, netns_pids
-from tests.conftest import ROOT
 from tests.support.cli import reconcile
+from tests.support.flakes import demo_flake
 from tests.support.stack import remove_tree
 from tests.support.waiting import wait_until
 
@@ -36,7 +35,6 @@ EXTRA_SYSTEMS = """
   guard-c = { message = "guard c"; };
   guard-d = { message = "guard d"; };
   no-sshd = { message = "stops sshd"; sshd = false; };
-}
 """
 HEALTH = '["grep", "-qx", "ok", "/run/current-system/etc/reconcile-health"]'
 CONFIRM_S = 10
@@ -114,14 +112,7 @@ def guard_processes(host: TestHost) -> list[int]:
 def flake() -> Iterator[Path]:
     remove_tree(BASE)
     BASE.mkdir(parents=True)
-    copy = BASE / "flake"
-    shutil.copytree(ROOT / "nix", copy, ignore=shutil.ignore_patterns("result*"))
-    shutil.copy2("/bin/busybox", copy / "bb" / "busybox")
-    systems = copy / "systems.nix"
-    text = systems.read_text().rstrip()
-    assert text.endswith("}")
-    systems.write_text(text[:-1] + EXTRA_SYSTEMS)
-    yield copy
+    yield demo_flake(BASE / "flake", EXTRA_SYSTEMS)
     remove_tree(BASE)
 
 

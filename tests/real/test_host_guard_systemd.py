@@ -13,7 +13,6 @@ unit while reconcile cannot reach the host.
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from testbed.systemd_host import SystemdHost
-from tests.conftest import ROOT
+from tests.support.flakes import demo_flake
 from tests.support.stack import remove_tree
 from tests.support.waiting import wait_until
 
@@ -33,7 +32,6 @@ BASE = Path("/var/lib/reconcile-tests/guard-systemd")
 SYSTEMS = """
   sd-good = { message = "guarded under systemd"; };
   sd-no-sshd = { message = "stops sshd under systemd"; sshd = false; };
-}
 """
 CONFIRM_S = 10
 SSHD_UNIT = "test-sshd.service"
@@ -118,13 +116,7 @@ confirm_timeout = "{CONFIRM_S}s"
 def lab() -> Iterator[Lab]:
     remove_tree(BASE)
     BASE.mkdir(parents=True)
-    flake = BASE / "flake"
-    shutil.copytree(ROOT / "nix", flake, ignore=shutil.ignore_patterns("result*"))
-    shutil.copy2("/bin/busybox", flake / "bb" / "busybox")
-    systems = flake / "systems.nix"
-    text = systems.read_text().rstrip()
-    assert text.endswith("}")
-    systems.write_text(text[:-1] + SYSTEMS)
+    flake = demo_flake(BASE / "flake", SYSTEMS)
     host_key, identity = _keys(BASE / "ssh")
     with SystemdHost(BASE / "host", steps=_steps(BASE / "ssh")) as host:
         wait_until(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from testbed.systemd_host import SystemdHost
-from tests.conftest import ROOT
+from tests.support.flakes import demo_flake
 from tests.support.stack import remove_tree
 from tests.support.waiting import wait_until
 
@@ -105,8 +104,7 @@ def output(proc: subprocess.CompletedProcess[str]) -> str:
 def lab() -> Iterator[Lab]:
     remove_tree(BASE)
     BASE.mkdir(parents=True)
-    shutil.copytree(ROOT / "nix", BASE / "flake", ignore=shutil.ignore_patterns("result*"))
-    shutil.copy2("/bin/busybox", BASE / "flake" / "bb" / "busybox")
+    demo_flake(BASE / "flake")
     with SystemdHost(BASE / "host") as host:
         yield Lab(host)
     remove_tree(BASE)
