@@ -22,6 +22,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,8 @@ from types import TracebackType
 SYSTEMD = "/lib/systemd/systemd"
 TARGET = "reconcile-test.target"
 PRIVATE = ("/tmp", "/var/tmp", "/var/log", "/var/lib/systemd")  # tmpfs each, after /run
-CGROUPS = Path("/sys/fs/cgroup/systemd")  # the named hierarchy systemd keeps its units in
+CGROUPS = Path("/sys/fs/cgroup/systemd")
+CHECKOUT = Path(__file__).resolve().parent.parent  # the named hierarchy systemd keeps its units in
 
 
 class SystemdHost:
@@ -45,6 +47,8 @@ class SystemdHost:
         """`steps`: more shell lines run inside before systemd starts (after the private
         mounts): a test's own mounts, or units written to /etc/systemd/system."""
         self.steps = list(steps)
+        # the checkout (reconcile, its venv, the tests) and the Python that runs them
+        self.keep = [CHECKOUT, Path(sys.prefix).resolve()]
         self.dir = base
         self.cgroup = CGROUPS / f"reconcile-test-{base.name}"
         self.pid = -1
@@ -63,12 +67,22 @@ class SystemdHost:
         self.stop()
 
     def _script(self) -> str:
+        q = shlex.quote
         units = "/run/reconcile-test-units"
         target = "[Unit]\\nDescription=the reconcile test host\\nDefaultDependencies=no\\n"
+        # What must stay visible inside although a private tmpfs covers where it is (a
+        # checkout under /tmp, as CI's is): bound aside first, moved back after.
+        kept = [str(p) for p in self.keep if any(p.is_relative_to(d) for d in PRIVATE)]
+        aside = [f"mkdir -p /run/.kept/{i} && mount --bind {q(p)} /run/.kept/{i}"
+                 for i, p in enumerate(kept)]  # fmt: skip
+        back = [f"mkdir -p {q(p)} && mount --move /run/.kept/{i} {q(p)}"
+                for i, p in enumerate(kept)]  # fmt: skip
         steps = [
             "set -e",
             "mount -t tmpfs -o mode=0755 tmpfs /run",
+            *aside,
             *(f"mount -t tmpfs tmpfs {p}" for p in PRIVATE),
+            *back,
             "mount -t proc proc /proc",
             f"mkdir -p {units}",
             f"printf '{target}' > {units}/{TARGET}",
