@@ -37,9 +37,6 @@ ARM = (
 )
 NO_GENERATION = 3
 
-# $0 RECORD: the boot loader's own default again, if reconcile had set one.
-RELEASE = '[ -e "$0" ] || exit 0; bootctl set-default "" && rm -f "$0"'
-
 # $0 the system profile, $1 the new system, $2 the booted (previous) system, $3 RECORD:
 # after the boot loader fell back, the profile back to the booted system, and that system
 # the boot loader's default again, as the guard's rollback of a `boot` activation does.
