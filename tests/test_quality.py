@@ -63,3 +63,24 @@ def test_the_cli_imports_no_ssh_library_until_a_lab_needs_one() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_a_plan_of_a_lab_without_hosts_imports_no_ssh_library(tmp_path: Path) -> None:
+    """Not at import, and not while observing either (the hosts' probe ran, for no hosts)."""
+    manifest = tmp_path / "lab.toml"
+    manifest.write_text(
+        f'[lab]\nname = "q"\nflake = "{ROOT / "nix"}"\nstate_dir = "{tmp_path / "state"}"\n'
+        '[hypervisors.test]\nuri = "test:///default"\naccel = "qemu"\n'
+    )
+    probe = (
+        "import sys; from reconcile.cli import main; code = main(['plan', sys.argv[1]]); "
+        "print(code, sorted({'fabric', 'paramiko'} & set(sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(manifest)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
