@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.noop_plan import reconcile  # noqa: E402
+from bench.noop_plan import bytecode, reconcile  # noqa: E402
 from reconcile.adapters.ssh import Session, observe_host  # noqa: E402
 from reconcile.core.hosts.baremetal import PROBE  # noqa: E402
 from reconcile.core.manifest import parse_manifest  # noqa: E402
@@ -84,6 +84,7 @@ def bench(n: int) -> None:
 
 def main() -> None:
     configure_logging()  # warnings only
+    bytecode()
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
     for n in [int(a) for a in sys.argv[1:]] or [1, 4, 8]:

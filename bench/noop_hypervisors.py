@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 import libvirt  # noqa: E402
 
-from bench.noop_plan import OTHER, phases, reconcile, timed  # noqa: E402
+from bench.noop_plan import OTHER, bytecode, phases, reconcile, timed  # noqa: E402
 from reconcile import cli  # noqa: E402
 from reconcile.core.guests.identity import domain_name  # noqa: E402
 from reconcile.logs import configure_logging  # noqa: E402
@@ -447,6 +447,7 @@ def main() -> None:
     hs, gs = QUICK if args.quick else FULL
     hs, gs = args.hypervisors or hs, args.guests or gs
     ks = args.remote or ([0, 1] if args.quick else [0, 1, 2, 3])
+    bytecode()
     if args.remote_only:
         if missing := remote_missing():
             raise SystemExit(f"real daemons: cannot run, {missing}")
