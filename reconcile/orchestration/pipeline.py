@@ -72,7 +72,7 @@ from reconcile.core.kernels.kconfig import (
     required_options,
 )
 from reconcile.core.layout import StateLayout
-from reconcile.core.manifest import parse_manifest
+from reconcile.core.manifest import parse_manifest, read_documents
 from reconcile.core.plan.diff import Diff, MachineFacts, diff_lab
 from reconcile.core.plan.graph import Plan, make_plan
 from reconcile.core.plan.select import select
@@ -165,13 +165,14 @@ class Context:
 
 
 def load(path: Path, *, full: bool = False) -> Manifest:
-    """The manifest at `path`, parsed; `full` always runs the schema stage and leaves the
-    schema cache alone, neither asking it nor adding to it (validate)."""
+    """The manifest at `path`, parsed; `full` always runs every stage and leaves the
+    manifest cache alone, neither asking it nor adding to it (validate)."""
     data = files.read_manifest(path)
-    known = not full and manifest_cache.schema_valid(data)
-    manifest = parse_manifest(data, path, schema_valid=known)
-    if not known and not full:
-        manifest_cache.remember(data)
+    known = None if full else manifest_cache.documents(data)
+    documents = known or read_documents(data, path)
+    manifest = parse_manifest(data, path, documents=documents)
+    if known is None and not full:
+        manifest_cache.remember(data, documents)
     # The variables that hold passphrases are read in this process only (paramiko, or the
     # askpass of a run's own agent): no other child inherits them.
     process.hide_from_children(

@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from reconcile.core.desired import Manifest
 from reconcile.core.errors import ManifestError, Problem
@@ -128,12 +129,13 @@ def located_problems(text: str, file: Path, findings: Iterable[schema.Finding]) 
     return sorted(problems, key=lambda p: (p.line or 0, p.path))
 
 
-def parse_manifest(data: bytes, file: Path, *, schema_valid: bool = False) -> Manifest:
-    """Parse and validate a manifest; raise ManifestError listing every problem.
+# The TOML document as read, and a copy with every default filled in: what the schema stage
+# leaves for the semantic checks and the build (plain dicts, lists and scalars).
+Documents = tuple[dict[str, Any], dict[str, Any]]
 
-    `schema_valid` says these exact bytes passed this code's schema validation before (the
-    caller's cache, adapters/manifest_cache.py): the schema stage is skipped, nothing else.
-    """
+
+def read_documents(data: bytes, file: Path) -> Documents:
+    """The syntax and shape stages: the TOML document, schema-valid, and its defaults."""
     text = _decode(data, file)
     if not text.strip():
         raise _fail(
@@ -154,13 +156,23 @@ def parse_manifest(data: bytes, file: Path, *, schema_valid: bool = False) -> Ma
         document = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise _syntax_error(text, file, exc) from None
+    if findings := schema.validate(document):
+        raise ManifestError(located_problems(text, file, findings))
+    return document, schema.apply_defaults(document)
+
+
+def parse_manifest(data: bytes, file: Path, *, documents: Documents | None = None) -> Manifest:
+    """Parse and validate a manifest; raise ManifestError listing every problem.
+
+    `documents` are what `read_documents` made of these exact bytes before, under this
+    code (the caller's cache, adapters/manifest_cache.py): the syntax and shape stages are
+    skipped, nothing else.
+    """
+    document, defaulted = documents or read_documents(data, file)
 
     def located(findings: list[schema.Finding]) -> ManifestError:
-        return ManifestError(located_problems(text, file, findings))
+        return ManifestError(located_problems(_decode(data, file), file, findings))
 
-    if not schema_valid and (findings := schema.validate(document)):
-        raise located(findings)
-    defaulted = schema.apply_defaults(document)
     if findings := semantics.check(defaulted, document):
         raise located(findings)
     manifest = build(defaulted, file, hashlib.sha256(data).hexdigest())
