@@ -374,17 +374,25 @@ class LibvirtHypervisor:
 
     # --- observing ------------------------------------------------------------------
 
-    def _read(self, dom: Any, name: str, persistent: bool | None = None) -> ObservedDomain:
+    def _read(
+        self,
+        dom: Any,
+        name: str,
+        persistent: bool | None = None,
+        active: bool | None = None,
+    ) -> ObservedDomain:
         """One listed domain; libvirtError and ProbeError pass through to the caller.
 
         `persistent` None asks libvirt (a round trip, only for an active domain: an
-        inactive one is always persistent).
+        inactive one is always persistent); `active` None reads the handle's id.
         """
         config = parse_domain_xml(
             self._call("XMLDesc", dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE, domain=name)
         )
         state, live = DomainState.SHUTOFF, None
-        if dom.ID() != -1:  # cached in the handle: no round trip
+        if active is None:
+            active = dom.ID() != -1  # cached in the handle: no round trip
+        if active:
             raw_state = self._call("state", dom.state, domain=name)[0]
             state = _STATES.get(raw_state, DomainState.OTHER)
             if state.active:
@@ -409,14 +417,19 @@ class LibvirtHypervisor:
             listed_all = self._call("listAllDomains", conn.listAllDomains, 0)
             handles: list[Any] = []
             others: list[str] = []
+            active: set[str] = set()
             for dom in listed_all:
                 name = str(dom.name())  # cached in the handle: no round trip
-                if name.startswith(prefix):
-                    handles.append(dom)
-                else:
+                if not name.startswith(prefix):
                     others.append(name)
+                    continue
+                handles.append(dom)
+                # Cached in the handle too, but each call costs ~10 us (libvirt-python lets
+                # the event loop's thread run): once per domain, not once per question.
+                if dom.ID() != -1:
+                    active.add(name)
             transient: set[str] = set()
-            if any(dom.ID() != -1 for dom in handles):  # only an active domain can be transient
+            if active:  # only an active domain can be transient
                 listed = self._call(
                     "listAllDomains",
                     conn.listAllDomains,
@@ -434,7 +447,9 @@ class LibvirtHypervisor:
         for dom in handles:
             name = str(dom.name())
             try:
-                domains[name] = self._read(dom, name, persistent=name not in transient)
+                domains[name] = self._read(
+                    dom, name, persistent=name not in transient, active=name in active
+                )
             except ProbeError as exc:
                 unknown[name] = exc.message
             except libvirt.libvirtError as exc:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 from reconcile.adapters import files
 from reconcile.adapters.lock import LabLock, lock_state
 from reconcile.core.errors import PlanError, ReconcileError
-from reconcile.core.plan.actions import Action
 from reconcile.core.plan.graph import Plan
 from reconcile.core.plan.report import render_json, render_text
 from reconcile.orchestration import pipeline
 from reconcile.orchestration.pipeline import Context, PlanOptions
 
 if TYPE_CHECKING:
+    from reconcile.core.plan.actions import Action
     from reconcile.orchestration.executor import Result
 
 __all__ = ["ApplyOptions", "PlanOptions", "Planned", "plan", "session"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from reconcile.core.plan.diff import diff_lab
 from reconcile.core.plan.graph import Plan, make_plan, order
 from reconcile.core.plan.report import render_json, render_text
 from reconcile.core.plan.select import select
+from tests.conftest import ROOT
 
 GOLDEN = Path(__file__).parent / "golden" / "plan"
 MANIFEST = b"""
@@ -182,6 +185,29 @@ def lab_plan(name: str) -> Plan:
 def test_golden(name: str, update_golden: bool) -> None:
     plan = lab_plan(name)
     check_golden(name, render_text(plan), render_json(plan), update_golden)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_plan_with_nothing_to_do_is_what_the_steps_would_give(name: str) -> None:
+    """make_plan skips the steps (and their module) only where they would find nothing."""
+    from reconcile.core.plan import steps  # noqa: PLC0415 - the next test's module stays unloaded
+
+    want, observed, prune, unbuilt = scenario(name)
+    diff = diff_lab("t", want, observed, prune=prune, roots=roots_of(name))
+    assert make_plan(diff, unbuilt) == steps.make_plan(diff, unbuilt)
+
+
+def test_a_plan_with_nothing_to_do_loads_no_action_types() -> None:
+    probe = (
+        "import sys; from tests.core.test_plan import lab_plan; "
+        "assert not lab_plan('in-sync').has_changes(); "
+        "print(sorted(m for m in sys.modules if m.startswith('reconcile.core.plan.')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = proc.stdout.strip()
+    assert "actions" not in loaded and "steps" not in loaded and "graph" in loaded, loaded
 
 
 def test_a_conflict_is_not_a_clean_plan() -> None:
