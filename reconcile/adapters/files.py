@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from reconcile.core.errors import ManifestError, Problem, ReconcileError
@@ -87,6 +86,8 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     torn file. The temporary name starts with a dot and ends in `.tmp`, so the collector
     (which reads `*.prom`) never picks it up. `mode` is set exactly, whatever the umask.
     """
+    import tempfile  # noqa: PLC0415 - a no-op plan writes nothing: not loaded for it
+
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

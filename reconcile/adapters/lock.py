@@ -6,12 +6,10 @@ SIGKILLed apply included. The file's content says who holds it, for the error me
 
 from __future__ import annotations
 
-import calendar
 import errno
 import fcntl
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -54,6 +52,8 @@ class LabLock:
                 f"the lab is locked by {holder}",
                 hint="wait for that run to finish, or pass --lock-timeout DURATION",
             )
+        import socket  # noqa: PLC0415 - only to take the lock (a plan only reads it)
+
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -119,6 +119,8 @@ def holder(path: Path, now: float | None = None) -> Holder | None:
     try:
         info = json.loads(path.read_text())
         started = str(info["started"])
+        import calendar  # noqa: PLC0415 - only for a lock that is held
+
         begun = calendar.timegm(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ"))
         return Holder(
             pid=int(info["pid"]),

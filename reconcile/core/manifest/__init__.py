@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -101,6 +100,8 @@ def _tomlkit_error(text: str, file: Path) -> ManifestError | None:
 
 def _syntax_error(text: str, file: Path, fast: Exception) -> ManifestError:
     """The located message for text tomllib refused, in tomlkit's words where it has them."""
+    import tomllib  # noqa: PLC0415 - see read_documents
+
     if len(text) <= EXPLAIN_MAX_BYTES:
         explained = _tomlkit_error(text, file)
         if explained is not None:
@@ -150,6 +151,9 @@ def read_documents(data: bytes, file: Path) -> Documents:
             line=text.count("\n", 0, long_key.end()) + 1,
             hint="no key of the manifest has that many; check the line",
         )
+    # Loaded here: a manifest the cache knows is not read as TOML (adapters/manifest_cache.py).
+    import tomllib  # noqa: PLC0415
+
     try:
         # tomllib reads 1000 guests in ~20 ms where tomlkit takes ~300 ms (docs/performance.md);
         # both implement TOML 1.0, so tomlkit is asked only to explain a syntax error.

@@ -6,7 +6,6 @@ source of truth for the manifest's shape, defaults and documentation.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from collections.abc import Iterator
@@ -103,6 +102,8 @@ def type_name(value: Json) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str | None:
+    import difflib  # noqa: PLC0415 - only for a manifest with a mistake
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
