@@ -8,6 +8,7 @@ test uses unique names and removes what it made.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +18,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from reconcile.adapters import libvirt as libvirt_adapter
 from reconcile.adapters.libvirt import (
     HypervisorError,
     LibvirtHypervisor,
@@ -319,3 +321,33 @@ def test_only_domains_with_the_prefix_are_read_the_others_are_listed_by_name(
         assert other in ours.others and spec.name not in ours.others
     finally:
         raw.lookupByName(other).undefine()
+
+
+def test_many_domains_read_at_once_are_what_one_reader_finds(
+    hv: LibvirtHypervisor, raw: Any, lab: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More domains than readers: the same domains, states, unknowns and order as serial."""
+    names = [f"g{i:02d}" for i in range(3 * libvirt_adapter.READERS + 1)]
+    for guest in names:
+        hv.define(spec_for(lab, guest, tmp_path))
+    raw.lookupByName(f"{lab}-g03").create()  # one running: its live XML is read too
+    broken = f"{lab}-zz-broken"
+    define_raw(raw, broken, f"<metadata><r:domain xmlns:r='{MARK_NAMESPACE}'/></metadata>")
+    readers: set[str] = set()
+    read = hv._read
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        readers.add(threading.current_thread().name)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(hv, "_read", counted)
+    together = hv.observe(f"{lab}-")
+    assert len(readers) > 1, readers
+    monkeypatch.setattr(libvirt_adapter, "READERS", 1_000_000)  # one reader, as before
+    alone = hv.observe(f"{lab}-")
+    assert together.domains is not None and alone.domains is not None
+    assert sorted(together.domains) == [f"{lab}-{g}" for g in names]
+    assert together == alone and list(together.domains) == list(alone.domains)  # in list order
+    assert together.domains[f"{lab}-g03"].state is DomainState.RUNNING
+    assert together.domains[f"{lab}-g03"].live is not None
+    assert set(together.unknown) == {broken}
