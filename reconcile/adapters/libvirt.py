@@ -248,6 +248,10 @@ class LibvirtHypervisor:
         self._keepalive = keepalive
         self._conn: Any = None
         self._lock = threading.Lock()
+        # Domains read at once (_read_all). libvirt's test driver runs inside this process:
+        # there readers only contend (0.212 -> 0.268 ms a guest from 1000 to 10,000
+        # domains, bench/slope.py), so it is read by one.
+        self.readers = 1 if uri.startswith("test:") else READERS
 
     # --- connection -----------------------------------------------------------------
 
@@ -419,8 +423,8 @@ class LibvirtHypervisor:
         """Each handle read: its domain, why it is unknown, None if it vanished meanwhile,
         or _Lost if the connection went (then every domain not yet read is unknown too).
 
-        Several at once over the one connection: libvirtd formats one domain's XML while
-        this process parses another's. 1000 domains took 300-390 ms one at a time and
+        Several at once over the one connection to a daemon: libvirtd formats one domain's
+        XML while this process parses another's. 1000 domains took 300-390 ms one at a time and
         205-217 ms 8 at a time on this project's 2-core machine (docs/performance.md).
         """
 
@@ -441,13 +445,14 @@ class LibvirtHypervisor:
         def run(part: list[Any]) -> list[tuple[str, ObservedDomain | str | _Lost | None]]:
             return [one(dom) for dom in part]
 
-        if len(handles) <= READERS:
+        readers = self.readers
+        if len(handles) <= readers:
             return run(handles)
         read: list[tuple[str, ObservedDomain | str | _Lost | None]] = [("", None)] * len(handles)
-        with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="libvirt-read") as pool:
-            parts = pool.map(run, [handles[i::READERS] for i in range(READERS)])
+        with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="libvirt-read") as pool:
+            parts = pool.map(run, [handles[i::readers] for i in range(readers)])
             for i, part in enumerate(parts):
-                read[i::READERS] = part  # in the order listed, as one reader would give them
+                read[i::readers] = part  # in the order listed, as one reader would give them
         return read
 
     def observe(self, prefix: str = "") -> HypervisorObservation:
@@ -465,17 +470,18 @@ class LibvirtHypervisor:
             listed_all = self._call("listAllDomains", conn.listAllDomains, 0)
             handles: list[Any] = []
             others: list[str] = []
-            active: set[str] = set()
             for dom in listed_all:
                 name = str(dom.name())  # cached in the handle: no round trip
-                if not name.startswith(prefix):
+                if name.startswith(prefix):
+                    handles.append(dom)
+                else:
                     others.append(name)
-                    continue
-                handles.append(dom)
-                # Cached in the handle too, but each call costs ~10 us (libvirt-python lets
-                # the event loop's thread run): once per domain, not once per question.
-                if dom.ID() != -1:
-                    active.add(name)
+            # The running ones in one more list: asking each handle for its id costs ~10 us
+            # a domain (libvirt-python lets the event loop's thread run), 10 ms for 1000.
+            listed = self._call(
+                "listAllDomains", conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+            )
+            active = {name for dom in listed if (name := str(dom.name())).startswith(prefix)}
             transient: set[str] = set()
             if active:  # only an active domain can be transient
                 listed = self._call(
