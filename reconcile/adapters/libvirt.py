@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from reconcile.adapters.parsed_domains import ParsedDomains
 from reconcile.core.desired import Hypervisor
 from reconcile.core.errors import ProbeError, ReconcileError
 from reconcile.core.guests.disk import DiskDefinition
@@ -241,8 +242,11 @@ class LibvirtHypervisor:
         poll_s: float = 0.25,
         keepalive: tuple[int, int] = KEEPALIVE,
         pin: Pin | None = None,
+        parsed: Path | None = None,
     ) -> None:
+        """`parsed` keeps the facts of domain XML already parsed (adapters/parsed_domains.py)."""
         self.uri = uri
+        self._memo = ParsedDomains(parsed) if parsed is not None else None
         self._pin = pin
         self._poll_s = poll_s
         self._keepalive = keepalive
@@ -401,7 +405,8 @@ class LibvirtHypervisor:
         `persistent` None asks libvirt (a round trip, only for an active domain: an
         inactive one is always persistent); `active` None reads the handle's id.
         """
-        config = parse_domain_xml(
+        parse = parse_domain_xml if self._memo is None else self._memo.parse
+        config = parse(
             self._call("XMLDesc", dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE, domain=name)
         )
         state, live = DomainState.SHUTOFF, None
@@ -411,7 +416,7 @@ class LibvirtHypervisor:
             raw_state = self._call("state", dom.state, domain=name)[0]
             state = _STATES.get(raw_state, DomainState.OTHER)
             if state.active:
-                live = parse_domain_xml(self._call("XMLDesc", dom.XMLDesc, 0, domain=name))
+                live = parse(self._call("XMLDesc", dom.XMLDesc, 0, domain=name))
             if persistent is None:
                 persistent = bool(self._call("isPersistent", dom.isPersistent, domain=name))
         persistent = True if persistent is None else persistent
@@ -503,6 +508,8 @@ class LibvirtHypervisor:
                 return HypervisorObservation(self.uri, None, error=_with_hint(seen.error))
             elif seen is not None:
                 unknown[name] = seen
+        if self._memo is not None:
+            self._memo.save()
         log.debug(
             "observed",
             uri=self.uri,
@@ -711,10 +718,10 @@ class LibvirtHypervisor:
         log.info("undefined", uri=self.uri, domain=name)
 
 
-def for_hypervisor(hypervisor: Hypervisor) -> LibvirtHypervisor:
-    """The manifest's hypervisor, with its pin (qemu+ssh)."""
+def for_hypervisor(hypervisor: Hypervisor, parsed: Path | None = None) -> LibvirtHypervisor:
+    """The manifest's hypervisor, with its pin (qemu+ssh); `parsed` as LibvirtHypervisor's."""
     pin = Pin(hypervisor.host_key, hypervisor.known_hosts, hypervisor.identity)
-    return LibvirtHypervisor(hypervisor.uri, pin=pin)
+    return LibvirtHypervisor(hypervisor.uri, pin=pin, parsed=parsed)
 
 
 def _refusal(action: str, name: str, uri: str) -> UnmanagedDomainError:

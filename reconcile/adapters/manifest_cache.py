@@ -17,14 +17,13 @@ anyone else (an entry is a claim of validity); any error reading or writing it m
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import marshal
 import os
 import stat
 from pathlib import Path
 
-import reconcile
+from reconcile.adapters.core_digest import core_digest
 from reconcile.core.manifest import Documents
 
 KEEP = 64  # entries: a lab's manifest changes now and then; older entries are dropped
@@ -37,21 +36,8 @@ def directory() -> Path:
     return Path(base) / "reconcile" / "manifests"
 
 
-@functools.cache
-def code_digest() -> str:
-    """The validating code and the schema: every module of the core (the schema's own
-    keywords use its parsers) and the schema file, by content."""
-    core = Path(reconcile.__file__).parent / "core"
-    digest = hashlib.sha256(reconcile.__version__.encode())
-    for path in sorted(core.rglob("*")):
-        if path.suffix in (".py", ".json") and path.is_file():
-            digest.update(str(path.relative_to(core)).encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def _key(data: bytes) -> str:
-    return hashlib.sha256(f"documents/2\0{code_digest()}\0".encode() + data).hexdigest()
+    return hashlib.sha256(f"documents/2\0{core_digest()}\0".encode() + data).hexdigest()
 
 
 def _trusted(path: Path) -> bool:

@@ -58,6 +58,10 @@ class StateLayout:
         # each prebuilt kernel image's sha256, by device, inode, size, mtime and ctime (JSON)
         return self.root / "kernel-digests.json"
 
+    def parsed_domains(self, hypervisor: str) -> Path:
+        # the facts of the hypervisor's domain XML already parsed, by its sha256 (marshal)
+        return self.root / "parsed-domains" / hypervisor
+
     @functools.cached_property
     def kernels(self) -> Path:
         # the kernel builds, one directory per kernel and inputs key, each with its lock

@@ -91,8 +91,8 @@ class DiskDriver(Protocol):
 DriverFactory = Callable[[Hypervisor, Lab], Driver]
 
 
-def _libvirt(hypervisor: Hypervisor, _lab: Lab) -> Driver:
-    return libvirt.for_hypervisor(hypervisor)
+def _libvirt(hypervisor: Hypervisor, lab: Lab) -> Driver:
+    return libvirt.for_hypervisor(hypervisor, lab.layout.parsed_domains(hypervisor.name))
 
 
 # Chosen explicitly, by the manifest's `driver`: nothing registers itself on import.

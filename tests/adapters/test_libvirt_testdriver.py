@@ -8,6 +8,7 @@ test uses unique names and removes what it made.
 
 from __future__ import annotations
 
+import marshal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import libvirt
 import pytest
 
 from reconcile.adapters import libvirt as libvirt_adapter
+from reconcile.adapters import parsed_domains
 from reconcile.adapters.libvirt import (
     HypervisorError,
     LibvirtHypervisor,
@@ -355,3 +357,64 @@ def test_many_domains_read_at_once_are_what_one_reader_finds(
     assert together.domains[f"{lab}-g03"].state is DomainState.RUNNING
     assert together.domains[f"{lab}-g03"].live is not None
     assert set(together.unknown) == {broken}
+
+
+def test_domain_xml_parsed_before_is_not_parsed_again_and_any_change_is(
+    raw: Any, lab: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memo of parsed XML: the same bytes give the same facts unparsed; a change made
+    out of band is new bytes, parsed; what cannot be parsed is refused every time."""
+    memo = tmp_path / "parsed" / "test"
+    with LibvirtHypervisor(URI, parsed=memo) as hv:
+        for guest in ("a", "b"):
+            hv.define(spec_for(lab, guest, tmp_path))
+        broken = f"{lab}-broken"
+        define_raw(raw, broken, f"<metadata><r:domain xmlns:r='{MARK_NAMESPACE}'/></metadata>")
+        first = hv.observe(f"{lab}-")
+        assert memo.is_file()
+    parsed: list[str] = []
+    parse = parsed_domains.parse_domain_xml
+
+    def counted(xml: str) -> DomainFacts:
+        parsed.append(xml)
+        return parse(xml)
+
+    monkeypatch.setattr(parsed_domains, "parse_domain_xml", counted)
+    with LibvirtHypervisor(URI, parsed=memo) as hv:  # a new process would start like this
+        again = hv.observe(f"{lab}-")
+        assert again == first and set(again.unknown) == {broken}
+        assert len(parsed) == 1 and f"<name>{broken}</name>" in parsed[0]  # refused again
+        raw.lookupByName(f"{lab}-b").setMaxMemory(128 * 1024)  # out of band: new bytes
+        parsed.clear()
+        changed = hv.observe(f"{lab}-")
+        assert changed.domains is not None
+        assert changed.domains[f"{lab}-b"].config.memory_kib == 128 * 1024
+        assert len(parsed) == 2  # b, and the broken one
+        raw.lookupByName(f"{lab}-a").undefine()
+        hv.observe(f"{lab}-")
+    kept = marshal.loads(memo.read_bytes())[2]
+    assert len(kept) == 1  # b's new XML: a is gone, and b's old bytes are not seen any more
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not marshal", marshal.dumps(("another/1", "x", {})), marshal.dumps([1, 2, 3])],
+)
+def test_a_memo_of_another_format_or_code_is_not_used(
+    raw: Any, lab: str, tmp_path: Path, content: bytes
+) -> None:
+    memo = tmp_path / "memo"
+    with LibvirtHypervisor(URI, parsed=memo) as hv:
+        hv.define(spec_for(lab, "a", tmp_path))
+        want = hv.observe(f"{lab}-")
+        old = marshal.loads(memo.read_bytes())
+        memo.write_bytes(content)
+        assert hv.observe(f"{lab}-") == want
+    for stale in [
+        (old[0], "another core", {k: (*v[:3], 1, *v[4:]) for k, v in old[2].items()}),
+        (*old[:2], {k: ("not", "facts") for k in old[2]}),  # this code's, but no facts
+    ]:
+        memo.write_bytes(marshal.dumps(stale))
+        with LibvirtHypervisor(URI, parsed=memo) as hv:
+            assert hv.observe(f"{lab}-") == want
+    assert marshal.loads(memo.read_bytes())[1] == old[1]  # rewritten under this code

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import marshal
 import re
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +13,17 @@ import pytest
 from reconcile.core.desired import Accel, GuestMode, Share
 from reconcile.core.errors import ProbeError
 from reconcile.core.guests.domain_xml import (
+    DiskFacts,
     DomainFacts,
     DomainSpec,
     NicFacts,
     ShareFacts,
+    facts_from_plain,
+    facts_to_plain,
     parse_domain_xml,
     render_domain_xml,
 )
-from reconcile.core.guests.identity import MARK_NAMESPACE, domain_uuid, mac_address
+from reconcile.core.guests.identity import MARK_NAMESPACE, Mark, domain_uuid, mac_address
 from tests.support.domains import build_domain_spec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -269,3 +274,32 @@ def test_the_initrd_is_not_hashed_its_inputs_are() -> None:
 def test_invalid_specs_are_refused(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         sample(**change)
+
+
+def test_facts_as_plain_values_round_trip_every_field() -> None:
+    """What parsed_domains keeps: every field, nested ones included, none at its default."""
+    facts = DomainFacts(
+        name="t-a",
+        uuid="u",
+        domain_type="kvm",
+        memory_kib=262144,
+        vcpus=2,
+        kernel="/k",
+        initrd="/i",
+        cmdline="console=ttyS0",
+        shares=(ShareFacts("store", "/nix/store"), ShareFacts("modules", "/v")),
+        nics=(NicFacts("52:54:00:00:00:01", "default"), NicFacts(None, None)),
+        mark=Mark("t", "a", "disk", "h" * 64, "/nix/store/x", "k", True, "/nix/store/img"),
+        ready="/nix/store/x",
+        disks=(DiskFacts("vda", "/o.qcow2", "qcow2"),),
+        qemu_args=("-netdev", "user,id=n0"),
+    )
+    assert all(getattr(facts, f.name) != f.default for f in fields(DomainFacts))
+    assert all(getattr(facts.mark, f.name) != f.default for f in fields(Mark))
+    plain = facts_to_plain(facts)
+    assert marshal.loads(marshal.dumps(plain)) == plain  # plain values only
+    assert facts_from_plain(marshal.loads(marshal.dumps(plain))) == facts
+    unmarked = replace(facts, mark=None)
+    assert facts_from_plain(facts_to_plain(unmarked)) == unmarked
+    with pytest.raises((TypeError, ValueError)):
+        facts_from_plain(plain[:-1])

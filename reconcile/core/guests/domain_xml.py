@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from reconcile.core.desired import Accel
 from reconcile.core.errors import ProbeError
@@ -356,6 +356,64 @@ def parse_domain_xml(xml: str) -> DomainFacts:
         ready=_parse_ready(top.get("metadata")),
         disks=disks,
         qemu_args=_qemu_args(top.get(_QEMU_COMMANDLINE)),
+    )
+
+
+# DomainFacts as plain tuples and scalars (what `marshal` writes: adapters/parsed_domains.py
+# keeps the facts of domains already parsed), field by field in declaration order.
+PlainFacts = tuple[Any, ...]
+
+
+def facts_to_plain(facts: DomainFacts) -> PlainFacts:
+    mark = facts.mark
+    return (
+        facts.name,
+        facts.uuid,
+        facts.domain_type,
+        facts.memory_kib,
+        facts.vcpus,
+        facts.kernel,
+        facts.initrd,
+        facts.cmdline,
+        tuple(tuple(share) for share in facts.shares),
+        tuple(tuple(nic) for nic in facts.nics),
+        None
+        if mark is None
+        else (
+            mark.lab,
+            mark.name,
+            mark.mode,
+            mark.spec_hash,
+            mark.toplevel,
+            mark.kernel,
+            mark.protect,
+            mark.image,
+        ),
+        facts.ready,
+        tuple(tuple(disk) for disk in facts.disks),
+        facts.qemu_args,
+    )
+
+
+def facts_from_plain(plain: PlainFacts) -> DomainFacts:
+    """The facts `facts_to_plain` gave; TypeError or ValueError for anything else."""
+    name, uuid, kind, memory, vcpus, kernel, initrd, cmdline, *nested = plain
+    shares, nics, mark, ready, disks, qemu_args = nested
+    return DomainFacts(
+        name=name,
+        uuid=uuid,
+        domain_type=kind,
+        memory_kib=memory,
+        vcpus=vcpus,
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=cmdline,
+        shares=tuple(ShareFacts(*s) for s in shares),
+        nics=tuple(NicFacts(*n) for n in nics),
+        mark=None if mark is None else Mark(*mark),
+        ready=ready,
+        disks=tuple(DiskFacts(*d) for d in disks),
+        qemu_args=tuple(qemu_args),
     )
 
 
