@@ -17,7 +17,6 @@ from pathlib import Path
 from types import TracebackType
 
 from reconcile.core.errors import LockError
-from reconcile.core.lockage import held_too_long
 
 
 def flock_within(fd: int, timeout_s: float, poll_s: float = 0.05) -> bool:
@@ -175,4 +174,6 @@ def lock_state(path: Path, warn_after_s: float) -> tuple[str | None, float]:
     found = holder(path)
     if found is None:
         return None, 0.0
+    from reconcile.core.lockage import held_too_long  # noqa: PLC0415 - only for a held lock
+
     return held_too_long(found.describe(), found.age_s, warn_after_s), found.age_s

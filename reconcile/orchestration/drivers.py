@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from reconcile.adapters import libvirt, qemu
+from reconcile.adapters import libvirt
 from reconcile.core.desired import Hypervisor, Lab
 from reconcile.core.errors import ReconcileError
 from reconcile.core.guests.disk import DiskDefinition
@@ -95,10 +95,17 @@ def _libvirt(hypervisor: Hypervisor, lab: Lab) -> Driver:
     return libvirt.for_hypervisor(hypervisor, lab.layout.parsed_domains(hypervisor.name))
 
 
+def _qemu(hypervisor: Hypervisor, lab: Lab) -> Driver:
+    # Loaded only for a lab that has a plain-QEMU hypervisor (with its units and QMP).
+    from reconcile.adapters import qemu  # noqa: PLC0415
+
+    return qemu.for_hypervisor(hypervisor, lab)
+
+
 # Chosen explicitly, by the manifest's `driver`: nothing registers itself on import.
 DRIVERS: Mapping[str, DriverFactory] = {
     "libvirt": _libvirt,  # at the hypervisor's `uri`
-    "qemu": qemu.for_hypervisor,  # on this machine, its guests kept in the lab's state dir
+    "qemu": _qemu,  # on this machine, its guests kept in the lab's state dir
 }
 
 

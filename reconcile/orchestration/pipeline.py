@@ -13,7 +13,6 @@ from reconcile.adapters import (
     disks,
     files,
     generations,
-    kernel_build,
     manifest_cache,
     nix,
     process,
@@ -23,13 +22,13 @@ from reconcile.adapters import (
 from reconcile.adapters.agent import Agent
 from reconcile.adapters.prebuilt_kernels import resolve_prebuilt
 from reconcile.core.builders import kernels_built_on
-from reconcile.core.closures import ClosureDiff, diff_closures
 from reconcile.core.desired import (
     Activation,
     BuildOn,
     Guest,
     GuestMode,
     Host,
+    Kernel,
     Manifest,
     NetworkKind,
     PrebuiltKernel,
@@ -64,13 +63,6 @@ from reconcile.core.hosts.baremetal import (
     HostObservation,
     diff_host,
 )
-from reconcile.core.kernels.kconfig import (
-    describe_missing,
-    diff_configs,
-    fix_fragment,
-    missing_options,
-    required_options,
-)
 from reconcile.core.layout import StateLayout
 from reconcile.core.manifest import parse_manifest, read_documents
 from reconcile.core.plan.diff import Diff, MachineFacts, diff_lab
@@ -83,6 +75,7 @@ from reconcile.orchestration.machines import Machine, machine_for
 
 if TYPE_CHECKING:  # fabric and paramiko (~60 ms) are imported only for a lab with hosts
     from reconcile.adapters import ssh
+    from reconcile.core.closures import ClosureDiff
 
 log = get_logger(__name__)
 
@@ -199,28 +192,44 @@ def resolve_kernels(
         if isinstance(kernel.source, PrebuiltKernel):
             kernels[name] = resolve_prebuilt(kernel, manifest.lab.layout.kernel_digests)
             continue
-        job = kernel_build.locate(kernel, manifest.lab.layout, manifest.lab.build_timeout_s)
-        config = job.config() if job.complete() else kernel_build.resolve_config(job)
-        users = [g for g in guests if g.kernel == name]
-        required = required_options(kernel_cmdline("", g.kernel_params) for g in users)
-        if missing := missing_options(config, required):
-            raise PlanError(
-                describe_missing(name, missing, (g.name for g in users)),
-                hint="add these lines to one of its fragments (or to `set`):\n"
-                + fix_fragment(missing),
-            )
-        release = job.release()
-        kernels[name] = KernelInputs(
-            name=name,
-            image=job.image,
-            digest=job.key,
-            release=release,
-            modules=job.modules_dir(release),
-            early_modules=(),
-        )
-        if not job.complete():
-            to_build[name] = str(job.directory)
+        kernels[name], directory = _resolve_build(manifest, kernel, guests)
+        if directory is not None:
+            to_build[name] = directory
     return kernels, to_build
+
+
+def _resolve_build(
+    manifest: Manifest, kernel: Kernel, guests: Sequence[Guest]
+) -> tuple[KernelInputs, str | None]:
+    """A kernel to build, resolved; and its build directory, unless it is built already."""
+    # Kernel builds' code (Kconfig, make) is loaded only for a lab that builds kernels.
+    from reconcile.adapters import kernel_build  # noqa: PLC0415
+    from reconcile.core.kernels.kconfig import (  # noqa: PLC0415
+        describe_missing,
+        fix_fragment,
+        missing_options,
+        required_options,
+    )
+
+    job = kernel_build.locate(kernel, manifest.lab.layout, manifest.lab.build_timeout_s)
+    config = job.config() if job.complete() else kernel_build.resolve_config(job)
+    users = [g for g in guests if g.kernel == kernel.name]
+    required = required_options(kernel_cmdline("", g.kernel_params) for g in users)
+    if missing := missing_options(config, required):
+        raise PlanError(
+            describe_missing(kernel.name, missing, (g.name for g in users)),
+            hint="add these lines to one of its fragments (or to `set`):\n" + fix_fragment(missing),
+        )
+    release = job.release()
+    inputs = KernelInputs(
+        name=kernel.name,
+        image=job.image,
+        digest=job.key,
+        release=release,
+        modules=job.modules_dir(release),
+        early_modules=(),
+    )
+    return inputs, None if job.complete() else str(job.directory)
 
 
 @dataclass(frozen=True)
@@ -562,7 +571,11 @@ def with_closure_diffs(diff: Diff, layout: StateLayout) -> Diff:
     plan)."""
     pairs: dict[tuple[str, str], ClosureDiff] = {}
 
+    # The modules that diff closures and kernel configs are loaded only for a change that
+    # needs them: a plan with nothing to change loads neither.
     def closure(before: str, after: str) -> ClosureDiff:
+        from reconcile.core.closures import diff_closures  # noqa: PLC0415
+
         if (before, after) not in pairs:
             pairs[before, after] = diff_closures(
                 before, after, nix.closure_sizes(before), nix.closure_sizes(after)
@@ -577,6 +590,9 @@ def with_closure_diffs(diff: Diff, layout: StateLayout) -> Diff:
             system = reasons["system"]
             change = replace(change, closure=closure(system.before, system.after))
         if "kernel" in reasons and isinstance(change.intent, GuestIntent):
+            from reconcile.adapters import kernel_build  # noqa: PLC0415
+            from reconcile.core.kernels.kconfig import diff_configs  # noqa: PLC0415
+
             old_image = Path(reasons["kernel"].before.split(" sha256:", 1)[0])
             old = kernel_build.config_of_image(old_image, layout)
             new = kernel_build.config_of_image(change.intent.kernel.image, layout)
@@ -603,6 +619,8 @@ def stale_kernel_builds(
     or running domain of any hypervisor boots. Nothing is stale while a hypervisor or any
     domain on one could not be observed: a failed probe is unknown, not absent.
     """
+    from reconcile.adapters import kernel_build  # noqa: PLC0415 - see _resolve_build
+
     root = manifest.lab.layout.kernels
     if not root.is_dir() or any(o.domains is None or o.unknown for o in observations.values()):
         return ()

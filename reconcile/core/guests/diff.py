@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from reconcile.core.closures import ClosureDiff
 from reconcile.core.desired import GuestState, RestartPolicy
 from reconcile.core.guests.disk import DiskIntent
 from reconcile.core.guests.disk_xml import facts_of
@@ -31,6 +31,9 @@ from reconcile.core.guests.observed import (
 )
 from reconcile.core.guests.shares import View
 from reconcile.core.units import format_size
+
+if TYPE_CHECKING:  # a plan with nothing to change loads no closure diffs
+    from reconcile.core.closures import ClosureDiff
 
 
 class ChangeKind(StrEnum):

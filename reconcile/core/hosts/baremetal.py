@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from reconcile.core.closures import ClosureDiff
 from reconcile.core.desired import Activation, Host
+
+if TYPE_CHECKING:  # a plan with nothing to change loads no closure diffs
+    from reconcile.core.closures import ClosureDiff
 
 SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
 # Written on the host by the health step once the active system passed its checks; on /run,

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from reconcile.core import closures
 from reconcile.core.desired import BuildOn, GuestState
 from reconcile.core.guests.diff import ChangeKind, GuestChange, RootChange, ViewChange
 from reconcile.core.guests.disk import DiskIntent
@@ -49,6 +48,10 @@ _LABELS = {
 }
 
 
+# _CLOSURES: reconcile.core.closures is loaded by the functions that render a closure or a
+# kernel config change, not with this module: a plan with nothing to change has neither.
+
+
 def _blocked_head(head: str, label: str, why: str) -> list[str]:
     """A blocked machine's first lines: what it would be, and what it waits for."""
     return [
@@ -68,6 +71,8 @@ def _label(change: GuestChange) -> str:
 
 
 def _change_lines(change: GuestChange, blocked: str = "") -> list[str]:
+    from reconcile.core import closures  # noqa: PLC0415 - see _CLOSURES
+
     head = f"  {change.kind.symbol} guest {change.name}"
     lines = [f"{head} {_label(change)}".rstrip()]
     if blocked:
@@ -112,6 +117,8 @@ def _change_lines(change: GuestChange, blocked: str = "") -> list[str]:
 
 
 def _kconfig_lines(options: tuple[tuple[str, str, str], ...]) -> list[str]:
+    from reconcile.core import closures  # noqa: PLC0415 - see _CLOSURES
+
     lines = [f"      kernel config: {len(options)} option(s) differ"]
     lines += [f"        CONFIG_{o}: {b} -> {a}" for o, b, a in options[: closures.TOP]]
     if len(options) > closures.TOP:
@@ -129,6 +136,8 @@ _HOST_LABELS = {
 
 
 def _host_lines(change: HostChange, blocked: str = "") -> list[str]:
+    from reconcile.core import closures  # noqa: PLC0415 - see _CLOSURES
+
     symbol = {HostChangeKind.UNKNOWN: "?", HostChangeKind.NOOP: " "}.get(change.kind, "~")
     machine = change.intent.machine if change.intent is not None else "host"
     head = f"  {symbol} {machine} {change.name} ({change.target})"
@@ -313,6 +322,8 @@ def _blocked_part(plan: Plan) -> list[str]:
 
 
 def _change_json(change: GuestChange) -> dict[str, Any]:
+    from reconcile.core import closures  # noqa: PLC0415 - see _CLOSURES
+
     doc: dict[str, Any] = {
         "guest": change.name,
         "domain": change.domain,
@@ -355,6 +366,8 @@ def _change_json(change: GuestChange) -> dict[str, Any]:
 
 
 def _host_json(change: HostChange) -> dict[str, Any]:
+    from reconcile.core import closures  # noqa: PLC0415 - see _CLOSURES
+
     doc: dict[str, Any] = {
         "host": change.name,
         "target": change.target,
