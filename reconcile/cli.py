@@ -193,8 +193,7 @@ def _summary(
 def _cmd_apply(args: argparse.Namespace) -> ExitCode:
     # What only apply needs is imported here, not for every command: most of a no-op
     # plan's time is imports (docs/performance.md, "A no-op plan").
-    from reconcile import apply_progress  # noqa: PLC0415
-    from reconcile.orchestration import drift_runs  # noqa: PLC0415
+    from reconcile.orchestration import apply_record  # noqa: PLC0415
     from reconcile.orchestration.executor import exit_code  # noqa: PLC0415
 
     plan_options = runs.PlanOptions(tuple(args.target), args.prune)
@@ -228,6 +227,8 @@ def _cmd_apply(args: argparse.Namespace) -> ExitCode:
                 return ExitCode.ERROR
             # progress on stderr: a line per finished step, the running ones on a terminal
             # (with --log-format json the log's start and done events are the progress)
+            from reconcile import apply_progress  # noqa: PLC0415 - only with steps to show
+
             with apply_progress.Progress(
                 sys.stderr, len(plan.actions()), enabled=args.log_format == "console"
             ) as shown:
@@ -242,7 +243,7 @@ def _cmd_apply(args: argparse.Namespace) -> ExitCode:
     if results or unknown or conflicts or blocked:
         _print_results(results, unknown, conflicts, code, json_output=args.json, blocked=blocked)
     try:
-        drift_runs.record_apply(
+        apply_record.record_apply(
             manifest, started, code, results, unknown=unknown, conflicts=conflicts
         )
     except ReconcileError as error:  # the apply happened: say so, and that it is unrecorded

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconcile.adapters import files, lock
-from reconcile.adapters.history import DriftObservation, History, RunRecord
+from reconcile.adapters.history import DriftObservation, RunRecord
 from reconcile.core.desired import Manifest
 from reconcile.core.drift.items import drift_items, drifted_fields, report_metrics, with_since
 from reconcile.core.drift.report import (
@@ -33,12 +33,8 @@ from reconcile.core.lockage import lock_metric
 from reconcile.core.metrics import Metric, render_metrics
 from reconcile.core.plan.graph import Plan
 from reconcile.orchestration import pipeline
-from reconcile.orchestration.executor import Outcome, Result
+from reconcile.orchestration.apply_record import history
 from reconcile.orchestration.pipeline import Context, PlanOptions
-
-
-def history(manifest: Manifest) -> History:
-    return History.open(manifest.lab.layout.history)
 
 
 def rendered(report: DriftReport, fmt: str, *, show_unmanaged: bool = False) -> str:
@@ -167,42 +163,6 @@ def write_metrics(
 
 # What an apply's exit code is recorded as; any other code of an apply that did something
 # is "failed", and one with nothing to do is "no-changes".
-_APPLY_OUTCOMES = {
-    ExitCode.OK: "ok",
-    ExitCode.DEGRADED: "degraded",
-    ExitCode.ROLLED_BACK: "rolled-back",
-}
-
-
-def record_apply(
-    manifest: Manifest,
-    started: float,
-    code: ExitCode,
-    results: Sequence[Result],
-    *,
-    unknown: Mapping[str, str],
-    conflicts: Mapping[str, str],
-) -> None:
-    """An apply in the lab's history: its outcome, and a summary of what each action did."""
-    summary = {
-        "outcomes": {o.value: n for o in Outcome if (n := sum(r.outcome is o for r in results))},
-        "not_ok": sorted({r.action.subject for r in results if not r.outcome.ok()}),
-        "unknown": sorted(unknown),
-        "conflicts": sorted(conflicts),
-    }
-    outcome = _APPLY_OUTCOMES.get(code, "failed") if results or conflicts else "no-changes"
-    with history(manifest) as db:
-        db.record_run(
-            "apply",
-            started,
-            time.time(),
-            outcome,
-            code,
-            manifest_digest=manifest.digest,
-            summary=summary,
-        )
-
-
 def recent(path: Path, limit: int, kind: str | None) -> list[RunRecord]:
     manifest = pipeline.load(path)
     with history(manifest) as db:

@@ -14,14 +14,16 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from reconcile import progress
 from reconcile.core.errors import DegradedError, ReconcileError, RolledBackError
 from reconcile.core.exits import ExitCode
-from reconcile.core.plan.actions import Action
-from reconcile.core.plan.graph import Plan
 from reconcile.logs import get_logger
+
+if TYPE_CHECKING:  # a no-op apply records its run without loading the action types
+    from reconcile.core.plan.actions import Action
+    from reconcile.core.plan.graph import Plan
 
 log = get_logger(__name__)
 

@@ -32,7 +32,7 @@ from reconcile.core.metrics import Metric
 from reconcile.core.plan.graph import Plan
 from reconcile.core.plan.report import render_text
 from reconcile.logs import get_logger
-from reconcile.orchestration import drift_runs, pipeline
+from reconcile.orchestration import apply_record, drift_runs, pipeline
 from reconcile.orchestration.executor import Result, execute, exit_code
 from reconcile.orchestration.kinds import Router
 from reconcile.orchestration.pipeline import Context, PlanOptions
@@ -192,7 +192,7 @@ class _Run:
             "fetched", repo=fetched.repo, branch=gitops.branch, commit=sha, subject=fetched.subject
         )
         self.stage = Stage.VERIFY
-        with drift_runs.history(self.boot) as db:
+        with apply_record.history(self.boot) as db:
             last, failed = db.get_state(LAST_HEAD), db.get_state(FAILED)
         self._verify(sha, last, failed)
         self.stage = Stage.LOAD
@@ -439,13 +439,13 @@ def _ignore_gitops_table(manifest: Manifest, gitops: GitOps) -> None:
 
 def _remember(boot: Manifest, **values: str | None) -> None:
     keys = {"last": LAST_HEAD, "failed": FAILED}
-    with drift_runs.history(boot) as db:
+    with apply_record.history(boot) as db:
         for name, value in values.items():
             db.set_state(keys[name], value)
 
 
 def _record_run(boot: Manifest, result: Cycle, started: float, summary: dict[str, object]) -> None:
-    with drift_runs.history(boot) as db:
+    with apply_record.history(boot) as db:
         db.record_run(
             "gitops",
             started,
