@@ -31,8 +31,9 @@ def module_name(path: str) -> str:
         name = PurePosixPath(path).name
     else:
         name = path.rsplit("/", 1)[-1]
-    for suffix in (".xz", ".zst", ".gz"):
-        name = name.removesuffix(suffix)
+    if name.endswith((".xz", ".zst", ".gz")):  # compressed modules (most are not)
+        for suffix in (".xz", ".zst", ".gz"):
+            name = name.removesuffix(suffix)
     return name.removesuffix(".ko").replace("-", "_")
 
 
@@ -59,19 +60,20 @@ def load_order(modules_dep: str, wanted: tuple[str, ...]) -> list[str]:
     Raises KeyError naming a module that is not in the file, and ModulePathError for a
     path (of a wanted module or a dependency) that is absolute or climbs out with `..`.
     """
-    deps: dict[str, tuple[str, list[str]]] = {}
+    deps: dict[str, tuple[str, str]] = {}
     for line in modules_dep.splitlines():
         path, sep, rest = line.partition(":")
         if sep:
-            deps[module_name(path)] = (path.strip(), rest.split())
+            deps[module_name(path)] = (path, rest)  # split when visited: most never are
     order: list[str] = []
 
     def visit(name: str) -> None:
         path, needs = deps[name]
+        path = path.strip()
         check_module_path(path)
         if path in order:
             return
-        for dep in reversed(needs):
+        for dep in reversed(needs.split()):
             visit(module_name(dep))
         if path not in order:
             order.append(path)
