@@ -1,6 +1,7 @@
 """The plan: a networkx DAG of actions, ordered deterministically.
 
-Pure: changes in, graph out. networkx is imported here and nowhere else.
+Pure: changes in, graph out. networkx is imported here and nowhere else; the actions
+themselves are made by core/plan/steps.py, loaded only for a plan with something to do.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def make_plan(
     `kernels` maps each kernel to build to its build directory."""
     if not diff.has_changes() and not stale_kernels and not stale_copies:
         # Nothing to do, so nothing to build, order or block (what steps.make_plan gives for
-        # such a diff, tests/core/test_plan_graph.py): the actions' module is not even loaded.
+        # such a diff, tests/core/test_plan.py): the actions' module is not even loaded.
         return Plan(diff=diff, nodes={}, edges=(), to_build=())
     from reconcile.core.plan import steps  # noqa: PLC0415 - only a plan with something to do
 

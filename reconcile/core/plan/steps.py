@@ -291,8 +291,7 @@ def make_plan(
     stale_kernels: tuple[str, ...] = (),
     stale_copies: tuple[tuple[str, str], ...] = (),
 ) -> Plan:
-    """The plan for `diff`. `unbuilt` maps each guest's installable to build, by guest name;
-    `kernels` maps each kernel to build to its build directory."""
+    """graph.make_plan's, for a diff with something to do (its arguments are the same)."""
     waits = _waits(diff)
     blocked = _blocked(diff, waits)
     changes = [c for c in diff.changes if c.name not in blocked]
