@@ -74,7 +74,11 @@ class ParsedDomains:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(marshal.dumps((FORMAT, core_digest(), seen)))
+            # Readable by its owner only, as libvirt keeps domain configs: a domain's
+            # command line and QEMU arguments are in it.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(marshal.dumps((FORMAT, core_digest(), seen)))
             tmp.replace(self.path)  # whole or not at all: a reader never sees half a file
         except (OSError, ValueError):
             tmp.unlink(missing_ok=True)

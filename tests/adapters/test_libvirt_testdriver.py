@@ -371,7 +371,7 @@ def test_domain_xml_parsed_before_is_not_parsed_again_and_any_change_is(
         broken = f"{lab}-broken"
         define_raw(raw, broken, f"<metadata><r:domain xmlns:r='{MARK_NAMESPACE}'/></metadata>")
         first = hv.observe(f"{lab}-")
-        assert memo.is_file()
+        assert memo.is_file() and oct(memo.stat().st_mode & 0o777) == "0o600"
     parsed: list[str] = []
     parse = parsed_domains.parse_domain_xml
 
